@@ -1,0 +1,45 @@
+# The two commands a newcomer needs: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast bench system-deps venv asterisk-up asterisk-down clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+system-deps:
+	./scripts/install-system-deps
+
+# Starts the local Asterisk (built on first use), migrates the SQLite database and
+# serves the API and the call controller on their embedded defaults.
+run: venv system-deps
+	$(BIN)/hotline asterisk up
+	$(BIN)/hotline migrate
+	$(BIN)/hotline serve
+
+# Everything: unit, API (SQLite and PostgreSQL), fuzz and end-to-end tests.
+test: venv system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast layers only (no Asterisk).
+test-fast: venv
+	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+bench: venv system-deps
+	$(BIN)/python bench/api_bench.py
+
+asterisk-up: venv system-deps
+	$(BIN)/hotline asterisk up
+
+asterisk-down: venv
+	$(BIN)/hotline asterisk down
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

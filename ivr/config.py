@@ -1,0 +1,325 @@
+"""Hotline's configuration: one table of settings, read from YAML and the environment.
+
+The table below is the single source for the loader, ``hotline config`` and the
+docs (datasette's habit): a setting that is not in the table does not exist.
+Precedence, lowest first: the default, the YAML file, the environment variable
+``HOTLINE_<SECTION>_<KEY>`` (``DATABASE_URL`` also sets ``database.url``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    default: Any
+    type: str  # "str" | "int" | "float" | "bool" | "list"
+    help: str
+    secret: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+    @property
+    def env(self) -> str:
+        return f"HOTLINE_{self.section.upper()}_{self.key.upper()}"
+
+    def parse(self, raw: Any, origin: str) -> Any:
+        """Turn a YAML value or an environment string into this setting's type."""
+        try:
+            if raw is None:
+                return None
+            if self.type == "str":
+                return str(raw)
+            if self.type == "int":
+                if isinstance(raw, bool):
+                    raise ValueError(raw)
+                return int(raw)
+            if self.type == "float":
+                return float(raw)
+            if self.type == "bool":
+                if isinstance(raw, bool):
+                    return raw
+                text = str(raw).strip().lower()
+                if text in ("1", "true", "yes", "on"):
+                    return True
+                if text in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(raw)
+            if self.type == "list":
+                if isinstance(raw, str):
+                    return [part.strip() for part in raw.split(",") if part.strip()]
+                if isinstance(raw, (list, tuple)):
+                    return [str(part) for part in raw]
+                raise ValueError(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{origin}: {self.name} must be of type {self.type}, got {raw!r}"
+            ) from None
+        raise AssertionError(f"unknown setting type {self.type}")
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "hotline")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("general", "data_dir", _default_data_dir(), "str",
+            "Directory for the SQLite database, generated lab secrets and runtime files."),
+    Setting("general", "log_level", "INFO", "str", "Logging level: DEBUG, INFO, WARNING or ERROR."),
+    Setting("api", "host", "127.0.0.1", "str", "Address the REST API listens on."),
+    Setting("api", "port", 8080, "int", "Port the REST API listens on."),
+    Setting("api", "rate_limit", 1200, "int",
+            "Requests per minute allowed to one API key (a token bucket); 0 disables the limit."),
+    Setting("database", "url", "", "str",
+            "Database URL: sqlite:///path or postgresql://user:pass@host/db. "
+            "Empty means a SQLite file in the data directory. DATABASE_URL also sets it."),
+    Setting("database", "pool_size", 8, "int", "Connections kept by the database pool."),
+    Setting("ari", "url", "http://127.0.0.1:8088", "str", "Base URL of Asterisk's HTTP server (ARI)."),
+    Setting("ari", "username", "hotline", "str", "ARI user."),
+    Setting("ari", "password", "", "str",
+            "ARI password. Empty: a random one generated for the local lab and kept in the data directory.",
+            secret=True),
+    Setting("ari", "app", "hotline", "str", "Name of the Stasis application."),
+    Setting("ami", "host", "127.0.0.1", "str", "Asterisk Manager Interface host."),
+    Setting("ami", "port", 5038, "int", "Asterisk Manager Interface port."),
+    Setting("ami", "username", "hotline", "str", "AMI user."),
+    Setting("ami", "secret", "", "str",
+            "AMI secret. Empty: a random one generated for the local lab and kept in the data directory.",
+            secret=True),
+    Setting("agi", "host", "127.0.0.1", "str", "Address the FastAGI server listens on."),
+    Setting("agi", "port", 4573, "int", "Port the FastAGI server listens on."),
+    Setting("sip", "default_region", "US", "str",
+            "Region used to read national-format numbers (ISO 3166 code, e.g. US, GB, FR)."),
+    Setting("sip", "outbound_trunk", "", "str",
+            "PJSIP endpoint through which E.164 numbers are dialed; empty means only SIP URIs can be rung."),
+    Setting("sip", "trunk_addresses", ["127.0.0.1"], "list",
+            "Addresses (IP or CIDR) allowed to deliver inbound calls; comma separated in the environment."),
+    Setting("sip", "port", 5060, "int", "UDP port of the lab Asterisk's SIP transport."),
+    Setting("sip", "bind", "127.0.0.1", "str", "Address of the lab Asterisk's SIP transport."),
+    Setting("sip", "rtp_start", 20000, "int", "First RTP port of the lab Asterisk."),
+    Setting("sip", "rtp_end", 20999, "int", "Last RTP port of the lab Asterisk."),
+    Setting("sip", "fallback_number", "", "str",
+            "Where the dialplan sends a caller when neither ARI nor FastAGI answers (empty: a spoken apology)."),
+    Setting("tts", "engine", "espeak-ng", "str", "Speech synthesizer: espeak-ng or flite."),
+    Setting("tts", "voice", "en-us", "str", "Voice passed to the synthesizer."),
+    Setting("tts", "cache_dir", "", "str",
+            "Directory of synthesized prompts, readable by Asterisk. "
+            "Empty: var/lib/hotline/sounds inside the lab Asterisk's root."),
+    Setting("tts", "asterisk_dir", "", "str",
+            "The same directory as Asterisk sees it (for a chroot or a container). "
+            "Empty: derived from tts.cache_dir."),
+    Setting("asterisk", "root", "/var/cache/hotline/asterisk-root", "str",
+            "Where `hotline asterisk up` builds and caches the lab's Debian root with Asterisk."),
+    Setting("asterisk", "suite", "sid", "str", "Debian suite the lab root is built from (Asterisk 22 is in sid)."),
+    Setting("asterisk", "mirror", "", "str", "Debian mirror for debootstrap; empty means debootstrap's default."),
+    Setting("controller", "confirm_timeout", 10.0, "float",
+            "Seconds an answered on-call leg has to press 1 before it counts as not answered."),
+    Setting("controller", "reconnect_max_delay", 10.0, "float",
+            "Longest wait between two attempts to reach Asterisk's ARI."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+class Section:
+    """Attribute access to one section: ``config.api.port``."""
+
+    def __init__(self, name: str, values: dict[str, Any]):
+        self._name = name
+        self._values = values
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"no setting {self._name}.{key}") from None
+
+    def __repr__(self) -> str:
+        return f"Section({self._name}, {self._values!r})"
+
+
+class Config:
+    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str] | None = None):
+        self._values = dict(values)
+        self.sources = dict(sources or {})
+        sections: dict[str, dict[str, Any]] = {}
+        for name, value in self._values.items():
+            section, key = name.split(".", 1)
+            sections.setdefault(section, {})[key] = value
+        self._sections = {name: Section(name, vals) for name, vals in sections.items()}
+
+    def __getattr__(self, section: str) -> Section:
+        try:
+            return self._sections[section]
+        except KeyError:
+            raise AttributeError(f"no configuration section {section!r}") from None
+
+    def get(self, name: str) -> Any:
+        return self._values[name]
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with some settings changed: ``config.replace(api__port=9000)``."""
+        values = dict(self._values)
+        for dunder, value in changes.items():
+            name = dunder.replace("__", ".", 1)
+            if name not in _BY_NAME:
+                raise ConfigError(f"unknown setting {name}")
+            values[name] = value
+        return Config(values, self.sources)
+
+    def as_dict(self, reveal_secrets: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for setting in SETTINGS:
+            value = self._values[setting.name]
+            if setting.secret and value and not reveal_secrets:
+                value = "********"
+            out.setdefault(setting.section, {})[setting.key] = value
+        return out
+
+    # Derived values -----------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.general.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'hotline.db'}"
+
+    @property
+    def sounds_dir(self) -> Path:
+        """Where synthesized prompts are written (a path on this machine)."""
+        if self.tts.cache_dir:
+            return Path(self.tts.cache_dir)
+        return Path(self.asterisk.root) / "var/lib/hotline/sounds"
+
+    @property
+    def asterisk_sounds_dir(self) -> str:
+        """The prompts' directory as Asterisk sees it (inside its root, for the lab)."""
+        if self.tts.asterisk_dir:
+            return self.tts.asterisk_dir
+        sounds, root = self.sounds_dir, Path(self.asterisk.root)
+        if sounds.is_relative_to(root):
+            return "/" + str(sounds.relative_to(root))
+        return str(sounds)
+
+    def with_lab_secrets(self, create: bool = False) -> "Config":
+        """Fill empty ARI/AMI secrets from ``<data_dir>/secrets.json``.
+
+        No password has a default that works anywhere: the local lab gets random
+        ones, generated once (``create=True``) and shared by the lab and the
+        controller through that file.
+        """
+        missing = [n for n in ("ari.password", "ami.secret") if not self._values[n]]
+        if not missing:
+            return self
+        path = self.data_dir / "secrets.json"
+        stored: dict[str, str] = {}
+        if path.exists():
+            try:
+                stored = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"cannot read {path}: {exc}") from None
+        changed = False
+        for name in missing:
+            if not stored.get(name) and create:
+                stored[name] = secrets.token_urlsafe(24)
+                changed = True
+        if changed:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(stored, fh, indent=2)
+            os.replace(tmp, path)
+        values = dict(self._values)
+        for name in missing:
+            if stored.get(name):
+                values[name] = stored[name]
+        return Config(values, self.sources)
+
+
+def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if env.get("HOTLINE_CONFIG"):
+        return Path(env["HOTLINE_CONFIG"])
+    default = Path("hotline.yaml")
+    return default if default.exists() else None
+
+
+def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the YAML file, then the environment."""
+    env = os.environ if env is None else env
+    values = {s.name: s.default for s in SETTINGS}
+    sources = {s.name: "default" for s in SETTINGS}
+
+    file_path = find_config_file(str(path) if path else None, env)
+    if file_path is not None:
+        try:
+            text = file_path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {file_path}: {exc.strerror}") from None
+        try:
+            document = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file_path}: not valid YAML: {exc}") from None
+        if not isinstance(document, dict):
+            raise ConfigError(f"{file_path}: the top level must be a mapping of sections")
+        for section, entries in document.items():
+            if not isinstance(entries, dict):
+                raise ConfigError(f"{file_path}: section {section!r} must be a mapping")
+            for key, raw in entries.items():
+                name = f"{section}.{key}"
+                setting = _BY_NAME.get(name)
+                if setting is None:
+                    raise ConfigError(f"{file_path}: unknown setting {name} (see `hotline config --help`)")
+                values[name] = setting.parse(raw, str(file_path))
+                sources[name] = str(file_path)
+
+    for setting in SETTINGS:
+        if setting.env in env:
+            values[setting.name] = setting.parse(env[setting.env], setting.env)
+            sources[setting.name] = setting.env
+    if env.get("DATABASE_URL") and "HOTLINE_DATABASE_URL" not in env:
+        values["database.url"] = env["DATABASE_URL"]
+        sources["database.url"] = "DATABASE_URL"
+
+    for name in ("api.port", "ami.port", "agi.port", "sip.port", "sip.rtp_start", "sip.rtp_end"):
+        if not 0 < values[name] < 65536:
+            raise ConfigError(f"{name} must be a port between 1 and 65535, got {values[name]}")
+    if values["sip.rtp_start"] > values["sip.rtp_end"]:
+        raise ConfigError("sip.rtp_start must not be above sip.rtp_end")
+    if values["tts.engine"] not in ("espeak-ng", "flite"):
+        raise ConfigError(f"tts.engine must be espeak-ng or flite, got {values['tts.engine']!r}")
+    return Config(values, sources)
+
+
+def settings_markdown() -> str:
+    """The settings table as Markdown, for docs/configuration.md (checked by a test)."""
+    lines = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = s.default
+        if s.name == "general.data_dir":
+            default = "~/.local/share/hotline"
+        if isinstance(default, list):
+            default = ",".join(default)
+        lines.append(f"| `{s.name}` | `{s.env}` | `{default}` | {s.help} |")
+    return "\n".join(lines) + "\n"
