@@ -1,0 +1,193 @@
+"""The aiohttp application: ``create_app(config)`` builds it for ``hotline serve`` and the tests."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from api import auth
+from api.errors import BadRequest, Unauthorized, error_middleware
+from api.openapi import build_openapi
+from api.query import parse_paging
+from api.registry import RESOURCES
+from api.resources import Context, Resource
+from ivr.config import Config
+from ivr.db import open_database, pending_migrations
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+DB = web.AppKey("db", object)
+KEYS = web.AppKey("keys", auth.KeyCache)
+LIMITER = web.AppKey("limiter", auth.RateLimiter)
+OPENAPI = web.AppKey("openapi", dict)
+MAX_BODY = 1024 * 1024
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(text=_dumps(value), status=status, content_type="application/json")
+
+
+async def read_body(request: web.Request) -> dict:
+    """The JSON object of a request (GET may carry one too); an absent body is ``{}``."""
+    if not request.body_exists:
+        return {}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object")
+    return body
+
+
+async def principal_of(request: web.Request) -> auth.Principal:
+    key = request.headers.get("ApiKey")
+    if not key:
+        raise Unauthorized("Missing API key: send it in the ApiKey header.")
+    if len(key) > 200 or not key.isascii():
+        raise Unauthorized("Invalid API key.")
+    app = request.app
+    key_hash = auth.hash_key(key)
+    principal = app[KEYS].get(key_hash)
+    if principal is None:
+        principal = await app[DB].run(auth.load_principal, key)
+        app[KEYS].put(key_hash, principal)
+    auth.check_not_expired(principal)
+    app[LIMITER].check(principal.key_id)
+    return principal
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def resource_routes(resource: Resource) -> list[web.RouteDef]:
+    base = f"/api/{resource.path}"
+
+    async def context(request: web.Request, verb: str) -> Context:
+        principal = await principal_of(request)
+        if verb != "read":
+            resource.check_writable(verb)  # 405 before 403: no permission makes a log writable
+        principal.require(verb, resource.title)
+        return Context(principal, request.app[CONFIG].sip.default_region)
+
+    async def get_list(request: web.Request) -> web.Response:
+        ctx = await context(request, "read")
+        body = await read_body(request)
+        skip, limit = parse_paging(request.query, body)
+        selection = resource.selection(body.get("select"))
+        conditions = resource.conditions(body.get("query"))
+        order = resource.order(body.get("sort"))
+        count, rows = await request.app[DB].run(resource.list, ctx, selection, conditions, order, skip, limit)
+        return json_response({"count": count, "limit": limit, "skip": skip, "data": rows})
+
+    async def get_item(request: web.Request) -> web.Response:
+        ctx = await context(request, "read")
+        body = await read_body(request)
+        selection = resource.selection(body.get("select"))
+        row = await request.app[DB].run(resource.get, ctx, request.match_info["id"], selection)
+        return json_response(row)
+
+    async def count(request: web.Request) -> web.Response:
+        ctx = await context(request, "read")
+        body = await read_body(request)
+        conditions = resource.conditions(body.get("query"))
+        return json_response({"count": await request.app[DB].run(resource.count, ctx, conditions)})
+
+    async def create(request: web.Request) -> web.Response:
+        ctx = await context(request, "create")
+        body = await read_body(request)
+        if "data" not in body:
+            raise BadRequest("The request body needs a data object: {\"data\": {...}}")
+        return json_response(await request.app[DB].run(resource.create, ctx, body["data"]))
+
+    async def update(request: web.Request) -> web.Response:
+        ctx = await context(request, "update")
+        body = await read_body(request)
+        if "data" not in body:
+            raise BadRequest("The request body needs a data object: {\"data\": {...}}")
+        await request.app[DB].run(resource.update, ctx, request.match_info["id"], body["data"])
+        return json_response({})
+
+    async def delete(request: web.Request) -> web.Response:
+        ctx = await context(request, "delete")
+        await read_body(request)
+        await request.app[DB].run(resource.delete, ctx, request.match_info["id"])
+        return json_response({})
+
+    return [
+        web.get(f"{base}/get-list", get_list, allow_head=False),
+        web.post(f"{base}/get-list", get_list),
+        web.post(f"{base}/count", count),
+        web.get(f"{base}/count", count, allow_head=False),
+        web.get(base + "/{id}/get-item", get_item, allow_head=False),
+        web.post(base + "/{id}/get-item", get_item),
+        web.post(base, create),
+        web.put(base + "/{id}", update),
+        web.post(base + "/{id}/update-item", update),
+        web.get(base + "/{id}/update-item", update, allow_head=False),
+        web.delete(base + "/{id}", delete),
+        web.post(base + "/{id}/delete-item", delete),
+        web.get(base + "/{id}/delete-item", delete, allow_head=False),
+    ]
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI])
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+def database_context(config: Config, db=None):
+    """Opens the database pool for the app's lifetime; refuses to serve an unmigrated schema."""
+
+    async def ctx(app: web.Application):
+        own = db is None
+        database = db if db is not None else open_database(config.database_url, config.database.pool_size)
+        pending = await pending_migrations(database)
+        if pending:
+            if own:
+                await database.close_pool()
+            raise RuntimeError(f"the database has pending migrations ({', '.join(pending)}): "
+                               "run `hotline migrate` first")
+        app[DB] = database
+        yield
+        if own:
+            await database.close_pool()
+
+    return ctx
+
+
+def create_app(config: Config, db=None, *, api: bool = True, controller: bool = False) -> web.Application:
+    """The application: the REST API and/or the call controller, sharing one database pool.
+
+    ``db``: an already open database (tests); otherwise opened from the configuration.
+    """
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    app[CONFIG] = config
+    app[KEYS] = auth.KeyCache()
+    app[LIMITER] = auth.RateLimiter(config.api.rate_limit)
+    app[OPENAPI] = build_openapi(RESOURCES)
+    app.cleanup_ctx.append(database_context(config, db))
+    app.router.add_get("/api/health", health, allow_head=False)
+    if api:
+        app.router.add_get("/api/openapi.json", openapi_document, allow_head=False)
+        for resource in RESOURCES:
+            app.router.add_routes(resource_routes(resource))
+    if controller:
+        from ivr.controller import controller_context
+
+        app.cleanup_ctx.append(controller_context(config))
+    return app

@@ -1,0 +1,249 @@
+"""The domain rules of each resource (validation that needs more than a field's type)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+import zoneinfo
+from typing import Any
+
+from peewee import PostgresqlDatabase
+
+from api.errors import BadRequest, Conflict, Forbidden
+from api.resources import Context, Resource, Rules
+from ivr import models as m
+from ivr.phone import InvalidNumber, area_code_of, region_of, to_e164, validate_sip_uri
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def slugify(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:200]
+
+
+def _require_text(values: dict[str, Any], name: str) -> None:
+    if name in values and isinstance(values[name], str) and not values[name].strip():
+        raise BadRequest(f"data.{name}: must not be empty")
+
+
+class PolicyRules(Rules):
+    def _normalize_number(self, ctx: Context, values: dict[str, Any]) -> None:
+        number = values.get("routingPhoneNumber")
+        if number is None:
+            return
+        try:
+            values["routingPhoneNumber"] = to_e164(number, ctx.default_region)
+        except InvalidNumber as exc:
+            raise BadRequest(f"data.routingPhoneNumber: {exc}") from None
+        values.setdefault("phoneNumberCountryCode", region_of(values["routingPhoneNumber"]))
+        values.setdefault("phoneNumberAreaCode", area_code_of(values["routingPhoneNumber"]))
+
+    def _check_number_free(self, number: str | None, own_id=None) -> None:
+        if number is None:
+            return
+        query = m.IncomingCallPolicy.select().where(m.IncomingCallPolicy.routingPhoneNumber == number)
+        if own_id is not None:
+            query = query.where(m.IncomingCallPolicy.id != own_id)
+        if query.exists():
+            raise Conflict(f"The routing phone number {number} is already used by another Incoming Call Policy.")
+
+    def _check_repeat(self, values: dict[str, Any]) -> None:
+        times = values.get("repeatPolicyIfNoOneAnswersTimes")
+        if times is not None and not 0 <= times <= 1000:
+            raise BadRequest("data.repeatPolicyIfNoOneAnswersTimes: must be between 0 and 1000")
+
+    def prepare_create(self, ctx, values, resource):
+        _require_text(values, "name")
+        if not values.get("name"):
+            return  # reported as a missing required field
+        self._normalize_number(ctx, values)
+        self._check_number_free(values.get("routingPhoneNumber"))
+        self._check_repeat(values)
+        values["slug"] = self._unique_slug(values["name"])
+
+    def prepare_update(self, ctx, row, values, resource):
+        _require_text(values, "name")
+        self._normalize_number(ctx, values)
+        self._check_number_free(values.get("routingPhoneNumber"), own_id=row.id)
+        self._check_repeat(values)
+
+    @staticmethod
+    def _unique_slug(name: str) -> str:
+        base = slugify(name) or "policy"
+        slug = base
+        while m.IncomingCallPolicy.select().where(m.IncomingCallPolicy.slug == slug).exists():
+            slug = f"{base}-{secrets.token_hex(3)}"
+        return slug
+
+    def conflict_message(self, values, error, resource):
+        return ("This Incoming Call Policy conflicts with an existing one: its routing phone number "
+                "or slug is already used.")
+
+
+TARGETS = ("userId", "onCallDutyPolicyScheduleId", "teamId")
+
+
+class EscalationRuleRules(Rules):
+    """Order is a dense 1..n sequence per policy; each rule has exactly one target."""
+
+    def _rules(self, policy_id):
+        Rule = m.IncomingCallPolicyEscalationRule
+        return Rule.select().where(Rule.incomingCallPolicy == policy_id)
+
+    def _check_timeout(self, values):
+        seconds = values.get("escalateAfterSeconds")
+        if seconds is not None and not 1 <= seconds <= 3600:
+            raise BadRequest("data.escalateAfterSeconds: must be between 1 and 3600 seconds")
+
+    @staticmethod
+    def _check_targets(targets: dict[str, Any]) -> None:
+        given = [name for name in TARGETS if targets.get(name) is not None]
+        if not given:
+            raise BadRequest("An escalation rule needs a target: give exactly one of userId, "
+                             "onCallDutyPolicyScheduleId or teamId.")
+        if len(given) > 1:
+            raise BadRequest(f"An escalation rule has exactly one target, but this one would have "
+                             f"{' and '.join(given)}: give only one (set the others to null).")
+
+    def prepare_create(self, ctx, values, resource):
+        self._check_timeout(values)
+        self._check_targets(values)
+        policy_id = values.get("incomingCallPolicyId")
+        if policy_id is None:
+            return  # reported as missing
+        Rule = m.IncomingCallPolicyEscalationRule
+        if not lock_policy(policy_id, ctx.project_id):
+            raise BadRequest(f"data.incomingCallPolicyId: no Incoming Call Policy with id {policy_id} in your project")
+        count = self._rules(policy_id).count()
+        order = values.get("order")
+        if order is None or order > count + 1:
+            order = count + 1
+        if order < 1:
+            raise BadRequest("data.order: must be 1 or more")
+        Rule.update(order=Rule.order + 1).where(Rule.incomingCallPolicy == policy_id, Rule.order >= order).execute()
+        values["order"] = order
+
+    def prepare_update(self, ctx, row, values, resource):
+        self._check_timeout(values)
+        if any(name in values for name in TARGETS):
+            merged = {name: values.get(name, getattr(row, name)) for name in TARGETS}
+            self._check_targets(merged)
+        if "order" not in values:
+            return
+        new = values["order"]
+        if new is None:
+            raise BadRequest("data.order: must not be null")
+        if new < 1:
+            raise BadRequest("data.order: must be 1 or more")
+        Rule = m.IncomingCallPolicyEscalationRule
+        lock_policy(row.incomingCallPolicyId, ctx.project_id)
+        count = self._rules(row.incomingCallPolicyId).count()
+        new = min(new, count)
+        old = row.order
+        if new > old:
+            Rule.update(order=Rule.order - 1).where(
+                Rule.incomingCallPolicy == row.incomingCallPolicyId, Rule.order > old, Rule.order <= new).execute()
+        elif new < old:
+            Rule.update(order=Rule.order + 1).where(
+                Rule.incomingCallPolicy == row.incomingCallPolicyId, Rule.order >= new, Rule.order < old).execute()
+        values["order"] = new
+
+    def after_delete(self, ctx, row, resource):
+        Rule = m.IncomingCallPolicyEscalationRule
+        lock_policy(row.incomingCallPolicyId, ctx.project_id)
+        Rule.update(order=Rule.order - 1).where(
+            Rule.incomingCallPolicy == row.incomingCallPolicyId, Rule.order > row.order).execute()
+
+
+class UserRules(Rules):
+    def _check(self, values):
+        _require_text(values, "name")
+        email = values.get("email")
+        if email is not None:
+            if not _EMAIL.match(email):
+                raise BadRequest(f"data.email: {email!r} is not an email address")
+            values["email"] = email.strip().lower()
+        tz = values.get("timeZone")
+        if tz is not None:
+            try:
+                zoneinfo.ZoneInfo(tz)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise BadRequest(f"data.timeZone: {tz!r} is not an IANA time zone (e.g. Europe/Paris)") from None
+
+    def prepare_create(self, ctx, values, resource):
+        self._check(values)
+
+    def prepare_update(self, ctx, row, values, resource):
+        self._check(values)
+
+    def conflict_message(self, values, error, resource):
+        return f"A user with the email {values.get('email')} already exists in this project."
+
+
+class IncomingCallNumberRules(Rules):
+    """A number is a phone number (E.164) or a SIP URI, and stays unverified until proven."""
+
+    def _normalize(self, ctx, values):
+        if values.get("phoneNumber") is not None:
+            try:
+                values["phoneNumber"] = to_e164(values["phoneNumber"], ctx.default_region)
+            except InvalidNumber as exc:
+                raise BadRequest(f"data.phoneNumber: {exc}") from None
+        if values.get("sipUri") is not None:
+            try:
+                values["sipUri"] = validate_sip_uri(values["sipUri"])
+            except InvalidNumber as exc:
+                raise BadRequest(f"data.sipUri: {exc}") from None
+
+    @staticmethod
+    def _check_one(phone, sip):
+        if phone is None and sip is None:
+            raise BadRequest("A number needs either phoneNumber (E.164) or sipUri.")
+        if phone is not None and sip is not None:
+            raise BadRequest("Give either phoneNumber or sipUri, not both.")
+
+    def prepare_create(self, ctx, values, resource):
+        if values.get("isVerified") and not ctx.principal.is_admin:
+            raise Forbidden("Only a Project Owner or Project Admin key can create a number already verified; "
+                            "other numbers are verified with a code.")
+        self._normalize(ctx, values)
+        self._check_one(values.get("phoneNumber"), values.get("sipUri"))
+
+    def prepare_update(self, ctx, row, values, resource):
+        if "isVerified" in values:
+            raise BadRequest("data.isVerified: is read-only; a number is verified with the code it receives")
+        self._normalize(ctx, values)
+        phone = values.get("phoneNumber", row.phoneNumber)
+        sip = values.get("sipUri", row.sipUri)
+        self._check_one(phone, sip)
+        if phone != row.phoneNumber or sip != row.sipUri:
+            values["isVerified"] = False  # a changed number must be verified again
+
+
+class NamedRules(Rules):
+    def prepare_create(self, ctx, values, resource):
+        _require_text(values, "name")
+
+    def prepare_update(self, ctx, row, values, resource):
+        _require_text(values, "name")
+
+    def conflict_message(self, values, error, resource):
+        return f"A {resource.title} named {values.get('name')!r} already exists in this project."
+
+
+class TeamMemberRules(Rules):
+    def conflict_message(self, values, error, resource):
+        return "This user is already a member of this team."
+
+
+def lock_policy(policy_id, project_id) -> bool:
+    """Whether the policy exists in the project; on PostgreSQL also locks it until the transaction ends,
+    so concurrent edits of one policy's rules keep their order dense (SQLite writes are serial anyway)."""
+    Policy = m.IncomingCallPolicy
+    query = Policy.select(Policy.id).where(Policy.id == policy_id, Policy.project == project_id)
+    if isinstance(Policy._meta.database.obj, PostgresqlDatabase):
+        query = query.for_update()
+    return query.first() is not None

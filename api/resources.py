@@ -1,0 +1,345 @@
+"""One generic resource mechanism for every OneUptime-style resource.
+
+A ``Resource`` is a model, its API schema, its permission noun and optional
+domain rules (``Rules``). Its operations are plain synchronous peewee code run
+through the asyncio database's bridge (``db.run``), one bridge crossing per
+request, inside a transaction when they write. The project of the caller's API
+key is applied here, in one place, to every read and every write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import peewee
+
+from api.auth import Principal
+from api.errors import BadRequest, Conflict, MethodNotAllowed, NotFound
+from api.query import Selection, parse_query, parse_select, parse_sort
+from api.schema import ApiField, ModelSchema, Relation, build_schema, render_value
+from ivr import models as m
+
+
+@dataclass
+class Context:
+    """What an operation knows about its caller and the server."""
+
+    principal: Principal
+    default_region: str = "US"
+
+    @property
+    def project_id(self) -> uuid.UUID:
+        return self.principal.project_id
+
+
+class Rules:
+    """Domain rules of a resource; the defaults do nothing."""
+
+    def prepare_create(self, ctx: Context, values: dict[str, Any], resource: "Resource") -> None:
+        """Validate and complete the values of a new row (API names -> database values)."""
+
+    def after_create(self, ctx: Context, row: m.BaseModel, values: dict[str, Any], resource: "Resource") -> None:
+        pass
+
+    def prepare_update(self, ctx: Context, row: m.BaseModel, values: dict[str, Any], resource: "Resource") -> None:
+        pass
+
+    def after_update(self, ctx: Context, row: m.BaseModel, values: dict[str, Any], resource: "Resource") -> None:
+        pass
+
+    def before_delete(self, ctx: Context, row: m.BaseModel, resource: "Resource") -> None:
+        pass
+
+    def after_delete(self, ctx: Context, row: m.BaseModel, resource: "Resource") -> None:
+        pass
+
+    def conflict_message(self, values: dict[str, Any], error: Exception, resource: "Resource") -> str:
+        return f"This {resource.title} conflicts with an existing one (a value that must be unique is taken)."
+
+
+@dataclass
+class Resource:
+    path: str                       # "incoming-call-policy"
+    title: str                      # "Incoming Call Policy" (permissions and messages)
+    description: str
+    schema: ModelSchema
+    rules: Rules = field(default_factory=Rules)
+    writable: bool = True           # logs: False (405 on create, update, delete)
+    extra_writable: dict[str, Relation] = field(default_factory=dict)  # many-to-many relations set by id lists
+
+    @property
+    def model(self) -> type[m.BaseModel]:
+        return self.schema.model
+
+    # -- reading --------------------------------------------------------------------
+
+    def scoped(self, ctx: Context, *columns) -> peewee.ModelSelect:
+        model = self.model
+        return model.select(*columns).where(model.project == ctx.project_id)
+
+    def list(self, ctx: Context, selection: Selection, conditions: list, order: list,
+             skip: int, limit: int) -> tuple[int, list[dict]]:
+        base = self.scoped(ctx).where(*conditions) if conditions else self.scoped(ctx)
+        count = base.count()
+        if limit == 0 or skip >= count:
+            return count, []
+        rows = self._fetch(ctx, selection, conditions, order, skip, limit)
+        return count, rows
+
+    def count(self, ctx: Context, conditions: list) -> int:
+        query = self.scoped(ctx)
+        if conditions:
+            query = query.where(*conditions)
+        return query.count()
+
+    def get(self, ctx: Context, item_id: str, selection: Selection) -> dict:
+        key = self.parse_id(item_id)
+        rows = self._fetch(ctx, selection, [self.model.id == key], [], 0, 1)
+        if not rows:
+            raise NotFound(f"No {self.title} with id {item_id}.")
+        return rows[0]
+
+    def parse_id(self, item_id: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(item_id)
+        except (ValueError, TypeError, AttributeError):
+            raise NotFound(f"No {self.title} with id {item_id}.") from None
+
+    def _fetch(self, ctx: Context, selection: Selection, conditions: list, order: list,
+               skip: int, limit: int) -> list[dict]:
+        fields = [self.schema.fields[name] for name in selection.fields]
+        needed = list(fields)
+        for rel_name in selection.relations:
+            relation = self.schema.relations[rel_name]
+            if relation.id_field and relation.id_field not in selection.fields:
+                needed.append(self.schema.fields[relation.id_field])
+        query = self.scoped(ctx, *[f.column for f in needed])
+        if conditions:
+            query = query.where(*conditions)
+        if order:
+            query = query.order_by(*order)
+        query = query.offset(skip).limit(limit).tuples()
+        raw_rows = list(query)
+        out = []
+        names = [f.name for f in needed]
+        for raw in raw_rows:
+            out.append(dict(zip(names, raw)))
+        if selection.relations:
+            for rel_name, sub in selection.relations.items():
+                self._attach_relation(ctx, out, self.schema.relations[rel_name], sub)
+        wanted = set(selection.fields) | set(selection.relations)
+        return [{k: render_value(v) for k, v in row.items() if k in wanted} for row in out]
+
+    def _attach_relation(self, ctx: Context, rows: list[dict], relation: Relation, sub: list[str] | None) -> None:
+        target_schema = SCHEMAS[relation.target]
+        names = sub or list(target_schema.fields)
+        target_fields = [target_schema.fields[n] for n in names]
+        target = relation.target
+        if relation.many:
+            ids = [row["_id"] for row in rows]
+            through = relation.through
+            query = (target.select(relation.through_source.alias("_owner"), *[f.column for f in target_fields])
+                     .join(through, on=(relation.through_target == target.id))
+                     .where(relation.through_source.in_(ids))
+                     .order_by(target.createdAt)
+                     .tuples())
+            grouped: dict[Any, list] = {row["_id"]: [] for row in rows}
+            for owner, *values in query:
+                grouped.setdefault(owner, []).append(
+                    {n: render_value(v) for n, v in zip(names, values)})
+            for row in rows:
+                row[relation.name] = grouped.get(row["_id"], [])
+            return
+        ids = {row[relation.id_field] for row in rows if row.get(relation.id_field) is not None}
+        found: dict[Any, dict] = {}
+        if ids:
+            query = target.select(target.id, *[f.column for f in target_fields]).where(target.id.in_(list(ids)))
+            # A relation never reaches outside the caller's project.
+            query = query.where(target.id == ctx.project_id) if target is m.Project else \
+                query.where(target.project == ctx.project_id)
+            for key, *values in query.tuples():
+                found[key] = {n: render_value(v) for n, v in zip(names, values)}
+        for row in rows:
+            row[relation.name] = found.get(row.get(relation.id_field))
+
+    # -- writing --------------------------------------------------------------------
+
+    def _forbid_writes(self, verb: str) -> None:
+        if not self.writable:
+            raise MethodNotAllowed(f"This resource cannot be {verb} via the API")
+
+    def check_writable(self, verb: str) -> None:
+        self._forbid_writes({"create": "created", "update": "updated", "delete": "deleted"}[verb])
+
+    def _coerce_data(self, data: Any, creating: bool) -> tuple[dict[str, Any], dict[str, list]]:
+        if not isinstance(data, dict):
+            raise BadRequest("data must be an object of field: value")
+        values: dict[str, Any] = {}
+        links: dict[str, list] = {}
+        for name, raw in data.items():
+            if name in self.extra_writable:
+                links[name] = self._coerce_links(name, raw)
+                continue
+            api_field = self.schema.field(name, "data")
+            if name == "projectId" and creating:
+                continue  # forced to the key's project below
+            if api_field.read_only:
+                raise BadRequest(f"data.{name}: is read-only")
+            if api_field.create_only and not creating:
+                raise BadRequest(f"data.{name}: cannot be changed once the {self.title} is created")
+            value = api_field.coerce(raw, f"data.{name}")
+            if value is None and not api_field.nullable:
+                raise BadRequest(f"data.{name}: must not be null")
+            values[name] = value
+        return values, links
+
+    def _coerce_links(self, name: str, raw: Any) -> list[uuid.UUID]:
+        if not isinstance(raw, list):
+            raise BadRequest(f"data.{name}: must be a list of IDs")
+        out = []
+        for i, item in enumerate(raw):
+            if isinstance(item, dict):
+                item = item.get("_id")
+            try:
+                out.append(uuid.UUID(item))
+            except (ValueError, TypeError, AttributeError):
+                raise BadRequest(f"data.{name}[{i}]: not a valid ID") from None
+        return out
+
+    def _check_references(self, ctx: Context, values: dict[str, Any]) -> None:
+        for name, value in values.items():
+            api_field = self.schema.fields[name]
+            target = api_field.references
+            if value is None or target is None or target is m.Project:
+                continue
+            exists = target.select(target.id).where(target.id == value, target.project == ctx.project_id).exists()
+            if not exists:
+                raise BadRequest(f"data.{name}: no {SCHEMA_TITLES.get(target, target.__name__)} "
+                                 f"with id {value} in your project")
+
+    def _set_links(self, ctx: Context, row: m.BaseModel, links: dict[str, list]) -> None:
+        for name, ids in links.items():
+            relation = self.extra_writable[name]
+            target = relation.target
+            unique_ids = list(dict.fromkeys(ids))
+            if unique_ids:
+                found = {r for (r,) in target.select(target.id).where(
+                    target.id.in_(unique_ids), target.project == ctx.project_id).tuples()}
+                missing = [str(i) for i in unique_ids if i not in found]
+                if missing:
+                    raise BadRequest(f"data.{name}: no {SCHEMA_TITLES.get(target, target.__name__)} "
+                                     f"with id {', '.join(missing)} in your project")
+            through = relation.through
+            through.delete().where(relation.through_source == row.id).execute()
+            for target_id in unique_ids:
+                through.create(**{relation.through_source.name: row.id, relation.through_target.name: target_id})
+
+    def _db_kwargs(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {self.schema.fields[name].column.name: value for name, value in values.items()}
+
+    def create(self, ctx: Context, data: Any) -> dict:
+        self.check_writable("create")
+        values, links = self._coerce_data(data, creating=True)
+        given = list(data) if isinstance(data, dict) else []
+        db = self.model._meta.database
+        with db.atomic():
+            self.rules.prepare_create(ctx, values, self)
+            missing = [f.name for f in self.schema.fields.values()
+                       if f.required and values.get(f.name) is None]
+            if missing:
+                raise BadRequest(f"data: missing required field{'s' if len(missing) > 1 else ''} "
+                                 f"{', '.join(missing)}")
+            self._check_references(ctx, values)
+            kwargs = self._db_kwargs(values)
+            kwargs["project"] = ctx.project_id
+            try:
+                with db.atomic():
+                    row = self.model.create(**kwargs)
+            except peewee.IntegrityError as exc:
+                raise Conflict(self.rules.conflict_message(values, exc, self)) from None
+            self._set_links(ctx, row, links)
+            self.rules.after_create(ctx, row, values, self)
+        result = {"_id": str(row.id)}
+        for name in given:
+            if name == "projectId":
+                result[name] = str(ctx.project_id)
+            elif name in self.extra_writable:
+                result[name] = [str(i) for i in links[name]]
+            else:
+                result[name] = render_value(values.get(name, getattr(row, self.schema.fields[name].column.name)))
+        return result
+
+    def _get_row(self, ctx: Context, item_id: str) -> m.BaseModel:
+        key = self.parse_id(item_id)
+        row = self.model.get_or_none(self.model.id == key, self.model.project == ctx.project_id)
+        if row is None:
+            raise NotFound(f"No {self.title} with id {item_id}.")
+        return row
+
+    def update(self, ctx: Context, item_id: str, data: Any) -> None:
+        self.check_writable("update")
+        values, links = self._coerce_data(data, creating=False)
+        db = self.model._meta.database
+        with db.atomic():
+            row = self._get_row(ctx, item_id)
+            self.rules.prepare_update(ctx, row, values, self)
+            self._check_references(ctx, values)
+            if values:
+                kwargs = self._db_kwargs(values)
+                kwargs["updatedAt"] = m.utcnow()
+                try:
+                    with db.atomic():
+                        self.model.update(**kwargs).where(self.model.id == row.id).execute()
+                except peewee.IntegrityError as exc:
+                    raise Conflict(self.rules.conflict_message(values, exc, self)) from None
+            self._set_links(ctx, row, links)
+            self.rules.after_update(ctx, row, values, self)
+
+    def delete(self, ctx: Context, item_id: str) -> None:
+        self.check_writable("delete")
+        db = self.model._meta.database
+        with db.atomic():
+            row = self._get_row(ctx, item_id)
+            self.rules.before_delete(ctx, row, self)
+            try:
+                with db.atomic():
+                    row.delete_instance()
+            except peewee.IntegrityError:
+                raise Conflict(
+                    f"This {self.title} is still used by other objects (for example an escalation rule); "
+                    "remove or change those first.") from None
+            self.rules.after_delete(ctx, row, self)
+
+    # -- request parsing helpers --------------------------------------------------------
+
+    def selection(self, select: Any) -> Selection:
+        related = {name: SCHEMAS[rel.target] for name, rel in self.schema.relations.items()}
+        return parse_select(self.schema, select, related)
+
+    def conditions(self, query: Any) -> list:
+        return parse_query(self.schema, query)
+
+    def order(self, sort: Any) -> list:
+        return parse_sort(self.schema, sort)
+
+
+# The schema of every model a relation can reach, and how messages name them.
+SCHEMAS: dict[type[m.BaseModel], ModelSchema] = {}
+SCHEMA_TITLES: dict[type[m.BaseModel], str] = {
+    m.Project: "Project", m.User: "User", m.Team: "Team", m.Label: "Label",
+    m.IncomingCallPolicy: "Incoming Call Policy", m.UserIncomingCallNumber: "User Incoming Call Number",
+    m.IncomingCallPolicyEscalationRule: "Incoming Call Policy Escalation Rule",
+    m.IncomingCallLog: "Incoming Call Log", m.TeamMember: "Team Member", m.CallLog: "Call Log",
+    m.IncomingCallLogItem: "Incoming Call Log Item",
+}
+
+
+def register_schema(schema: ModelSchema) -> ModelSchema:
+    SCHEMAS[schema.model] = schema
+    return schema
+
+
+def api_field(resource: Resource, name: str) -> ApiField:
+    return resource.schema.fields[name]

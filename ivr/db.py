@@ -1,0 +1,90 @@
+"""Opening the database and migrating it.
+
+One URL chooses the backend (``playhouse.db_url`` parses it): ``sqlite:///path``
+(the default, WAL and foreign keys on) or ``postgresql://user:pass@host/db``.
+Both are peewee's asyncio databases (``playhouse.pwasyncio``), so queries made
+from the event loop never block it; synchronous callers (the CLI, migrations)
+go through ``run_sync``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlparse
+
+from playhouse import db_url
+from playhouse.migrations import Runner
+from playhouse.pwasyncio import AsyncPostgresqlDatabase, AsyncSqliteDatabase
+
+from ivr.models import database
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+db_url.register_database(AsyncSqliteDatabase, "sqlite+async")
+db_url.register_database(AsyncPostgresqlDatabase, "postgresql+async")
+
+SQLITE_PRAGMAS = (
+    ("journal_mode", "wal"),      # readers never wait for the writer
+    ("foreign_keys", 1),
+    ("synchronous", "normal"),    # safe with WAL, much faster commits
+    ("busy_timeout", 10000),
+)
+
+T = TypeVar("T")
+
+
+class DatabaseConfigError(Exception):
+    pass
+
+
+def open_database(url: str, pool_size: int = 8) -> AsyncSqliteDatabase | AsyncPostgresqlDatabase:
+    """An asyncio database for ``url``, bound to the models (not yet connected)."""
+    scheme = urlparse(url).scheme
+    if scheme == "sqlite":
+        db = db_url.connect(url.replace("sqlite://", "sqlite+async://", 1), pragmas=SQLITE_PRAGMAS,
+                            pool_size=pool_size, timeout=10)
+        if db.database != ":memory:":
+            Path(db.database).parent.mkdir(parents=True, exist_ok=True)
+    elif scheme in ("postgresql", "postgres"):
+        db = db_url.connect(url.replace(f"{scheme}://", "postgresql+async://", 1), pool_size=pool_size)
+    else:
+        raise DatabaseConfigError(
+            f"unsupported database URL scheme {scheme!r}: use sqlite:///path/to/file.db "
+            "or postgresql://user:password@host/dbname")
+    database.initialize(db)
+    return db
+
+
+async def migrate(db) -> list[str]:
+    """Apply the pending migrations; returns their names."""
+    runner = Runner(db, str(MIGRATIONS_DIR))
+    return await db.run(runner.up)
+
+
+async def migration_status(db) -> list[tuple[str, Any]]:
+    runner = Runner(db, str(MIGRATIONS_DIR))
+    rows = await db.run(runner.status)
+    return [(m.name, m.applied) for m in rows]
+
+
+async def pending_migrations(db) -> list[str]:
+    return [name for name, applied in await migration_status(db) if applied is None]
+
+
+def run_sync(url: str, fn: Callable[..., Any], *args: Any, pool_size: int = 2) -> Any:
+    """Run ``fn(db, *args)`` (a coroutine function) to completion from synchronous code."""
+
+    async def main():
+        db = open_database(url, pool_size=pool_size)
+        try:
+            return await fn(db, *args)
+        finally:
+            await db.close_pool()
+
+    return asyncio.run(main())
+

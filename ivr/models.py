@@ -1,0 +1,376 @@
+"""Hotline's domain, as peewee models (OneUptime's model, extended).
+
+Field names are the API's camelCase names: the REST layer exposes them as they
+are, so there is no second naming to keep in sync. Every table has a UUID
+primary key (``_id`` in the API and in the database), ``createdAt`` and
+``updatedAt``. ``help_text`` is the description the OpenAPI document shows.
+
+The schema is created and upgraded only by the migrations in
+``ivr/migrations`` (``hotline migrate``); these classes never create tables.
+
+Logs reference their policy by id without a foreign-key constraint: a policy
+can be deleted while its logs stay, still saying which policy they belonged to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import uuid
+
+from peewee import (
+    BooleanField,
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+    UUIDField,
+)
+from playhouse.pwasyncio import AsyncModelMixin
+
+database = DatabaseProxy()
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC: the same on SQLite and PostgreSQL, rendered with a Z by the API."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class CallStatus(str, enum.Enum):
+    """Status of an incoming call and of each of its ring attempts (DESIGN.md)."""
+
+    INITIATED = "Initiated"
+    RINGING = "Ringing"
+    CONNECTED = "Connected"
+    ESCALATED = "Escalated"
+    NO_ANSWER = "NoAnswer"
+    FAILED = "Failed"
+    COMPLETED = "Completed"
+    CALLER_HUNG_UP = "CallerHungUp"
+    BUSY = "Busy"
+
+
+TERMINAL_CALL_STATUSES = frozenset(
+    {CallStatus.NO_ANSWER, CallStatus.FAILED, CallStatus.COMPLETED, CallStatus.CALLER_HUNG_UP, CallStatus.BUSY}
+)
+
+
+class CallLogStatus(str, enum.Enum):
+    """Status of an outbound notification call (the Call Log seed)."""
+
+    SUCCESS = "Success"
+    ERROR = "Error"
+    LOW_BALANCE = "Low Balance"
+    MISSED_CALL = "Missed Call"
+    BUSY = "Busy"
+
+
+class Role(str, enum.Enum):
+    OWNER = "Project Owner"
+    ADMIN = "Project Admin"
+    MEMBER = "Project Member"
+    VIEWER = "Project Viewer"
+
+
+# -- custom field types --------------------------------------------------------------
+
+
+class PhoneField(CharField):
+    """A phone number, stored in E.164 (validated by the API with phonenumbers)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("max_length", 32)
+        super().__init__(*args, **kwargs)
+
+
+class SlugField(CharField):
+    pass
+
+
+class EmailField(CharField):
+    pass
+
+
+class LongTextField(TextField):
+    pass
+
+
+class JSONField(TextField):
+    """JSON kept as text: portable between SQLite and PostgreSQL."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value):
+        if value is None or not isinstance(value, str):
+            return value
+        return json.loads(value)
+
+
+class EnumField(CharField):
+    """A text column limited to an enum's values (the API validates and documents them)."""
+
+    def __init__(self, enum_class: type[enum.Enum], *args, **kwargs):
+        self.enum_class = enum_class
+        kwargs.setdefault("max_length", 32)
+        super().__init__(*args, **kwargs)
+
+    def db_value(self, value):
+        if isinstance(value, enum.Enum):
+            value = value.value
+        return value
+
+    @property
+    def choices_values(self) -> list[str]:
+        return [member.value for member in self.enum_class]
+
+
+class IdField(UUIDField):
+    """A reference to another row kept as a bare UUID (no constraint), e.g. a log's policy."""
+
+
+# -- base ----------------------------------------------------------------------------
+
+
+class BaseModel(AsyncModelMixin, Model):
+    id = UUIDField(primary_key=True, default=uuid.uuid4, column_name="_id", help_text="ID of this object")
+    createdAt = DateTimeField(default=utcnow, help_text="Date and Time when the object was created.")
+    updatedAt = DateTimeField(default=utcnow, help_text="Date and Time when the object was updated.")
+
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+    def save(self, *args, **kwargs):
+        self.updatedAt = utcnow()
+        return super().save(*args, **kwargs)
+
+
+class Project(BaseModel):
+    name = CharField(max_length=200, help_text="Name of the project")
+
+
+class ProjectScoped(BaseModel):
+    project = ForeignKeyField(
+        Project, column_name="projectId", object_id_name="projectId", on_delete="CASCADE",
+        help_text="ID of your Project in which this object belongs",
+    )
+
+
+# -- people --------------------------------------------------------------------------
+
+
+class User(ProjectScoped):
+    name = CharField(max_length=200, help_text="Full name of the user")
+    email = EmailField(max_length=254, null=True, help_text="Email address of the user")
+    timeZone = CharField(max_length=64, default="UTC", help_text="IANA time zone of the user, e.g. Europe/Paris")
+
+    class Meta:
+        indexes = ((("project", "email"), True),)
+
+
+class UserIncomingCallNumber(ProjectScoped):
+    user = ForeignKeyField(User, column_name="userId", object_id_name="userId", on_delete="CASCADE",
+                           help_text="ID of the user this number rings")
+    phoneNumber = PhoneField(null=True, help_text="Phone number in E.164, dialed through the outbound trunk")
+    sipUri = CharField(max_length=255, null=True,
+                       help_text="SIP URI dialed directly, e.g. sip:alice@10.0.0.5:5060")
+    isVerified = BooleanField(default=False,
+                              help_text="Only verified numbers are ever rung. Read-only, except that a Project "
+                                        "Owner or Admin may create a number already verified.")
+
+
+class Team(ProjectScoped):
+    name = CharField(max_length=200, help_text="Name of the team")
+    description = LongTextField(null=True, help_text="Description of the team")
+
+
+class TeamMember(ProjectScoped):
+    team = ForeignKeyField(Team, column_name="teamId", object_id_name="teamId", on_delete="CASCADE",
+                           help_text="ID of the team")
+    user = ForeignKeyField(User, column_name="userId", object_id_name="userId", on_delete="CASCADE",
+                           help_text="ID of the member")
+
+    class Meta:
+        indexes = ((("team", "user"), True),)
+
+
+class Label(ProjectScoped):
+    name = CharField(max_length=100, help_text="Name of the label")
+    color = CharField(max_length=16, null=True, help_text="Color of the label, e.g. #ff0000")
+    description = LongTextField(null=True, help_text="Description of the label")
+
+    class Meta:
+        indexes = ((("project", "name"), True),)
+
+
+class ApiKey(ProjectScoped):
+    name = CharField(max_length=200, help_text="What the key is for")
+    keyHash = CharField(max_length=64, unique=True, help_text="SHA-256 of the key; the key itself is never stored")
+    keyPrefix = CharField(max_length=16, help_text="First characters of the key, to recognise it")
+    role = EnumField(Role, null=True, help_text="Role of the key")
+    permissions = JSONField(default=list, help_text="Fine-grained permissions granted besides the role")
+    expiresAt = DateTimeField(null=True, help_text="The key stops working at this time")
+
+
+# -- incoming call policies --------------------------------------------------------
+
+
+class IncomingCallPolicy(ProjectScoped):
+    name = CharField(max_length=200, help_text="Any friendly name of this policy")
+    description = LongTextField(null=True, help_text="Friendly description that will help you remember")
+    slug = SlugField(max_length=220, unique=True, help_text="Friendly globally unique name for your object")
+    routingPhoneNumber = PhoneField(null=True, unique=True,
+                                    help_text="The phone number for incoming calls to this policy")
+    callProviderPhoneNumberId = CharField(max_length=100, null=True,
+                                          help_text="The call provider's ID for the phone number (e.g., Twilio SID)")
+    phoneNumberCountryCode = CharField(max_length=8, null=True,
+                                       help_text="Country code of the phone number (US, GB, etc.)")
+    phoneNumberAreaCode = CharField(max_length=16, null=True, help_text="Area code of the phone number")
+    phoneNumberPurchasedAt = DateTimeField(null=True, help_text="When the phone number was purchased")
+    greetingMessage = LongTextField(default="Please wait while we connect you to the on-call engineer.",
+                                    help_text="Custom TTS greeting message for incoming calls")
+    noAnswerMessage = LongTextField(default="No one is available. Please try again later.",
+                                    help_text="Message when escalation is exhausted and no one answers")
+    noOneAvailableMessage = LongTextField(
+        default="We are sorry, but no on-call engineer is currently available. "
+                "Please try again later or contact support.",
+        help_text="Message when no one is on-call or reachable")
+    isEnabled = BooleanField(default=True, help_text="Enable or disable this incoming call policy")
+    repeatPolicyIfNoOneAnswers = BooleanField(default=False, help_text="Restart from first rule if all fail")
+    repeatPolicyIfNoOneAnswersTimes = IntegerField(default=1, help_text="Maximum repeat attempts if no one answers")
+    projectCallSMSConfigId = IdField(
+        null=True, help_text="ID of the project-level Twilio configuration. If set, uses this config instead of "
+                             "global config and billing does not apply.")
+    createdByUser = ForeignKeyField(User, column_name="createdByUserId", object_id_name="createdByUserId",
+                                    null=True, on_delete="SET NULL",
+                                    help_text="User ID who created this object (if this object was created by a User)")
+
+
+class IncomingCallPolicyLabel(BaseModel):
+    """The labels of a policy (many to many)."""
+
+    incomingCallPolicy = ForeignKeyField(IncomingCallPolicy, column_name="incomingCallPolicyId",
+                                         object_id_name="incomingCallPolicyId", on_delete="CASCADE")
+    label = ForeignKeyField(Label, column_name="labelId", object_id_name="labelId", on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("incomingCallPolicy", "label"), True),)
+
+
+class IncomingCallPolicyEscalationRule(ProjectScoped):
+    incomingCallPolicy = ForeignKeyField(IncomingCallPolicy, column_name="incomingCallPolicyId",
+                                         object_id_name="incomingCallPolicyId", on_delete="CASCADE",
+                                         help_text="ID of the Incoming Call Policy this rule belongs to")
+    name = CharField(max_length=200, null=True, help_text="Name of the escalation rule")
+    description = LongTextField(null=True, help_text="Description of the escalation rule")
+    order = IntegerField(help_text="Position of the rule in the policy, from 1. Missing: last. "
+                                   "Inserting at N shifts the rules at N and after.")
+    escalateAfterSeconds = IntegerField(default=30, help_text="Seconds the rule rings before escalating to the next")
+    user = ForeignKeyField(User, column_name="userId", object_id_name="userId", null=True, on_delete="RESTRICT",
+                           help_text="User to ring (exactly one of userId, onCallDutyPolicyScheduleId, teamId)")
+    onCallDutyPolicyScheduleId = IdField(null=True,
+                                         help_text="On-call schedule whose current on-call users are rung")
+    team = ForeignKeyField(Team, column_name="teamId", object_id_name="teamId", null=True, on_delete="RESTRICT",
+                           help_text="Team whose members are all rung at once")
+
+    class Meta:
+        indexes = ((("incomingCallPolicy", "order"), False),)
+
+
+# -- logs ----------------------------------------------------------------------------
+
+
+class IncomingCallLog(ProjectScoped):
+    incomingCallPolicyId = IdField(help_text="ID of the Incoming Call Policy")
+    callerPhoneNumber = PhoneField(null=True, help_text="Incoming caller's phone number")
+    routingPhoneNumber = PhoneField(null=True, help_text="The routing number that was called")
+    callProviderCallId = CharField(max_length=128, null=True, help_text="Call provider's call identifier")
+    status = EnumField(CallStatus, default=CallStatus.INITIATED.value, help_text="Current status of the incoming call")
+    statusMessage = LongTextField(null=True, help_text="Additional status information")
+    callDurationInSeconds = IntegerField(null=True, help_text="Total call duration in seconds")
+    callCostInUSDCents = IntegerField(default=0, help_text="Total cost for this call in USD cents")
+    incomingCallCostInUSDCents = IntegerField(default=0, help_text="Cost for incoming leg in USD cents")
+    outgoingCallCostInUSDCents = IntegerField(default=0, help_text="Cost for all forwarding attempts in USD cents")
+    startedAt = DateTimeField(null=True, help_text="When the call started")
+    endedAt = DateTimeField(null=True, help_text="When the call ended")
+    answeredByUserId = IdField(null=True, help_text="User ID who answered the call")
+    currentEscalationRuleOrder = IntegerField(null=True, help_text="The current escalation rule order being processed")
+    repeatCount = IntegerField(default=0, help_text="Number of times the policy has been repeated")
+
+    class Meta:
+        indexes = (
+            (("project", "createdAt"), False),
+            (("project", "status", "createdAt"), False),
+            (("incomingCallPolicyId", "createdAt"), False),
+            (("callProviderCallId",), False),
+        )
+
+
+class IncomingCallLogItem(ProjectScoped):
+    incomingCallLog = ForeignKeyField(IncomingCallLog, column_name="incomingCallLogId",
+                                      object_id_name="incomingCallLogId", on_delete="CASCADE",
+                                      help_text="ID of the Incoming Call Log this ring attempt belongs to")
+    incomingCallPolicyEscalationRuleId = IdField(null=True, help_text="ID of the escalation rule that rang")
+    escalationRuleOrder = IntegerField(null=True, help_text="Order of that rule when it rang")
+    userId = IdField(null=True, help_text="ID of the user who was rung")
+    userIncomingCallNumberId = IdField(null=True, help_text="ID of the number that was rung")
+    numberDialed = CharField(max_length=255, null=True, help_text="The phone number or SIP URI that was rung")
+    callProviderCallId = CharField(max_length=128, null=True, help_text="Call provider's identifier of this leg")
+    status = EnumField(CallStatus, default=CallStatus.RINGING.value, help_text="Status of this ring attempt")
+    statusMessage = LongTextField(null=True, help_text="Additional status information")
+    isAnswered = BooleanField(default=False, help_text="Whether this leg accepted the call")
+    dialDurationInSeconds = FloatField(null=True, help_text="Seconds from dialing to answer or give-up")
+    callCostInUSDCents = IntegerField(default=0, help_text="Cost of this attempt in USD cents")
+    startedAt = DateTimeField(null=True, help_text="When this attempt started ringing")
+    endedAt = DateTimeField(null=True, help_text="When this attempt ended")
+
+    class Meta:
+        indexes = (
+            (("incomingCallLog", "startedAt"), False),
+            (("project", "createdAt"), False),
+            (("project", "status", "createdAt"), False),
+            (("callProviderCallId",), False),
+        )
+
+
+class CallLog(ProjectScoped):
+    toNumber = PhoneField(help_text="Phone Number Call was sent to")
+    fromNumber = PhoneField(null=True, help_text="Phone Number Call was sent from")
+    callData = JSONField(default=dict, help_text="Content of the data that was sent in the call")
+    statusMessage = LongTextField(null=True, help_text="Status Message (if any)")
+    status = EnumField(CallLogStatus, null=True, help_text="Status of the Call sent")
+    callCostInUSDCents = IntegerField(default=0, help_text="Call Cost in USD Cents")
+    incidentId = IdField(null=True, help_text="ID of Incident associated with this Call (if any)")
+    user = ForeignKeyField(User, column_name="userId", object_id_name="userId", null=True, on_delete="SET NULL",
+                           help_text="ID of User who initiated this Call (if any)")
+    alertId = IdField(null=True, help_text="ID of Alert associated with this Call (if any)")
+    monitorId = IdField(null=True, help_text="ID of Monitor associated with this Call (if any)")
+    scheduledMaintenanceId = IdField(null=True, help_text="ID of Scheduled Maintenance associated with this Call (if any)")
+    statusPageId = IdField(null=True, help_text="ID of Status Page associated with this Call (if any)")
+    statusPageAnnouncementId = IdField(null=True,
+                                       help_text="ID of Status Page Announcement associated with this Call (if any)")
+    onCallDutyPolicyId = IdField(null=True, help_text="ID of On-Call Duty Policy associated with this Call (if any)")
+    onCallDutyPolicyEscalationRuleId = IdField(
+        null=True, help_text="ID of On-Call Duty Policy Escalation Rule associated with this Call (if any)")
+    onCallDutyPolicyScheduleId = IdField(
+        null=True, help_text="ID of On-Call Duty Policy Schedule associated with this Call (if any)")
+    teamId = IdField(null=True, help_text="ID of Team associated with this Call (if any)")
+
+    class Meta:
+        indexes = (
+            (("project", "createdAt"), False),
+            (("project", "status", "createdAt"), False),
+        )
+
+
+MODELS = (
+    Project, User, UserIncomingCallNumber, Team, TeamMember, Label, ApiKey,
+    IncomingCallPolicy, IncomingCallPolicyLabel, IncomingCallPolicyEscalationRule,
+    IncomingCallLog, IncomingCallLogItem, CallLog,
+)

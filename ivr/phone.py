@@ -1,0 +1,98 @@
+"""Phone numbers and SIP URIs: every number goes through phonenumbers."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+
+
+class InvalidNumber(ValueError):
+    """The text is not a usable phone number; the message says why."""
+
+
+_REASONS = {
+    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: "its country code does not exist",
+    phonenumbers.ValidationResult.TOO_SHORT: "it is too short",
+    phonenumbers.ValidationResult.TOO_LONG: "it is too long",
+    phonenumbers.ValidationResult.INVALID_LENGTH: "it has the wrong number of digits",
+}
+
+
+def parse_number(text: str, region: str = "US") -> phonenumbers.PhoneNumber:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidNumber("a phone number is required")
+    try:
+        number = phonenumbers.parse(text, region.upper() if region else None)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidNumber(f"{text!r} is not a phone number ({exc._msg.rstrip('.')})") from None
+    if not phonenumbers.is_valid_number(number):
+        reason = _REASONS.get(phonenumbers.is_possible_number_with_reason(number), "it is not a valid number")
+        raise InvalidNumber(f"{text!r} is not a valid phone number: {reason}")
+    return number
+
+
+def to_e164(text: str, region: str = "US") -> str:
+    """``text`` in E.164 (``+14155550100``), national formats read in ``region``."""
+    return phonenumbers.format_number(parse_number(text, region), phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_loose(text: str, region: str = "US") -> str:
+    """E.164 when ``text`` is a valid number, else ``text`` unchanged (for filters and caller IDs)."""
+    try:
+        return to_e164(text, region)
+    except InvalidNumber:
+        return text
+
+
+def region_of(e164: str) -> str | None:
+    return phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
+
+
+def area_code_of(e164: str) -> str | None:
+    number = phonenumbers.parse(e164, None)
+    national = phonenumbers.national_significant_number(number)
+    length = phonenumbers.length_of_geographical_area_code(number)
+    return national[:length] if length else None
+
+
+def spoken_digits(text: str) -> str:
+    """A number read digit by digit by a speech synthesizer: "+1 4 1 5 ..." -> "plus 1, 4 1 5, ...".
+
+    Grouped as the number's international format groups it, so it is heard the way it is written.
+    """
+    try:
+        number = phonenumbers.parse(text, None)
+        grouped = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    except phonenumbers.NumberParseException:
+        grouped = text
+    groups = re.findall(r"\+?\d+", grouped)
+    if not groups:
+        return "an unknown number"
+    spoken = []
+    for group in groups:
+        prefix = "plus " if group.startswith("+") else ""
+        spoken.append(prefix + " ".join(group.lstrip("+")))
+    return ", ".join(spoken)
+
+
+_SIP_URI = re.compile(
+    r"^sips?:"
+    r"(?:(?P<user>[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+)@)?"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)"
+    r"(?::(?P<port>\d{1,5}))?"
+    r"(?P<params>(?:;[A-Za-z0-9\-_.!~*'()%]+(?:=[A-Za-z0-9\-_.!~*'()%]+)?)*)$"
+)
+
+
+def validate_sip_uri(text: str) -> str:
+    """The URI unchanged if it is a plain SIP URI Asterisk can dial, else InvalidNumber."""
+    if not isinstance(text, str):
+        raise InvalidNumber("a SIP URI must be a string like sip:alice@10.0.0.5:5060")
+    match = _SIP_URI.match(text.strip())
+    if not match:
+        raise InvalidNumber(f"{text!r} is not a SIP URI (expected e.g. sip:alice@10.0.0.5:5060)")
+    port = match.group("port")
+    if port is not None and not 0 < int(port) < 65536:
+        raise InvalidNumber(f"{text!r}: the port must be between 1 and 65535")
+    return text.strip()
