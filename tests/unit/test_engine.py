@@ -1,0 +1,853 @@
+"""Given/when/then tests of the escalation engine (ivr.engine).
+
+A tiny fake shell (`Shell`) executes the engine's commands into a fake database (the log row and
+one item row per Dial), so each scenario reads as: given a policy, when these things happen at
+these times, then the log and the items say this.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+
+from ivr.engine import (
+    CALLER,
+    DISABLED_MESSAGE,
+    Answer,
+    Bridge,
+    CallerHungUp,
+    CallSetup,
+    CallStarted,
+    CallState,
+    CallStatus,
+    CancelTimer,
+    Command,
+    Contact,
+    Dial,
+    DigitPressed,
+    EscalationCall,
+    Event,
+    HangupCaller,
+    HangupLeg,
+    IllegalEvent,
+    LegAnswered,
+    LegEnded,
+    LegRinging,
+    Play,
+    PlaybackFinished,
+    Rule,
+    StartRingback,
+    StartTimer,
+    StopPlayback,
+    StopRingback,
+    TimerFired,
+    UpdateItem,
+    UpdateLog,
+    escalation_plan,
+    speakable_number,
+    step,
+)
+
+CALL = "call-7"
+GREETING = "Please wait while we connect you to the on-call engineer."
+NO_ANSWER = "No one is available. Please try again later."
+NO_ONE = "We are sorry, but no on-call engineer is currently available."
+
+
+# ----------------------------------------------------------------------------------- builders
+
+
+def contact(user: str, number: str | None = None) -> Contact:
+    number = number or f"{user}-mobile"
+    return Contact(user_id=user, number_id=number, address=f"sip:{number}@10.0.0.5")
+
+
+def rule(order: int, *users: str | Contact, after: float = 30.0) -> Rule:
+    contacts = tuple(u if isinstance(u, Contact) else contact(u) for u in users)
+    return Rule(order=order, rule_id=f"rule-{order}", name=f"Rule {order}",
+                escalate_after_seconds=after, contacts=contacts)
+
+
+def policy(*rules: Rule, **overrides: Any) -> CallSetup:
+    fields: dict[str, Any] = dict(
+        call_id=CALL,
+        policy_name="Payments on-call",
+        caller_number="+14155550100",
+        greeting=GREETING,
+        no_answer_message=NO_ANSWER,
+        no_one_available_message=NO_ONE,
+        is_enabled=True,
+        repeat_if_no_one_answers=False,
+        repeat_times=1,
+        require_confirmation=False,
+        confirm_timeout=10.0,
+        rules=rules,
+    )
+    fields.update(overrides)
+    return CallSetup(**fields)
+
+
+def leg(n: int) -> str:
+    return f"{CALL}-leg-{n}"
+
+
+# --------------------------------------------------------------------------------- fake shell
+
+
+@dataclass
+class Shell:
+    """Executes commands the way a real shell would, into an in-memory 'database'."""
+
+    setup: CallSetup
+    call: EscalationCall = field(init=False)
+    now: float = 0.0
+    log: dict[str, Any] = field(default_factory=lambda: {"status": CallStatus.INITIATED})
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dials: list[Dial] = field(default_factory=list)
+    history: list[Command] = field(default_factory=list)
+    timers: dict[str, float] = field(default_factory=dict)
+    playing: dict[str, str] = field(default_factory=dict)  # target -> playback id
+    played_texts: list[tuple[str, str]] = field(default_factory=list)
+    bridged: list[str] = field(default_factory=list)
+    hung_up_legs: list[str] = field(default_factory=list)
+    caller_answered: bool = False
+    caller_hung_up_by_engine: bool = False
+    ringback: bool = False
+    last: list[Command] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.call = EscalationCall(self.setup)
+
+    def send(self, event: Event, at: float | None = None) -> list[Command]:
+        if at is not None:
+            self.now = at
+        self.last = self.call.handle(event, self.now)
+        if isinstance(event, CallerHungUp):
+            self.ringback = False  # the caller's channel, and what it heard, is gone
+            self.playing.pop(CALLER, None)
+        for command in self.last:
+            self.execute(command)
+        self.history.extend(self.last)
+        assert self.timers == self.call.pending_timers
+        return self.last
+
+    def execute(self, command: Command) -> None:
+        match command:
+            case Answer():
+                self.caller_answered = True
+            case Play(target=target, playback_id=pb, text=text):
+                self.playing[target] = pb
+                self.played_texts.append((target, text))
+            case StopPlayback(playback_id=pb):
+                self.playing = {t: p for t, p in self.playing.items() if p != pb}
+            case StartRingback():
+                assert not self.ringback, "ringback started twice"
+                self.ringback = True
+            case StopRingback():
+                assert self.ringback
+                self.ringback = False
+            case Dial(leg_id=leg_id, contact=c, rule_order=order):
+                assert leg_id not in self.items
+                self.dials.append(command)
+                self.items[leg_id] = {"status": CallStatus.RINGING, "startedAt": self.now,
+                                      "userId": c.user_id, "ruleOrder": order}
+            case Bridge(leg_id=leg_id):
+                self.bridged.append(leg_id)
+            case HangupLeg(leg_id=leg_id):
+                self.hung_up_legs.append(leg_id)
+            case HangupCaller():
+                self.caller_hung_up_by_engine = True
+            case StartTimer(timer_id=tid, at=at):
+                assert tid not in self.timers
+                self.timers[tid] = at
+            case CancelTimer(timer_id=tid):
+                del self.timers[tid]
+            case UpdateLog(fields=f):
+                self.log.update(f)
+            case UpdateItem(leg_id=leg_id, fields=f):
+                self.items[leg_id].update(f)
+            case _:
+                raise AssertionError(f"unknown command {command!r}")
+
+    # Steps written in scenario tables: (time, verb, *args); time None = "when it is due".
+    def do(self, at: float | None, verb: str, *args: Any) -> list[Command]:
+        match verb:
+            case "start":
+                return self.send(CallStarted(), at)
+            case "played":  # the current playback on the caller ("caller") or on leg n ended
+                target = CALLER if args[0] == "caller" else leg(args[0])
+                return self.send(PlaybackFinished(self.playing.pop(target)), at)
+            case "ringing":
+                return self.send(LegRinging(leg(args[0])), at)
+            case "answered":
+                return self.send(LegAnswered(leg(args[0])), at)
+            case "pressed":
+                return self.send(DigitPressed(leg(args[0]), args[1]), at)
+            case "ended":
+                return self.send(LegEnded(leg(args[0]), args[1]), at)
+            case "caller_hangup":
+                return self.send(CallerHungUp(), at)
+            case "fire":  # ("fire", "rule") or ("fire", "confirm", n)
+                tid = self.rule_timer() if args[0] == "rule" else f"confirm:{leg(args[1])}"
+                due = self.timers.pop(tid)
+                return self.send(TimerFired(tid), due if at is None else at)
+            case _:
+                raise AssertionError(f"unknown step {verb!r}")
+
+    def rule_timer(self) -> str:
+        (tid,) = [t for t in self.timers if t.startswith("rule:")]
+        return tid
+
+    def run(self, steps: list[tuple]) -> Shell:
+        for at, verb, *args in steps:
+            self.do(at, verb, *args)
+        return self
+
+
+def run(setup: CallSetup, steps: list[tuple]) -> Shell:
+    return Shell(setup).run(steps)
+
+
+def subset(actual: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
+    """The part of `actual` that `expected` talks about, with `...` meaning 'contains'."""
+    picked = {}
+    for key, want in expected.items():
+        got = actual.get(key, "<missing>")
+        if isinstance(want, Contains):
+            picked[key] = want if isinstance(got, str) and want.text in got else got
+        else:
+            picked[key] = got
+    return picked
+
+
+@dataclass(frozen=True)
+class Contains:
+    text: str
+
+
+# ---------------------------------------------------------------------------- scenario table
+
+START = [(0, "start"), (3, "played", "caller")]  # greeting of 3 s, then the hunt begins
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    given: CallSetup
+    when: list[tuple]
+    log: dict[str, Any]
+    items: dict[int, dict[str, Any]] = field(default_factory=dict)
+    dialed: list[tuple[int, str, int]] | None = None  # (leg number, user, rule order)
+    bridged: int | None = None
+    finished: bool = True
+
+
+SCENARIOS = [
+    Scenario(
+        "first rule accepts (no confirmation)",
+        given=policy(rule(1, "alice")),
+        when=START + [(4, "ringing", 1), (8, "answered", 1), (68, "caller_hangup")],
+        log={"status": CallStatus.COMPLETED, "answeredByUserId": "alice",
+             "currentEscalationRuleOrder": 1, "repeatCount": 0,
+             "callDurationInSeconds": 60.0, "endedAt": 68},
+        items={1: {"status": CallStatus.COMPLETED, "isAnswered": True,
+                   "dialDurationInSeconds": 5.0, "endedAt": 68}},
+        dialed=[(1, "alice", 1)],
+        bridged=1,
+    ),
+    Scenario(
+        "first rule accepts by pressing 1, callee hangs up",
+        given=policy(rule(1, "alice"), require_confirmation=True),
+        when=START + [(8, "answered", 1), (11, "pressed", 1, "1"), (41, "ended", 1, "hangup")],
+        log={"status": CallStatus.COMPLETED, "answeredByUserId": "alice",
+             "callDurationInSeconds": 30.0, "endedAt": 41,
+             "statusMessage": Contains("on-call user hung up")},
+        items={1: {"status": CallStatus.COMPLETED, "isAnswered": True,
+                   "dialDurationInSeconds": 5.0}},
+        bridged=1,
+    ),
+    Scenario(
+        "first rule never answers, second accepts",
+        given=policy(rule(1, "alice", after=20), rule(2, "bob", after=15)),
+        when=START + [(None, "fire", "rule"), (30, "answered", 2), (90, "caller_hangup")],
+        log={"status": CallStatus.COMPLETED, "answeredByUserId": "bob",
+             "currentEscalationRuleOrder": 2, "callDurationInSeconds": 60.0},
+        items={1: {"status": CallStatus.NO_ANSWER, "isAnswered": False,
+                   "statusMessage": "Not answered within 20 s", "endedAt": 23,
+                   "dialDurationInSeconds": 20.0},
+               2: {"status": CallStatus.COMPLETED, "isAnswered": True, "startedAt": 23,
+                   "dialDurationInSeconds": 7.0}},
+        dialed=[(1, "alice", 1), (2, "bob", 2)],
+        bridged=2,
+    ),
+    Scenario(
+        "voicemail answers but never presses 1: not an answer, the hunt goes on",
+        given=policy(rule(1, "alice"), rule(2, "bob"), require_confirmation=True,
+                     confirm_timeout=8),
+        when=START + [(5, "answered", 1), (None, "fire", "confirm", 1),
+                      (15, "answered", 2), (17, "pressed", 2, "1"), (20, "caller_hangup")],
+        log={"status": CallStatus.COMPLETED, "answeredByUserId": "bob",
+             "currentEscalationRuleOrder": 2},
+        items={1: {"status": CallStatus.NO_ANSWER, "isAnswered": False, "endedAt": 13,
+                   "statusMessage": Contains("did not press 1 within 8 s (likely voicemail)")},
+               2: {"status": CallStatus.COMPLETED, "isAnswered": True}},
+        dialed=[(1, "alice", 1), (2, "bob", 2)],  # bob rung at once at 13, not at 33
+        bridged=2,
+    ),
+    Scenario(
+        "busy leg: item Busy and immediate escalation",
+        given=policy(rule(1, "alice"), rule(2, "bob")),
+        when=START + [(4, "ended", 1, "busy"), (6, "answered", 2), (9, "caller_hangup")],
+        log={"status": CallStatus.COMPLETED, "answeredByUserId": "bob"},
+        items={1: {"status": CallStatus.BUSY, "isAnswered": False, "endedAt": 4},
+               2: {"status": CallStatus.COMPLETED, "startedAt": 4}},
+        bridged=2,
+    ),
+    Scenario(
+        "failed leg: item Failed with a message, then escalation",
+        given=policy(rule(1, "alice"), rule(2, "bob")),
+        when=START + [(3, "ended", 1, "failed"), (5, "answered", 2), (9, "ended", 2, "hangup")],
+        log={"status": CallStatus.COMPLETED, "callDurationInSeconds": 4.0},
+        items={1: {"status": CallStatus.FAILED, "statusMessage": Contains("failed")},
+               2: {"status": CallStatus.COMPLETED}},
+        bridged=2,
+    ),
+    Scenario(
+        "leg declines (hangs up while ringing) and leg times out at Asterisk: NoAnswer",
+        given=policy(rule(1, "alice", "bob", after=20), rule(2, "carol")),
+        when=START + [(5, "ended", 1, "hangup"), (23, "ended", 2, "no_answer"),
+                      (40, "caller_hangup")],
+        log={"status": CallStatus.CALLER_HUNG_UP, "currentEscalationRuleOrder": 2,
+             "callDurationInSeconds": 0},
+        items={1: {"status": CallStatus.NO_ANSWER, "statusMessage": Contains("declined")},
+               2: {"status": CallStatus.NO_ANSWER, "statusMessage": "Not answered within 20 s"},
+               3: {"status": CallStatus.CALLER_HUNG_UP, "startedAt": 23}},
+        dialed=[(1, "alice", 1), (2, "bob", 1), (3, "carol", 2)],
+    ),
+    Scenario(
+        "team rings all at once; the first to accept wins, the others are hung up",
+        given=policy(rule(1, "alice", "bob", "carol"), require_confirmation=True),
+        when=START + [(5, "answered", 1), (6, "answered", 2), (7, "pressed", 2, "1"),
+                      (100, "caller_hangup")],
+        log={"status": CallStatus.COMPLETED, "answeredByUserId": "bob",
+             "callDurationInSeconds": 93.0},
+        items={1: {"status": CallStatus.NO_ANSWER, "isAnswered": False,
+                   "statusMessage": "Call was answered elsewhere, by user bob"},
+               2: {"status": CallStatus.COMPLETED, "isAnswered": True,
+                   "dialDurationInSeconds": 3.0},
+               3: {"status": CallStatus.NO_ANSWER,
+                   "statusMessage": "Call was answered elsewhere, by user bob"}},
+        dialed=[(1, "alice", 1), (2, "bob", 1), (3, "carol", 1)],
+        bridged=2,
+    ),
+    Scenario(
+        "repeat twice, then NoAnswer after exactly three rounds",
+        given=policy(rule(1, "alice", after=10), rule(2, "bob", after=10),
+                     repeat_if_no_one_answers=True, repeat_times=2),
+        when=START + [(None, "fire", "rule")] * 6 + [(70, "played", "caller")],
+        log={"status": CallStatus.NO_ANSWER, "repeatCount": 2, "currentEscalationRuleOrder": 2,
+             "statusMessage": "No one answered: all 2 escalation rules were tried 3 times",
+             "endedAt": 70, "callDurationInSeconds": 0},
+        items={n: {"status": CallStatus.NO_ANSWER} for n in range(1, 7)},
+        dialed=[(1, "alice", 1), (2, "bob", 2), (3, "alice", 1), (4, "bob", 2),
+                (5, "alice", 1), (6, "bob", 2)],
+    ),
+    Scenario(
+        "no repeat: one round, then NoAnswer",
+        given=policy(rule(1, "alice", after=10), repeat_times=5),
+        when=START + [(None, "fire", "rule"), (20, "played", "caller")],
+        log={"status": CallStatus.NO_ANSWER, "repeatCount": 0,
+             "statusMessage": "No one answered: all 1 escalation rule was tried 1 time"},
+        dialed=[(1, "alice", 1)],
+    ),
+    Scenario(
+        "nobody available in any rule",
+        given=policy(rule(1), rule(2)),
+        when=[(0, "start"), (6, "played", "caller")],
+        log={"status": CallStatus.FAILED, "endedAt": 6, "callDurationInSeconds": 0,
+             "statusMessage": "No on-call user available in any escalation rule"},
+        dialed=[],
+    ),
+    Scenario(
+        "disabled policy",
+        given=policy(rule(1, "alice"), is_enabled=False),
+        when=[(0, "start"), (2, "played", "caller")],
+        log={"status": CallStatus.FAILED, "statusMessage": "Policy is disabled",
+             "endedAt": 2, "callDurationInSeconds": 0},
+        dialed=[],
+    ),
+    Scenario(
+        "caller hangs up during the greeting",
+        given=policy(rule(1, "alice")),
+        when=[(0, "start"), (1, "caller_hangup")],
+        log={"status": CallStatus.CALLER_HUNG_UP, "endedAt": 1, "callDurationInSeconds": 0},
+        dialed=[],
+    ),
+    Scenario(
+        "caller hangs up while legs ring",
+        given=policy(rule(1, "alice", "bob")),
+        when=START + [(4, "ringing", 1), (9, "caller_hangup")],
+        log={"status": CallStatus.CALLER_HUNG_UP, "endedAt": 9, "callDurationInSeconds": 0},
+        items={1: {"status": CallStatus.CALLER_HUNG_UP, "endedAt": 9,
+                   "dialDurationInSeconds": 6.0},
+               2: {"status": CallStatus.CALLER_HUNG_UP}},
+    ),
+    Scenario(
+        "caller hangs up while a leg is confirming",
+        given=policy(rule(1, "alice"), require_confirmation=True),
+        when=START + [(5, "answered", 1), (7, "caller_hangup")],
+        log={"status": CallStatus.CALLER_HUNG_UP, "callDurationInSeconds": 0},
+        items={1: {"status": CallStatus.CALLER_HUNG_UP, "isAnswered": False}},
+    ),
+    Scenario(
+        "caller hangs up while connected",
+        given=policy(rule(1, "alice")),
+        when=START + [(5, "answered", 1), (125, "caller_hangup")],
+        log={"status": CallStatus.COMPLETED, "callDurationInSeconds": 120.0,
+             "statusMessage": Contains("the caller hung up")},
+        items={1: {"status": CallStatus.COMPLETED, "endedAt": 125}},
+        bridged=1,
+    ),
+    Scenario(
+        "a confirming leg keeps its window after its rule times out, and wins",
+        given=policy(rule(1, "alice", "bob", after=10), rule(2, "carol"),
+                     require_confirmation=True, confirm_timeout=20),
+        when=START + [(8, "answered", 1), (None, "fire", "rule"), (15, "pressed", 1, "1"),
+                      (20, "caller_hangup")],
+        log={"status": CallStatus.COMPLETED, "answeredByUserId": "alice",
+             "currentEscalationRuleOrder": 1},
+        items={1: {"status": CallStatus.COMPLETED, "dialDurationInSeconds": 5.0},
+               2: {"status": CallStatus.NO_ANSWER, "statusMessage": "Not answered within 10 s"},
+               3: {"status": CallStatus.NO_ANSWER,
+                   "statusMessage": "Call was answered elsewhere, by user alice"}},
+        dialed=[(1, "alice", 1), (2, "bob", 1), (3, "carol", 2)],
+        bridged=1,
+    ),
+    Scenario(
+        "last rule times out while a leg confirms: wait for it, then NoAnswer",
+        given=policy(rule(1, "alice", after=10), require_confirmation=True, confirm_timeout=20),
+        when=START + [(8, "answered", 1), (None, "fire", "rule"), (None, "fire", "confirm", 1),
+                      (30, "played", "caller")],
+        log={"status": CallStatus.NO_ANSWER, "endedAt": 30,
+             "statusMessage": Contains("tried 1 time")},
+        items={1: {"status": CallStatus.NO_ANSWER, "endedAt": 28,
+                   "statusMessage": Contains("within 20 s (likely voicemail)")}},
+    ),
+    Scenario(
+        "a confirming leg hangs up: NoAnswer, hung up before accepting",
+        given=policy(rule(1, "alice"), rule(2, "bob"), require_confirmation=True),
+        when=START + [(5, "answered", 1), (7, "ended", 1, "hangup"), (9, "caller_hangup")],
+        log={"status": CallStatus.CALLER_HUNG_UP},
+        items={1: {"status": CallStatus.NO_ANSWER,
+                   "statusMessage": "Answered but hung up before pressing 1 to accept"},
+               2: {"status": CallStatus.CALLER_HUNG_UP, "startedAt": 7}},
+    ),
+    Scenario(
+        "caller hangs up during the no-answer message: the outcome stays NoAnswer",
+        given=policy(rule(1, "alice", after=5)),
+        when=START + [(None, "fire", "rule"), (9, "caller_hangup")],
+        log={"status": CallStatus.NO_ANSWER, "endedAt": 9, "callDurationInSeconds": 0},
+    ),
+    Scenario(
+        "all team members fail at once: escalate without waiting for the timer",
+        given=policy(rule(1, "alice", "bob"), rule(2, "carol")),
+        when=START + [(3, "ended", 1, "failed"), (4, "ended", 2, "busy"), (5, "answered", 3),
+                      (6, "caller_hangup")],
+        log={"status": CallStatus.COMPLETED, "answeredByUserId": "carol"},
+        items={1: {"status": CallStatus.FAILED}, 2: {"status": CallStatus.BUSY},
+               3: {"status": CallStatus.COMPLETED, "startedAt": 4}},
+        bridged=3,
+    ),
+    Scenario(
+        "empty greeting: ringing starts at once",
+        given=policy(rule(1, "alice"), greeting=""),
+        when=[(0, "start"), (2, "answered", 1), (3, "caller_hangup")],
+        log={"status": CallStatus.COMPLETED, "callDurationInSeconds": 1.0},
+        items={1: {"startedAt": 0, "dialDurationInSeconds": 2.0}},
+        bridged=1,
+    ),
+    Scenario(
+        "rules without contacts are skipped, the log names the rule really rung",
+        given=policy(rule(1), rule(5, "alice", after=4), rule(7), rule(9, "bob")),
+        when=START + [(None, "fire", "rule"), (9, "caller_hangup")],
+        log={"status": CallStatus.CALLER_HUNG_UP, "currentEscalationRuleOrder": 9},
+        dialed=[(1, "alice", 5), (2, "bob", 9)],
+    ),
+    Scenario(
+        "resume: no answer or greeting again, ring the stored rule in the stored round",
+        given=policy(rule(1, "alice"), rule(2, "bob"), rule(3, "carol"),
+                     resume_from_order=2, resume_repeat_count=1,
+                     repeat_if_no_one_answers=True, repeat_times=1),
+        when=[(100, "start"), (None, "fire", "rule"), (None, "fire", "rule"),
+              (170, "played", "caller")],
+        log={"status": CallStatus.NO_ANSWER, "repeatCount": 1,
+             "currentEscalationRuleOrder": 3, "statusMessage": Contains("tried 2 times")},
+        dialed=[(1, "bob", 2), (2, "carol", 3)],
+    ),
+    Scenario(
+        "resume at an order without contacts continues with the next rule that has some",
+        given=policy(rule(1, "alice"), rule(2), rule(3, "carol"), resume_from_order=2),
+        when=[(0, "start"), (5, "answered", 1), (6, "caller_hangup")],
+        log={"status": CallStatus.COMPLETED, "answeredByUserId": "carol",
+             "currentEscalationRuleOrder": 3},
+        dialed=[(1, "carol", 3)],
+        bridged=1,
+    ),
+]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_scenario(scenario: Scenario) -> None:
+    shell = run(scenario.given, scenario.when)
+
+    assert subset(shell.log, scenario.log) == scenario.log
+    for n, expected in scenario.items.items():
+        assert subset(shell.items[leg(n)], expected) == expected, f"item of leg {n}"
+    if scenario.dialed is not None:
+        assert [(d.leg_id, d.contact.user_id, d.rule_order) for d in shell.dials] == [
+            (leg(n), user, order) for n, user, order in scenario.dialed
+        ]
+    assert shell.bridged == ([] if scenario.bridged is None else [leg(scenario.bridged)])
+    assert shell.call.is_finished is scenario.finished
+    if scenario.finished:
+        # The truth rules every finished call obeys.
+        assert shell.log["status"] in {CallStatus.COMPLETED, CallStatus.NO_ANSWER,
+                                       CallStatus.FAILED, CallStatus.CALLER_HUNG_UP}
+        assert "endedAt" in shell.log and "callDurationInSeconds" in shell.log
+        for leg_id, item in shell.items.items():
+            assert item["status"] in {CallStatus.COMPLETED, CallStatus.NO_ANSWER,
+                                      CallStatus.FAILED, CallStatus.CALLER_HUNG_UP,
+                                      CallStatus.BUSY}, leg_id
+            assert "endedAt" in item and "dialDurationInSeconds" in item, leg_id
+        assert shell.timers == {}
+        assert not shell.ringback
+
+
+def test_a_leg_that_stops_confirming_loses_its_confirm_timer() -> None:
+    shell = Shell(policy(rule(1, "alice", "bob"), require_confirmation=True))
+    shell.run(START + [(5, "answered", 1), (6, "answered", 2)])
+    assert set(shell.timers) == {"rule:1", f"confirm:{leg(1)}", f"confirm:{leg(2)}"}
+    assert shell.do(7, "ended", 1, "hangup")[0] == CancelTimer(f"confirm:{leg(1)}")
+    assert set(shell.timers) == {"rule:1", f"confirm:{leg(2)}"}
+    assert shell.send(LegAnswered(leg(2))) == []  # reported twice: the prompt is not restarted
+
+
+# ------------------------------------------------------------------- the commands, precisely
+
+
+def test_call_start_answers_and_plays_the_greeting() -> None:
+    shell = Shell(policy(rule(1, "alice")))
+    assert shell.do(0, "start") == [Answer(), Play(CALLER, f"{CALL}-pb-1", GREETING)]
+    assert shell.log["status"] is CallStatus.INITIATED
+
+
+def test_starting_a_rule_rings_each_distinct_number_once_with_ringback_and_a_timer() -> None:
+    bob_desk = contact("bob", "bob-desk")
+    team = rule(4, "alice", bob_desk, contact("alice"), bob_desk, after=25)
+    shell = Shell(policy(team))
+    shell.do(0, "start")
+    commands = shell.do(2.5, "played", "caller")
+    assert commands == [
+        UpdateLog({"status": CallStatus.RINGING, "currentEscalationRuleOrder": 4,
+                   "repeatCount": 0}),
+        StartRingback(),
+        Dial(leg(1), contact("alice"), 4, 25, "rule-4"),
+        Dial(leg(2), contact("bob", "bob-desk"), 4, 25, "rule-4"),
+        StartTimer("rule:1", 27.5),
+    ]
+
+
+def test_escalation_timer_fires_exactly_escalate_after_seconds_after_the_dial() -> None:
+    shell = Shell(policy(rule(1, "alice", after=20), rule(2, "bob", after=15)))
+    shell.run(START)
+    assert shell.timers == {"rule:1": 23.0}
+    commands = shell.do(None, "fire", "rule")
+    assert shell.now == 23.0
+    assert commands == [
+        HangupLeg(leg(1)),
+        UpdateItem(leg(1), {"status": CallStatus.NO_ANSWER,
+                            "statusMessage": "Not answered within 20 s", "isAnswered": False,
+                            "dialDurationInSeconds": 20.0, "endedAt": 23.0}),
+        UpdateLog({"status": CallStatus.ESCALATED, "currentEscalationRuleOrder": 2,
+                   "repeatCount": 0}),
+        Dial(leg(2), contact("bob"), 2, 15, "rule-2"),
+        StartTimer("rule:2", 38.0),
+    ]
+    assert shell.log["status"] is CallStatus.ESCALATED
+
+
+def test_accepting_stops_everything_before_bridging() -> None:
+    shell = Shell(policy(rule(1, "alice", "bob"), require_confirmation=True))
+    shell.run(START + [(5, "answered", 1), (6, "answered", 2)])
+    prompt_1, prompt_2 = shell.playing[leg(1)], shell.playing[leg(2)]
+    commands = shell.do(9, "pressed", 2, "1")
+    assert commands == [
+        CancelTimer("rule:1"),
+        CancelTimer(f"confirm:{leg(1)}"),
+        CancelTimer(f"confirm:{leg(2)}"),
+        StopRingback(),
+        StopPlayback(prompt_2),
+        HangupLeg(leg(1)),
+        UpdateItem(leg(1), {"status": CallStatus.NO_ANSWER,
+                            "statusMessage": "Call was answered elsewhere, by user bob",
+                            "isAnswered": False, "dialDurationInSeconds": 6.0, "endedAt": 9}),
+        Bridge(leg(2)),
+        UpdateLog({"status": CallStatus.CONNECTED, "statusMessage": "Connected to user bob",
+                   "answeredByUserId": "bob", "currentEscalationRuleOrder": 1}),
+        UpdateItem(leg(2), {"status": CallStatus.CONNECTED,
+                            "statusMessage": "Accepted by pressing 1", "isAnswered": True,
+                            "dialDurationInSeconds": 3.0}),
+    ]
+    assert prompt_1 != prompt_2
+
+
+def test_confirmation_prompt_speaks_policy_and_digits_and_repeats_until_answered() -> None:
+    shell = Shell(policy(rule(1, "alice"), require_confirmation=True, confirm_timeout=12))
+    shell.run(START)
+    prompt = "Call for Payments on-call from plus 1 4 1 5 5 5 5 0 1 0 0. Press 1 to accept."
+    assert shell.do(4, "answered", 1) == [
+        Play(leg(1), f"{CALL}-pb-2", prompt),
+        StartTimer(f"confirm:{leg(1)}", 16.0),
+    ]
+    assert shell.do(9, "played", 1) == [Play(leg(1), f"{CALL}-pb-3", prompt)]
+    assert shell.do(10, "pressed", 1, "7") == []  # other digits are ignored
+    assert shell.do(11, "pressed", 1, "1")[-3] == Bridge(leg(1))
+    assert shell.items[leg(1)]["dialDurationInSeconds"] == 1.0  # rang from 3 to 4
+
+
+def test_no_answer_message_then_hangup_after_it_finishes() -> None:
+    shell = Shell(policy(rule(1, "alice", after=5)))
+    shell.run(START)
+    commands = shell.do(None, "fire", "rule")
+    assert commands[-2:] == [StopRingback(), Play(CALLER, f"{CALL}-pb-2", NO_ANSWER)]
+    assert not shell.call.is_finished and shell.log["status"] is CallStatus.RINGING
+    assert shell.do(20, "played", "caller") == [
+        HangupCaller(),
+        UpdateLog({"status": CallStatus.NO_ANSWER,
+                   "statusMessage": "No one answered: all 1 escalation rule was tried 1 time",
+                   "endedAt": 20, "callDurationInSeconds": 0}),
+    ]
+    assert shell.call.is_finished
+
+
+def test_disabled_policy_plays_the_fixed_message() -> None:
+    shell = Shell(policy(rule(1, "alice"), is_enabled=False))
+    assert shell.do(0, "start") == [Answer(), Play(CALLER, f"{CALL}-pb-1", DISABLED_MESSAGE)]
+
+
+def test_empty_final_message_hangs_up_at_once() -> None:
+    shell = Shell(policy(rule(1), no_one_available_message=""))
+    commands = shell.do(0, "start")
+    assert commands[:2] == [Answer(), HangupCaller()]
+    assert shell.call.is_finished and shell.log["status"] is CallStatus.FAILED
+
+
+def test_repeat_rounds_keep_ringback_on_and_count_in_the_log() -> None:
+    shell = Shell(policy(rule(1, "alice", after=10), repeat_if_no_one_answers=True,
+                         repeat_times=1))
+    shell.run(START)
+    commands = shell.do(None, "fire", "rule")
+    assert UpdateLog({"status": CallStatus.ESCALATED, "currentEscalationRuleOrder": 1,
+                      "repeatCount": 1}) in commands
+    assert StartRingback() not in commands
+    assert [c for c in commands if isinstance(c, Dial)] == [
+        Dial(leg(2), contact("alice"), 1, 10, "rule-1")]
+
+
+def test_resume_does_not_answer_or_greet_and_restarts_ringback() -> None:
+    shell = Shell(policy(rule(1, "alice"), rule(2, "bob"), resume_from_order=2))
+    commands = shell.do(50, "start")
+    assert commands == [
+        UpdateLog({"status": CallStatus.ESCALATED, "currentEscalationRuleOrder": 2,
+                   "repeatCount": 0}),
+        StartRingback(),
+        Dial(leg(1), contact("bob"), 2, 30, "rule-2"),
+        StartTimer("rule:1", 80),
+    ]
+
+
+def test_resume_past_the_last_rule_repeats_or_gives_up() -> None:
+    gives_up = Shell(policy(rule(1, "alice"), resume_from_order=9))
+    assert gives_up.do(0, "start") == [Play(CALLER, f"{CALL}-pb-1", NO_ANSWER)]
+    repeats = Shell(policy(rule(1, "alice"), resume_from_order=9,
+                           repeat_if_no_one_answers=True, repeat_times=3))
+    repeats.do(0, "start")
+    assert repeats.log["repeatCount"] == 1 and len(repeats.dials) == 1
+
+
+def test_number_still_confirming_from_an_earlier_rule_is_not_rung_again() -> None:
+    # alice is in both rules; while she decides, rule 2 rings only bob and waits for her too.
+    shell = Shell(policy(rule(1, "alice", after=10), rule(2, "alice", "bob", after=10),
+                         require_confirmation=True, confirm_timeout=30))
+    shell.run(START + [(5, "answered", 1), (None, "fire", "rule")])
+    assert [d.contact.user_id for d in shell.dials] == ["alice", "bob"]
+    shell.do(16, "ended", 2, "busy")  # bob busy, but alice still may accept for rule 2
+    assert len(shell.dials) == 2 and not shell.call.is_finished
+    shell.do(18, "pressed", 1, "1")
+    assert shell.bridged == [leg(1)]
+
+
+# ----------------------------------------------------------------- stale and illegal events
+
+
+def test_stale_events_are_ignored() -> None:
+    shell = Shell(policy(rule(1, "alice", "bob", after=10), rule(2, "carol"),
+                         require_confirmation=True))
+    shell.run(START + [(4, "ended", 1, "busy")])
+    assert shell.send(LegEnded(leg(1), "hangup")) == []  # ended twice
+    assert shell.send(LegAnswered(leg(1))) == []  # late answer of an ended leg
+    assert shell.send(DigitPressed(leg(2), "1")) == []  # not confirming
+    assert shell.send(LegRinging(leg(2))) == []  # recorded in the state, nothing to do
+    assert shell.send(LegRinging(leg(2))) == []  # reported twice
+    assert shell.send(PlaybackFinished(f"{CALL}-pb-1")) == []  # the greeting, finished before
+    shell.do(None, "fire", "rule")
+    assert shell.send(TimerFired("rule:1")) == []  # already fired
+    shell.do(20, "caller_hangup")
+    assert shell.call.is_finished
+    late_events: list[Event] = [LegAnswered(leg(3)), LegEnded(leg(3), "hangup"), CallerHungUp(),
+                                TimerFired("rule:2"), PlaybackFinished(f"{CALL}-pb-1")]
+    for late in late_events:
+        assert shell.send(late) == []
+
+
+def test_a_late_timer_of_an_earlier_rule_does_not_cut_the_next_rule_short() -> None:
+    # The rule timer and the legs' own dial timeouts race; the legs' ends escalate first.
+    shell = Shell(policy(rule(1, "alice", after=10), rule(2, "bob", after=10)))
+    shell.run(START + [(13, "ended", 1, "no_answer")])
+    assert shell.timers == {"rule:2": 23}
+    assert shell.send(TimerFired("rule:1"), 13) == []  # was cancelled: ignored
+    assert shell.items[leg(2)]["status"] is CallStatus.RINGING
+
+
+def test_ringing_is_recorded_only_for_a_dialing_leg() -> None:
+    shell = Shell(policy(rule(1, "alice")))
+    shell.run(START)
+    assert shell.send(LegRinging(leg(1))) == []
+    recorded = shell.call.state.leg(leg(1))
+    assert recorded is not None and recorded.phase == "ringing"
+
+
+ILLEGAL = [
+    ("unknown leg answered", LegAnswered("call-7-leg-99")),
+    ("unknown leg ended", LegEnded("nope", "busy")),
+    ("unknown leg digit", DigitPressed("call-7-leg-0", "1")),
+    ("unknown leg ringing", LegRinging("other-call-leg-1")),
+    ("CallStarted twice", CallStarted()),
+    ("playback never started", PlaybackFinished("call-7-pb-42")),
+    ("foreign playback", PlaybackFinished("x-pb-1")),
+    ("timer never started", TimerFired("rule:9")),
+    ("confirm timer of a leg never answered", TimerFired("confirm:call-7-leg-1")),
+    ("unknown timer kind", TimerFired("greeting")),
+    ("unknown end cause", LegEnded("call-7-leg-1", "congestion")),
+    ("not a DTMF digit", DigitPressed("call-7-leg-1", "12")),
+    ("not an event", "CallStarted"),
+]
+
+
+@pytest.mark.parametrize("event", [e for _, e in ILLEGAL], ids=[n for n, _ in ILLEGAL])
+def test_illegal_events_raise_and_leave_the_state_unchanged(event: Any) -> None:
+    shell = Shell(policy(rule(1, "alice"), require_confirmation=True))
+    shell.run(START)
+    before = shell.call.state
+    with pytest.raises(IllegalEvent):
+        shell.call.handle(event, 5)
+    assert shell.call.state is before
+
+
+def test_illegal_events_still_raise_after_the_call_finished() -> None:
+    shell = Shell(policy(rule(1, "alice")))
+    shell.run(START + [(5, "caller_hangup")])
+    with pytest.raises(IllegalEvent):
+        shell.call.handle(CallStarted(), 6)
+    with pytest.raises(IllegalEvent):
+        shell.call.handle(LegAnswered("call-7-leg-5"), 6)
+
+
+def test_non_finite_time_is_illegal() -> None:
+    call = EscalationCall(policy(rule(1, "alice")))
+    with pytest.raises(IllegalEvent):
+        call.handle(CallStarted(), float("nan"))
+    assert not call.state.started
+
+
+def test_caller_gone_before_the_start_was_reported() -> None:
+    call = EscalationCall(policy(rule(1, "alice")))
+    commands = call.handle(CallerHungUp(), 1)
+    assert commands == [
+        UpdateLog({"status": CallStatus.CALLER_HUNG_UP,
+                   "statusMessage": "Caller hung up before anyone accepted the call",
+                   "endedAt": 1, "callDurationInSeconds": 0})
+    ]
+    assert call.handle(CallStarted(), 2) == []  # the late start is a race, not an error
+    with pytest.raises(IllegalEvent):
+        call.handle(CallStarted(), 3)
+
+
+# ------------------------------------------------------------------- persistence and helpers
+
+
+def test_state_round_trips_through_json_and_the_call_continues() -> None:
+    shell = Shell(policy(rule(1, "alice", "bob", after=10), rule(2, "carol"),
+                         require_confirmation=True, repeat_if_no_one_answers=True))
+    shell.run(START + [(5, "answered", 1), (6, "ended", 2, "busy")])
+    saved = json.dumps(shell.call.state.to_dict())
+    restored = EscalationCall.from_state(CallState.from_dict(json.loads(saved)))
+    assert restored.state == shell.call.state
+    assert restored.pending_timers == shell.call.pending_timers
+    assert restored.handle(DigitPressed(leg(1), "1"), 8) == shell.send(
+        DigitPressed(leg(1), "1"), 8)
+
+
+def test_unknown_state_version_is_refused() -> None:
+    data = CallState.initial(policy(rule(1, "alice"))).to_dict()
+    data["version"] = 99
+    with pytest.raises(ValueError):
+        CallState.from_dict(data)
+
+
+def test_step_is_pure() -> None:
+    state = CallState.initial(policy(rule(1, "alice")))
+    new_state, commands = step(state, CallStarted(), 0)
+    assert state.phase == "new" and new_state.phase == "greeting" and commands
+
+
+def test_escalation_plan_sorts_dedupes_and_drops_empty_rules() -> None:
+    setup = policy(rule(3, "carol"), rule(1), rule(2, "bob", "bob", "alice"))
+    assert [(r.order, [c.user_id for c in r.contacts]) for r in escalation_plan(setup)] == [
+        (2, ["bob", "alice"]), (3, ["carol"])]
+
+
+@pytest.mark.parametrize(
+    ("caller", "spoken"),
+    [
+        ("+14155550100", "plus 1 4 1 5 5 5 5 0 1 0 0"),
+        ("(415) 555-0100", "4 1 5 5 5 5 0 1 0 0"),
+        ("sip:+4930123@trunk.example", "plus 4 9 3 0 1 2 3"),
+        ("sip:alice@10.0.0.5:5060", "alice"),
+        ("", "an unknown number"),
+        ("anonymous", "an unknown number"),
+    ],
+)
+def test_speakable_number(caller: str, spoken: str) -> None:
+    assert speakable_number(caller) == spoken
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"repeat_times": -1}, {"confirm_timeout": 0}, {"confirm_timeout": float("inf")},
+     {"resume_repeat_count": -1}, {"call_id": ""}],
+)
+def test_invalid_setup_is_rejected(overrides: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        policy(rule(1, "alice"), **overrides)
+
+
+def test_rule_needs_a_positive_timeout_and_accepts_lists() -> None:
+    with pytest.raises(ValueError):
+        rule(1, "alice", after=0)
+    made = Rule(1, "r", "R", 5, [contact("alice")])  # type: ignore[arg-type]
+    assert made.contacts == (contact("alice"),)
+    assert hash(replace(policy(made), rules=[made]))  # type: ignore[arg-type]  # still hashable
