@@ -33,6 +33,8 @@ from peewee import (
 )
 from playhouse.pwasyncio import AsyncModelMixin
 
+from ivr.engine import TERMINAL_STATUSES, CallStatus  # noqa: F401 - the one status enum, re-exported
+
 database = DatabaseProxy()
 
 
@@ -41,23 +43,6 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
-class CallStatus(str, enum.Enum):
-    """Status of an incoming call and of each of its ring attempts (DESIGN.md)."""
-
-    INITIATED = "Initiated"
-    RINGING = "Ringing"
-    CONNECTED = "Connected"
-    ESCALATED = "Escalated"
-    NO_ANSWER = "NoAnswer"
-    FAILED = "Failed"
-    COMPLETED = "Completed"
-    CALLER_HUNG_UP = "CallerHungUp"
-    BUSY = "Busy"
-
-
-TERMINAL_CALL_STATUSES = frozenset(
-    {CallStatus.NO_ANSWER, CallStatus.FAILED, CallStatus.COMPLETED, CallStatus.CALLER_HUNG_UP, CallStatus.BUSY}
-)
 
 
 class CallLogStatus(str, enum.Enum):
@@ -244,6 +229,9 @@ class IncomingCallPolicy(ProjectScoped):
     isEnabled = BooleanField(default=True, help_text="Enable or disable this incoming call policy")
     repeatPolicyIfNoOneAnswers = BooleanField(default=False, help_text="Restart from first rule if all fail")
     repeatPolicyIfNoOneAnswersTimes = IntegerField(default=1, help_text="Maximum repeat attempts if no one answers")
+    requireAnswerConfirmation = BooleanField(
+        default=True, help_text="An on-call engineer who answers must press 1 to accept the call; a voicemail "
+                                "box that answers is then not mistaken for a person")
     projectCallSMSConfigId = IdField(
         null=True, help_text="ID of the project-level Twilio configuration. If set, uses this config instead of "
                              "global config and billing does not apply.")

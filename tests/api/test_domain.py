@@ -1,0 +1,258 @@
+"""Domain rules: routing numbers, slugs, rule order and targets, numbers, users, teams, labels."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+RULES = "/api/incoming-call-policy-escalation-rule"
+
+
+def unique_number() -> str:
+    # A valid US number that no other test uses (555-01xx are fictional, 2xx area codes are real).
+    n = uuid.uuid4().int
+    return f"+1 (212) {200 + n % 800:03d}-{n // 1000 % 10000:04d}"
+
+
+async def get(api, tenant, resource, item_id, *fields):
+    return await api.post(f"/api/{resource}/{item_id}/get-item", tenant.owner,
+                          {"select": {f: True for f in fields}})
+
+
+async def error_of(api, method, path, key, body) -> tuple[int, str]:
+    status, answer = await api.call(method, path, key, body, expect=None)
+    return status, answer.get("error", "")
+
+
+# -- policies -----------------------------------------------------------------------
+
+
+async def test_routing_number_is_stored_in_e164_with_its_country_and_area(api, acme):
+    policy = await api.create("incoming-call-policy", acme.owner,
+                              {"name": "UK desk", "routingPhoneNumber": "+44 20 7183 8750"})
+    assert policy["routingPhoneNumber"] == "+442071838750"
+    item = await get(api, acme, "incoming-call-policy", policy["_id"], "routingPhoneNumber",
+                     "phoneNumberCountryCode", "phoneNumberAreaCode")
+    assert item["phoneNumberCountryCode"] == "GB" and item["phoneNumberAreaCode"] == "20"
+
+
+async def test_national_numbers_are_read_in_the_default_region(api, acme):
+    number = unique_number()
+    national = number.replace("+1 ", "")
+    policy = await api.create("incoming-call-policy", acme.owner, {"name": "US", "routingPhoneNumber": national})
+    assert policy["routingPhoneNumber"] == "+1" + "".join(c for c in national if c.isdigit())
+
+
+@pytest.mark.parametrize("number,reason", [
+    ("12", "is not a valid phone number"),
+    ("hello", "is not a phone number"),
+    ("+1 415 555", "is not a valid phone number"),
+    ("+999 1234567", "is not a phone number"),
+])
+async def test_bad_routing_numbers_are_400_saying_so(api, acme, number, reason):
+    status, message = await error_of(api, "POST", "/api/incoming-call-policy", acme.owner,
+                                     {"data": {"name": "x", "routingPhoneNumber": number}})
+    assert status == 400 and message.startswith("data.routingPhoneNumber: ") and reason in message
+
+
+async def test_routing_number_update_checks_duplicates(api, acme):
+    first = unique_number()
+    one = await api.create("incoming-call-policy", acme.owner, {"name": "One", "routingPhoneNumber": first})
+    two = await api.create("incoming-call-policy", acme.owner, {"name": "Two"})
+    status, message = await error_of(api, "PUT", f"/api/incoming-call-policy/{two['_id']}", acme.owner,
+                                     {"data": {"routingPhoneNumber": first}})
+    assert status == 409 and "already used" in message
+    # Setting a policy's own number again is not a conflict.
+    await api.call("PUT", f"/api/incoming-call-policy/{one['_id']}", acme.owner,
+                   {"data": {"routingPhoneNumber": first}})
+
+
+async def test_slugs_are_unique_across_projects_and_stable(api, acme):
+    name = f"Night desk {uuid.uuid4().hex[:6]}"
+    other = await api.tenant("Other")
+    a = await api.create("incoming-call-policy", acme.owner, {"name": name})
+    b = await api.create("incoming-call-policy", other.owner, {"name": name})
+    slug_a = (await get(api, acme, "incoming-call-policy", a["_id"], "slug"))["slug"]
+    slug_b = (await get(api, other, "incoming-call-policy", b["_id"], "slug"))["slug"]
+    assert slug_a == name.lower().replace(" ", "-") and slug_b.startswith(slug_a + "-") and slug_a != slug_b
+    await api.call("PUT", f"/api/incoming-call-policy/{a['_id']}", acme.owner, {"data": {"name": "Renamed"}})
+    assert (await get(api, acme, "incoming-call-policy", a["_id"], "slug"))["slug"] == slug_a
+
+
+async def test_policy_name_must_not_be_blank(api, acme):
+    status, message = await error_of(api, "POST", "/api/incoming-call-policy", acme.owner, {"data": {"name": "  "}})
+    assert (status, message) == (400, "data.name: must not be empty")
+
+
+# -- escalation rules -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def policy_with_user(api, acme):
+    policy = await api.create("incoming-call-policy", acme.owner, {"name": "Ops"})
+    user = await api.create("user", acme.owner, {"name": "Alice"})
+    return policy["_id"], user["_id"]
+
+
+async def orders(api, tenant, policy_id) -> list[str]:
+    listed = await api.post(f"{RULES}/get-list", tenant.owner, {
+        "query": {"incomingCallPolicyId": policy_id}, "select": {"name": True, "order": True},
+        "sort": {"order": 1}})
+    assert [row["order"] for row in listed["data"]] == list(range(1, listed["count"] + 1))  # always dense
+    return [row["name"] for row in listed["data"]]
+
+
+async def add_rule(api, tenant, policy_id, user_id, name, **extra):
+    data = {"incomingCallPolicyId": policy_id, "userId": user_id, "name": name, **extra}
+    return await api.create("incoming-call-policy-escalation-rule", tenant.owner, data)
+
+
+async def test_rule_order_missing_means_last_and_insert_shifts(api, acme, policy_with_user):
+    policy_id, user_id = policy_with_user
+    a = await add_rule(api, acme, policy_id, user_id, "a")
+    assert a["name"] == "a"
+    await add_rule(api, acme, policy_id, user_id, "b")
+    await add_rule(api, acme, policy_id, user_id, "c")
+    assert await orders(api, acme, policy_id) == ["a", "b", "c"]
+    await add_rule(api, acme, policy_id, user_id, "first", order=1)
+    assert await orders(api, acme, policy_id) == ["first", "a", "b", "c"]
+    await add_rule(api, acme, policy_id, user_id, "third", order=3)
+    assert await orders(api, acme, policy_id) == ["first", "a", "third", "b", "c"]
+    await add_rule(api, acme, policy_id, user_id, "far", order=99)  # past the end: last
+    assert await orders(api, acme, policy_id) == ["first", "a", "third", "b", "c", "far"]
+
+
+async def test_rule_move_and_delete_keep_order_dense(api, acme, policy_with_user):
+    policy_id, user_id = policy_with_user
+    ids = {}
+    for name in "abcde":
+        ids[name] = (await add_rule(api, acme, policy_id, user_id, name))["_id"]
+    await api.call("PUT", f"{RULES}/{ids['d']}", acme.owner, {"data": {"order": 2}})
+    assert await orders(api, acme, policy_id) == ["a", "d", "b", "c", "e"]
+    await api.call("PUT", f"{RULES}/{ids['a']}", acme.owner, {"data": {"order": 4}})
+    assert await orders(api, acme, policy_id) == ["d", "b", "c", "a", "e"]
+    await api.call("PUT", f"{RULES}/{ids['d']}", acme.owner, {"data": {"order": 50}})
+    assert await orders(api, acme, policy_id) == ["b", "c", "a", "e", "d"]
+    await api.call("DELETE", f"{RULES}/{ids['c']}", acme.owner)
+    assert await orders(api, acme, policy_id) == ["b", "a", "e", "d"]
+    status, message = await error_of(api, "PUT", f"{RULES}/{ids['a']}", acme.owner, {"data": {"order": 0}})
+    assert (status, message) == (400, "data.order: must be 1 or more")
+
+
+async def test_rule_needs_exactly_one_target(api, acme, policy_with_user):
+    policy_id, user_id = policy_with_user
+    team = await api.create("team", acme.owner, {"name": "SRE"})
+    status, message = await error_of(api, "POST", RULES, acme.owner, {"data": {"incomingCallPolicyId": policy_id}})
+    assert status == 400 and "needs a target" in message and "userId" in message and "teamId" in message
+    status, message = await error_of(api, "POST", RULES, acme.owner, {"data": {
+        "incomingCallPolicyId": policy_id, "userId": user_id, "teamId": team["_id"]}})
+    assert status == 400 and "userId and teamId" in message and "only one" in message
+    rule = await add_rule(api, acme, policy_id, user_id, "r")
+    status, message = await error_of(api, "PUT", f"{RULES}/{rule['_id']}", acme.owner,
+                                     {"data": {"teamId": team["_id"]}})
+    assert status == 400 and "userId and teamId" in message
+    await api.call("PUT", f"{RULES}/{rule['_id']}", acme.owner, {"data": {"teamId": team["_id"], "userId": None}})
+    item = await get(api, acme, "incoming-call-policy-escalation-rule", rule["_id"], "teamId", "userId")
+    assert item["teamId"] == team["_id"] and item["userId"] is None
+    schedule = str(uuid.uuid4())
+    await add_rule(api, acme, policy_id, None, "s", onCallDutyPolicyScheduleId=schedule)
+
+
+async def test_rule_defaults_and_bounds(api, acme, policy_with_user):
+    policy_id, user_id = policy_with_user
+    rule = await add_rule(api, acme, policy_id, user_id, "r")
+    assert (await get(api, acme, "incoming-call-policy-escalation-rule", rule["_id"],
+                      "escalateAfterSeconds"))["escalateAfterSeconds"] == 30
+    status, message = await error_of(api, "POST", RULES, acme.owner, {"data": {
+        "incomingCallPolicyId": policy_id, "userId": user_id, "escalateAfterSeconds": 0}})
+    assert status == 400 and "between 1 and 3600" in message
+    status, message = await error_of(api, "PUT", f"{RULES}/{rule['_id']}", acme.owner,
+                                     {"data": {"incomingCallPolicyId": str(uuid.uuid4())}})
+    assert status == 400 and "cannot be changed" in message
+
+
+async def test_deleting_a_user_still_targeted_by_a_rule_is_409(api, acme, policy_with_user):
+    policy_id, user_id = policy_with_user
+    await add_rule(api, acme, policy_id, user_id, "r")
+    status, message = await error_of(api, "DELETE", f"/api/user/{user_id}", acme.owner, None)
+    assert status == 409 and "still used" in message
+
+
+# -- numbers ------------------------------------------------------------------------------
+
+
+async def test_numbers_phone_or_sip_uri(api, acme):
+    user = await api.create("user", acme.owner, {"name": "Bob"})
+    phone = await api.create("user-incoming-call-number", acme.owner,
+                             {"userId": user["_id"], "phoneNumber": "+33 1 23 45 67 89"})
+    assert phone["phoneNumber"] == "+33123456789"
+    sip = await api.create("user-incoming-call-number", acme.owner,
+                           {"userId": user["_id"], "sipUri": "sip:bob@10.0.0.5:5060"})
+    assert sip["sipUri"] == "sip:bob@10.0.0.5:5060"
+    item = await get(api, acme, "user-incoming-call-number", sip["_id"], "isVerified")
+    assert item["isVerified"] is False  # numbers start unverified
+    for data, message in [
+        ({"userId": user["_id"]}, "needs either phoneNumber"),
+        ({"userId": user["_id"], "phoneNumber": "+14155550100", "sipUri": "sip:a@b"}, "not both"),
+        ({"userId": user["_id"], "sipUri": "http://example.com"}, "is not a SIP URI"),
+        ({"userId": user["_id"], "sipUri": "sip:a@b:70000"}, "between 1 and 65535"),
+        ({"userId": user["_id"], "phoneNumber": "555"}, "data.phoneNumber:"),
+        ({"userId": str(uuid.uuid4()), "phoneNumber": "+14155550100"}, "no User with id"),
+    ]:
+        status, error = await error_of(api, "POST", "/api/user-incoming-call-number", acme.owner, {"data": data})
+        assert status == 400 and message in error, (data, error)
+
+
+async def test_verification_is_read_only_and_reset_when_the_number_changes(api, acme):
+    user = await api.create("user", acme.owner, {"name": "Carol"})
+    number = await api.create("user-incoming-call-number", acme.keys["admin"],
+                              {"userId": user["_id"], "phoneNumber": "+14155550123", "isVerified": True})
+    status, message = await error_of(api, "POST", "/api/user-incoming-call-number", acme.keys["member"],
+                                     {"data": {"userId": user["_id"], "sipUri": "sip:c@h", "isVerified": True}})
+    assert status == 403 and "Owner or Project Admin" in message
+    status, message = await error_of(api, "PUT", f"/api/user-incoming-call-number/{number['_id']}",
+                                     acme.owner, {"data": {"isVerified": True}})
+    assert status == 400 and "isVerified: is read-only" in message
+    await api.call("PUT", f"/api/user-incoming-call-number/{number['_id']}", acme.keys["member"],
+                   {"data": {"phoneNumber": "+14155550124"}})
+    item = await get(api, acme, "user-incoming-call-number", number["_id"], "isVerified", "phoneNumber")
+    assert item == {"_id": number["_id"], "isVerified": False, "phoneNumber": "+14155550124"}
+
+
+# -- users, teams, labels -------------------------------------------------------------
+
+
+async def test_user_validation(api, acme):
+    await api.create("user", acme.owner, {"name": "Dan", "email": "Dan@Example.com", "timeZone": "America/New_York"})
+    status, message = await error_of(api, "POST", "/api/user", acme.owner,
+                                     {"data": {"name": "Dan 2", "email": "dan@example.com"}})
+    assert status == 409 and "already exists" in message
+    status, message = await error_of(api, "POST", "/api/user", acme.owner, {"data": {"name": "E", "email": "nope"}})
+    assert status == 400 and "not an email address" in message
+    status, message = await error_of(api, "POST", "/api/user", acme.owner,
+                                     {"data": {"name": "E", "timeZone": "Mars/Olympus"}})
+    assert status == 400 and "not an IANA time zone" in message
+
+
+async def test_team_members(api, acme):
+    team = await api.create("team", acme.owner, {"name": "SRE"})
+    user = await api.create("user", acme.owner, {"name": "Eve"})
+    member = await api.create("team-member", acme.owner, {"teamId": team["_id"], "userId": user["_id"]})
+    status, message = await error_of(api, "POST", "/api/team-member", acme.owner,
+                                     {"data": {"teamId": team["_id"], "userId": user["_id"]}})
+    assert (status, message) == (409, "This user is already a member of this team.")
+    listed = await api.post("/api/team-member/get-list", acme.owner, {
+        "query": {"teamId": team["_id"]}, "select": {"user": {"name": True}, "team": {"name": True}}})
+    assert listed["data"] == [{"_id": member["_id"], "user": {"_id": user["_id"], "name": "Eve"},
+                               "team": {"_id": team["_id"], "name": "SRE"}}]
+    await api.call("DELETE", f"/api/team/{team['_id']}", acme.owner)
+    assert (await api.post("/api/team-member/count", acme.owner, {"query": {"teamId": team["_id"]}}))["count"] == 0
+
+
+async def test_label_names_are_unique_per_project(api, acme):
+    await api.create("label", acme.owner, {"name": "prod", "color": "#ff0000"})
+    status, message = await error_of(api, "POST", "/api/label", acme.owner, {"data": {"name": "prod"}})
+    assert (status, message) == (409, "A Label named 'prod' already exists in this project.")
+    other = await api.tenant("Other")
+    await api.create("label", other.owner, {"name": "prod"})

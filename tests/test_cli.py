@@ -1,0 +1,122 @@
+"""The `hotline` command, run as a user runs it (a subprocess), on a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+
+@pytest.fixture
+def env(tmp_path):
+    environment = dict(os.environ)
+    environment.pop("HOTLINE_CONFIG", None)
+    environment.pop("DATABASE_URL", None)
+    environment["HOTLINE_GENERAL_DATA_DIR"] = str(tmp_path / "data")
+    return environment
+
+
+def hotline(env, *args, check=True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "ivr.cli", *args], env=env, capture_output=True, text=True,
+                            timeout=60)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_migrate_is_idempotent_and_reports_status(env):
+    assert "applied: 0001_initial" in hotline(env, "migrate").stdout
+    assert hotline(env, "migrate").stdout.strip() == "the database is up to date"
+    status = hotline(env, "migrate", "--status")
+    assert status.stdout.startswith("[x] 0001_initial")
+
+
+def test_commands_refuse_an_unmigrated_database(env):
+    result = hotline(env, "project", "create", "Acme", check=False)
+    assert result.returncode == 1 and "run `hotline migrate`" in result.stderr
+
+
+def test_project_and_key_then_serve(env):
+    hotline(env, "migrate")
+    project_id = hotline(env, "project", "create", "Acme").stdout.strip()
+    uuid.UUID(project_id)
+    assert project_id in hotline(env, "project", "list").stdout
+    key = hotline(env, "apikey", "create", "--project", project_id, "--role", "owner").stdout.strip()
+    assert key.startswith("hl_") and len(key) > 30
+    # The key is stored hashed: it appears nowhere in the database file.
+    db_bytes = b"".join(p.read_bytes() for p in (env_dir(env)).glob("hotline.db*"))
+    assert key.encode() not in db_bytes
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "ivr.cli", "serve", "--api-only"],
+                              env={**env, "HOTLINE_API_PORT": str(port)}, stderr=subprocess.PIPE, text=True)
+    try:
+        body = wait_for_json(f"http://127.0.0.1:{port}/api/incoming-call-policy/count", key, {"query": {}})
+        assert body == {"count": 0}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=20) == 0, server.stderr.read()
+
+
+def env_dir(env):
+    from pathlib import Path
+
+    return Path(env["HOTLINE_GENERAL_DATA_DIR"])
+
+
+def wait_for_json(url: str, key: str, body: dict, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                         headers={"ApiKey": key, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return json.loads(resp.read())
+        except (ConnectionError, urllib.error.URLError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_apikey_errors(env):
+    hotline(env, "migrate")
+    project_id = hotline(env, "project", "create", "Acme").stdout.strip()
+    bad = hotline(env, "apikey", "create", "--project", project_id, "--role", "owner", "--expires", "soon",
+                  check=False)
+    assert bad.returncode == 1 and "not an ISO 8601 date-time" in bad.stderr
+    unknown = hotline(env, "apikey", "create", "--project", str(uuid.uuid4()), "--role", "viewer", check=False)
+    assert unknown.returncode == 1 and "no project with id" in unknown.stderr
+    neither = hotline(env, "apikey", "create", "--project", project_id, check=False)
+    assert neither.returncode == 1 and "--role" in neither.stderr
+    scoped = hotline(env, "apikey", "create", "--project", project_id, "--permission", "Read Incoming Call Log",
+                     "--expires", "2030-01-01T00:00:00Z")
+    assert scoped.stdout.startswith("hl_")
+
+
+def test_configuration_errors_exit_2(env, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("api:\n  port: nope\n")
+    result = hotline(env, "--config", str(bad), "migrate", check=False)
+    assert result.returncode == 2 and "api.port must be of type int" in result.stderr
+    result = hotline({**env, "DATABASE_URL": "mysql://x/y"}, "migrate", check=False)
+    assert result.returncode == 1 and "unsupported database URL scheme" in result.stderr
+
+
+def test_config_prints_settings_with_secrets_masked(env):
+    result = hotline({**env, "HOTLINE_ARI_PASSWORD": "hunter2"}, "config")
+    printed = json.loads(result.stdout)
+    assert printed["ari"]["password"] == "********" and "hunter2" not in result.stdout

@@ -1,0 +1,42 @@
+import pytest
+
+from ivr.phone import InvalidNumber, area_code_of, region_of, spoken_digits, to_e164, validate_sip_uri
+
+
+@pytest.mark.parametrize("text,region,expected", [
+    ("+1 (415) 555-0100", "US", "+14155550100"),
+    ("(415) 555-0100", "US", "+14155550100"),
+    ("020 7183 8750", "GB", "+442071838750"),
+    ("+44 20 7183 8750", "US", "+442071838750"),
+    ("01 23 45 67 89", "FR", "+33123456789"),
+])
+def test_e164(text, region, expected):
+    assert to_e164(text, region) == expected
+
+
+@pytest.mark.parametrize("text", ["", "abc", "123", "+1 415 555", "+999 123456"])
+def test_invalid_numbers(text):
+    with pytest.raises(InvalidNumber):
+        to_e164(text)
+
+
+def test_region_and_area():
+    assert region_of("+442071838750") == "GB" and area_code_of("+442071838750") == "20"
+    assert region_of("+14155550100") == "US" and area_code_of("+14155550100") == "415"
+
+
+def test_spoken_digits():
+    assert spoken_digits("+14155550100") == "plus 1, 4 1 5, 5 5 5, 0 1 0 0"
+    assert spoken_digits("anonymous") == "an unknown number"
+
+
+@pytest.mark.parametrize("uri", ["sip:alice@10.0.0.5:5060", "sip:alice@pbx.example.com", "sips:bob@[::1]:5061",
+                                 "sip:1000@127.0.0.1;transport=udp"])
+def test_sip_uris(uri):
+    assert validate_sip_uri(uri) == uri
+
+
+@pytest.mark.parametrize("uri", ["alice@host", "sip:", "sip:a@b:0", "http://x", "sip:a b@c"])
+def test_bad_sip_uris(uri):
+    with pytest.raises(InvalidNumber):
+        validate_sip_uri(uri)
