@@ -7,6 +7,7 @@ import logging
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+from peewee import SqliteDatabase
 
 from api import auth
 from api.errors import BadRequest, Unauthorized, error_middleware
@@ -15,12 +16,13 @@ from api.query import parse_paging
 from api.registry import RESOURCES
 from api.resources import Context, Resource
 from ivr.config import Config
-from ivr.db import open_database, pending_migrations
+from ivr.db import Reads, open_database, pending_migrations
 
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", Config)
 DB = web.AppKey("db", object)
+READ = web.AppKey("read", Reads)
 KEYS = web.AppKey("keys", auth.KeyCache)
 LIMITER = web.AppKey("limiter", auth.RateLimiter)
 OPENAPI = web.AppKey("openapi", dict)
@@ -61,7 +63,7 @@ async def principal_of(request: web.Request) -> auth.Principal:
     key_hash = auth.hash_key(key)
     principal = app[KEYS].get(key_hash)
     if principal is None:
-        principal = await app[DB].run(auth.load_principal, key)
+        principal = await app[READ](auth.load_principal, key)
         app[KEYS].put(key_hash, principal)
     auth.check_not_expired(principal)
     app[LIMITER].check(principal.key_id)
@@ -88,21 +90,21 @@ def resource_routes(resource: Resource) -> list[web.RouteDef]:
         selection = resource.selection(body.get("select"))
         conditions = resource.conditions(body.get("query"))
         order = resource.order(body.get("sort"))
-        count, rows = await request.app[DB].run(resource.list, ctx, selection, conditions, order, skip, limit)
+        count, rows = await request.app[READ](resource.list, ctx, selection, conditions, order, skip, limit)
         return json_response({"count": count, "limit": limit, "skip": skip, "data": rows})
 
     async def get_item(request: web.Request) -> web.Response:
         ctx = await context(request, "read")
         body = await read_body(request)
         selection = resource.selection(body.get("select"))
-        row = await request.app[DB].run(resource.get, ctx, request.match_info["id"], selection)
+        row = await request.app[READ](resource.get, ctx, request.match_info["id"], selection)
         return json_response(row)
 
     async def count(request: web.Request) -> web.Response:
         ctx = await context(request, "read")
         body = await read_body(request)
         conditions = resource.conditions(body.get("query"))
-        return json_response({"count": await request.app[DB].run(resource.count, ctx, conditions)})
+        return json_response({"count": await request.app[READ](resource.count, ctx, conditions)})
 
     async def create(request: web.Request) -> web.Response:
         ctx = await context(request, "create")
@@ -150,6 +152,10 @@ async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+def database_url_of(db) -> str:
+    return f"sqlite:///{db.database}" if isinstance(db, SqliteDatabase) else "postgresql://"
+
+
 def database_context(config: Config, db=None):
     """Opens the database pool for the app's lifetime; refuses to serve an unmigrated schema."""
 
@@ -157,13 +163,18 @@ def database_context(config: Config, db=None):
         own = db is None
         database = db if db is not None else open_database(config.database_url, config.database.pool_size)
         pending = await pending_migrations(database)
+        # Give the startup task's connection back to the pool: that task lives as long as the
+        # server, and would otherwise keep one connection (with pool_size 1: every one) forever.
+        await database.aclose()
         if pending:
             if own:
                 await database.close_pool()
             raise RuntimeError(f"the database has pending migrations ({', '.join(pending)}): "
                                "run `hotline migrate` first")
         app[DB] = database
+        app[READ] = Reads(database, config.database_url if own else database_url_of(database))
         yield
+        app[READ].close()
         if own:
             await database.close_pool()
 

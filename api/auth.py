@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 
 from api.errors import Forbidden, TooManyRequests, Unauthorized
+from ivr.db import on_reader
 from ivr.models import ApiKey, Role, utcnow
 
 KEY_PREFIX = "hl_"
@@ -97,7 +98,7 @@ class KeyCache:
 
 def load_principal(key: str) -> Principal:
     """Synchronous lookup of a key (run through the database bridge)."""
-    row = ApiKey.get_or_none(ApiKey.keyHash == hash_key(key))
+    row = on_reader(ApiKey.select().where(ApiKey.keyHash == hash_key(key))).get_or_none()
     if row is None:
         raise Unauthorized("Invalid API key.")
     role = Role(row.role) if row.role else None

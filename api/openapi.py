@@ -44,6 +44,8 @@ def _value_schema(api_field: ApiField, *, for_input: bool = False) -> dict[str, 
         schema["description"] = api_field.description
     if api_field.nullable and schema.get("type"):
         schema["type"] = [schema["type"], "null"]
+        if "enum" in schema:
+            schema["enum"] = [*schema["enum"], None]
     return schema
 
 
@@ -84,11 +86,15 @@ def _input_schema(resource, *, creating: bool) -> dict:
 
 
 def _select_schema(resource) -> dict:
+    from api.resources import SCHEMAS
+
     properties: dict[str, Any] = {name: {"type": "boolean"} for name in resource.schema.fields}
-    for name in resource.schema.relations:
-        properties[name] = {"anyOf": [{"type": "boolean"},
-                                      {"type": "object", "additionalProperties": {"type": "boolean"}}]}
-    return {"type": "object", "properties": properties, "additionalProperties": False,
+    for name, relation in resource.schema.relations.items():
+        target = SCHEMAS.get(relation.target)
+        sub = ({"type": "object", "properties": {f: {"type": "boolean"} for f in target.fields},
+                "additionalProperties": False} if target else {"type": "object"})
+        properties[name] = {"anyOf": [{"type": ["boolean", "null"]}, sub]}
+    return {"type": ["object", "null"], "properties": properties, "additionalProperties": False,
             "description": "Fields to return (_id always). Relations: true, or an object of their fields."}
 
 
@@ -102,14 +108,18 @@ def _query_schema(resource) -> dict:
     properties = {}
     for name, api_field in resource.schema.fields.items():
         value = {k: v for k, v in _value_schema(api_field).items() if k != "description"}
+        if isinstance(value.get("type"), str):
+            value["type"] = [value["type"], "null"]  # null means IS NULL, on any field
+            if "enum" in value:
+                value["enum"] = [*value["enum"], None]
         properties[name] = {"anyOf": [value, {"type": "array", "items": value}, operator]}
-    return {"type": "object", "properties": properties, "additionalProperties": False,
+    return {"type": ["object", "null"], "properties": properties, "additionalProperties": False,
             "description": "A plain value means equals, null IS NULL, a list any-of; or an operator object."}
 
 
 def _sort_schema(resource) -> dict:
     direction = {"enum": [1, -1, "ASC", "DESC"]}
-    return {"type": "object",
+    return {"type": ["object", "null"],
             "properties": {name: direction for name, f in resource.schema.fields.items() if f.sortable},
             "additionalProperties": False}
 
@@ -138,7 +148,7 @@ def build_openapi(resources) -> dict:
     id_param = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
                  "description": "ID of the object"}]
     paging = [
-        {"name": "skip", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
+        {"name": "skip", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0, "maximum": 10**9},
          "description": "Number of objects to skip"},
         {"name": "limit", "in": "query", "required": False,
          "schema": {"type": "integer", "minimum": 0, "maximum": 100},

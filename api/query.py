@@ -49,14 +49,22 @@ def _value(api_field: ApiField, value: Any, where: str) -> Any:
     return coerced
 
 
+def _any_of(api_field: ApiField, values: list, where: str) -> peewee.Node:
+    if len(values) > MAX_LIST:
+        raise BadRequest(f"{where}: at most {MAX_LIST} values")
+    present = [_value(api_field, v, where) for v in values if v is not None]
+    condition = api_field.column.in_(present)
+    if len(present) < len(values):  # null in the list means "or empty", as null alone does
+        condition = condition | api_field.column.is_null(True)
+    return condition
+
+
 def _condition(api_field: ApiField, spec: Any, where: str) -> peewee.Node:
     column = api_field.column
     if spec is None:
         return column.is_null(True)
     if isinstance(spec, list):
-        if len(spec) > MAX_LIST:
-            raise BadRequest(f"{where}: at most {MAX_LIST} values")
-        return column.in_([_value(api_field, v, where) for v in spec])
+        return _any_of(api_field, spec, where)
     if not isinstance(spec, dict):
         return column == _value(api_field, spec, where)
     if "_type" not in spec:
@@ -79,9 +87,7 @@ def _condition(api_field: ApiField, spec: Any, where: str) -> peewee.Node:
         values = spec.get("value")
         if not isinstance(values, list):
             raise BadRequest(f"{where}: Includes needs a list in value")
-        if len(values) > MAX_LIST:
-            raise BadRequest(f"{where}: at most {MAX_LIST} values")
-        return column.in_([_value(api_field, v, where) for v in values])
+        return _any_of(api_field, values, where)
     if op not in OPERATORS:
         raise BadRequest(f"{where}: unknown operator {op!r}; use one of {', '.join(OPERATORS)}")
     if "value" not in spec:
@@ -172,6 +178,8 @@ def parse_sort(schema: ModelSchema, sort: Any) -> list[peewee.Node]:
         api_field = schema.field(name, "sort")
         if not api_field.sortable:
             raise BadRequest(f"sort.{name}: JSON fields cannot be sorted")
+        if isinstance(direction, bool):  # JSON true is not 1 (Python says True == 1)
+            raise BadRequest(f"sort.{name}: must be 1, -1, \"ASC\" or \"DESC\"")
         if direction in (1, "ASC", "asc", "Ascending"):
             order.append(api_field.column.asc())
         elif direction in (-1, "DESC", "desc", "Descending"):

@@ -20,6 +20,7 @@ from api.errors import BadRequest, Conflict, MethodNotAllowed, NotFound
 from api.query import Selection, parse_query, parse_select, parse_sort
 from api.schema import ApiField, ModelSchema, Relation, build_schema, render_value
 from ivr import models as m
+from ivr.db import on_reader
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Resource:
 
     def scoped(self, ctx: Context, *columns) -> peewee.ModelSelect:
         model = self.model
-        return model.select(*columns).where(model.project == ctx.project_id)
+        return on_reader(model.select(*columns).where(model.project == ctx.project_id))
 
     def list(self, ctx: Context, selection: Selection, conditions: list, order: list,
              skip: int, limit: int) -> tuple[int, list[dict]]:
@@ -140,11 +141,13 @@ class Resource:
         if relation.many:
             ids = [row["_id"] for row in rows]
             through = relation.through
-            query = (target.select(relation.through_source.alias("_owner"), *[f.column for f in target_fields])
-                     .join(through, on=(relation.through_target == target.id))
-                     .where(relation.through_source.in_(ids))
-                     .order_by(target.createdAt)
-                     .tuples())
+            query = on_reader(target.select(relation.through_source.alias("_owner"),
+                                            *[f.column for f in target_fields])
+                              .join(through, on=(relation.through_target == target.id))
+                              .where(relation.through_source.in_(ids),
+                                     target.project == ctx.project_id)  # never another project's rows
+                              .order_by(target.createdAt)
+                              .tuples())
             grouped: dict[Any, list] = {row["_id"]: [] for row in rows}
             for owner, *values in query:
                 grouped.setdefault(owner, []).append(
@@ -155,7 +158,8 @@ class Resource:
         ids = {row[relation.id_field] for row in rows if row.get(relation.id_field) is not None}
         found: dict[Any, dict] = {}
         if ids:
-            query = target.select(target.id, *[f.column for f in target_fields]).where(target.id.in_(list(ids)))
+            query = on_reader(target.select(target.id, *[f.column for f in target_fields])
+                              .where(target.id.in_(list(ids))))
             # A relation never reaches outside the caller's project.
             query = query.where(target.id == ctx.project_id) if target is m.Project else \
                 query.where(target.project == ctx.project_id)
@@ -184,6 +188,8 @@ class Resource:
                 continue
             api_field = self.schema.field(name, "data")
             if name == "projectId" and creating:
+                if api_field.coerce(raw, f"data.{name}") is None:  # validated like any ID, then
+                    raise BadRequest(f"data.{name}: must not be null")
                 continue  # forced to the key's project below
             if api_field.read_only:
                 raise BadRequest(f"data.{name}: is read-only")

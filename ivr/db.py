@@ -10,11 +10,13 @@ go through ``run_sync``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
+from peewee import SqliteDatabase
 from playhouse import db_url
 from playhouse.migrations import Runner
 from playhouse.pwasyncio import AsyncPostgresqlDatabase, AsyncSqliteDatabase
@@ -58,6 +60,47 @@ def open_database(url: str, pool_size: int = 8) -> AsyncSqliteDatabase | AsyncPo
             "or postgresql://user:password@host/dbname")
     database.initialize(db)
     return db
+
+
+_reader: contextvars.ContextVar = contextvars.ContextVar("hotline_reader", default=None)
+
+
+def on_reader(query):
+    """Bind a read query to the reader of the operation running now (see ``Reads``)."""
+    reader = _reader.get()
+    return query.bind(reader) if reader is not None else query
+
+
+class Reads:
+    """How read-only operations run.
+
+    SQLite in WAL mode never makes a reader wait for a writer, so reads run as
+    plain synchronous peewee on the event loop's thread: a 100-row page costs
+    about a millisecond, a quarter of the same read through the asyncio bridge
+    (a greenlet and a worker-thread hop per query). Writes, which can wait for
+    the write lock, always go through the asyncio database. On PostgreSQL
+    everything goes through the asyncio database (asyncpg).
+    """
+
+    def __init__(self, db, url: str):
+        self.db = db
+        self.sync = None
+        if urlparse(url).scheme == "sqlite" and db.database != ":memory:":
+            self.sync = SqliteDatabase(db.database, pragmas=(("query_only", 1), ("busy_timeout", 2000)),
+                                       check_same_thread=False)
+
+    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.sync is None:
+            return await self.db.run(fn, *args)
+        token = _reader.set(self.sync)
+        try:
+            return fn(*args)
+        finally:
+            _reader.reset(token)
+
+    def close(self) -> None:
+        if self.sync is not None:
+            self.sync.close()
 
 
 async def migrate(db) -> list[str]:

@@ -48,6 +48,8 @@ def pick(logs, *indexes) -> set[str]:
     ({"status": "Completed"}, (0, 1)),
     ({"status": ["Busy", "NoAnswer"]}, (2, 3)),
     ({"callerPhoneNumber": None}, (4,)),
+    ({"callerPhoneNumber": [None, "+14155550101"]}, (0, 4)),
+    ({"callDurationInSeconds": {"_type": "Includes", "value": [None, 0]}}, (2, 3)),
     ({"status": {"_type": "EqualTo", "value": "Busy"}}, (3,)),
     ({"status": {"_type": "NotEqual", "value": "Completed"}}, (2, 3, 4)),
     ({"callDurationInSeconds": {"_type": "NotEqual", "value": 30}}, (1, 2, 3, 4)),  # null is "not 30"
