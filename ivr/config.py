@@ -109,6 +109,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Region used to read national-format numbers (ISO 3166 code, e.g. US, GB, FR)."),
     Setting("sip", "outbound_trunk", "", "str",
             "PJSIP endpoint through which E.164 numbers are dialed; empty means only SIP URIs can be rung."),
+    Setting("sip", "outbound_trunk_contact", "", "str",
+            "Lab only: SIP URI the lab defines the outbound trunk towards (e.g. sip:127.0.0.1:5080, "
+            "a test carrier); empty: define the outbound trunk yourself in pjsip.conf."),
     Setting("sip", "trunk_addresses", ["127.0.0.1"], "list",
             "Addresses (IP or CIDR) allowed to deliver inbound calls; comma separated in the environment."),
     Setting("sip", "port", 5060, "int", "UDP port of the lab Asterisk's SIP transport."),
