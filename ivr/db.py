@@ -103,6 +103,19 @@ class Reads:
             self.sync.close()
 
 
+async def run_and_release(db, fn: Callable[..., T], *args: Any) -> T:
+    """``db.run(fn, *args)``, then give the connection back to the pool.
+
+    pwasyncio ties a connection to the task that used it until the task ends:
+    a long-lived task (a call, its log writer, the controller) would otherwise
+    hold one for its whole life and a handful of calls would empty the pool.
+    """
+    try:
+        return await db.run(fn, *args)
+    finally:
+        await db.aclose()
+
+
 async def migrate(db) -> list[str]:
     """Apply the pending migrations; returns their names."""
     runner = Runner(db, str(MIGRATIONS_DIR))

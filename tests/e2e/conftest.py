@@ -129,3 +129,35 @@ async def ari(lab, lab_config):
         yield client
     finally:
         await client.close()
+
+
+@pytest.fixture(scope="session")
+def calls_database_url(tmp_path_factory) -> str:
+    """The end-to-end calls' database: a migrated SQLite file of the session."""
+    from ivr.db import migrate, run_sync
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('hotline-e2e-db') / 'hotline.db'}"
+    run_sync(url, migrate)
+    return url
+
+
+@pytest.fixture
+def hotline_config(lab_config, calls_database_url):
+    """The controller's configuration: the lab's, a short confirmation window."""
+    return lab_config.replace(database__url=calls_database_url, controller__confirm_timeout=3.0)
+
+
+@pytest.fixture
+async def hotline(lab, hotline_config):
+    """Hotline's call controller, connected to the lab Asterisk for one test."""
+    from ivr.db import open_database
+    from tests.e2e.hotline import Hotline
+
+    db = open_database(hotline_config.database_url, pool_size=4)
+    running = Hotline(hotline_config, db)
+    try:
+        await running.start()
+        yield running
+    finally:
+        await running.stop()
+        await db.close_pool()

@@ -1,0 +1,171 @@
+"""A small ARI client on aiohttp: REST calls and the events websocket.
+
+- Every REST call is bounded in time; 404 means "already gone" and is raised as
+  ``AriNotFound`` so callers can ignore it where that is the truth.
+- ``events()`` yields the app's events forever, reconnecting with backoff. After
+  each (re)connection it yields ``{"type": "HotlineConnected"}`` first: no
+  StasisStart is replayed after a reconnect, so the consumer reconciles then.
+- Only the app's own events are subscribed (no subscribeAll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+from typing import Any, AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+CONNECTED = "HotlineConnected"
+
+
+class AriError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"ARI {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class AriNotFound(AriError):
+    """The channel, bridge or playback no longer exists."""
+
+
+class AriUnavailable(AriError):
+    """Asterisk could not be reached or did not answer in time."""
+
+
+class AriClient:
+    def __init__(self, url: str, username: str, password: str, app: str, *, request_timeout: float = 5.0,
+                 reconnect_max_delay: float = 10.0):
+        self.base = url.rstrip("/") + "/ari"
+        self.app = app
+        self.username = username
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self.headers = {"Authorization": f"Basic {token}"}
+        self.request_timeout = request_timeout
+        self.reconnect_max_delay = reconnect_max_delay
+        self._session: aiohttp.ClientSession | None = None
+        self.connected = asyncio.Event()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # Many concurrent calls each issue requests: keep connections alive and plentiful.
+            connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(headers=self.headers, connector=connector,
+                                                  timeout=aiohttp.ClientTimeout(total=self.request_timeout))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- REST -------------------------------------------------------------------------
+
+    async def request(self, method: str, path: str, params: dict[str, Any] | None = None,
+                      body: Any = None) -> Any:
+        clean = {k: _param(v) for k, v in (params or {}).items() if v is not None}
+        try:
+            async with self.session.request(method, self.base + path, params=clean, json=body) as resp:
+                text = await resp.text()
+                if resp.status == 404:
+                    raise AriNotFound(404, _message(text))
+                if resp.status >= 400:
+                    raise AriError(resp.status, _message(text))
+                return json.loads(text) if text else None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise AriUnavailable(0, f"{method} {path}: {exc or type(exc).__name__}") from None
+
+    async def originate(self, endpoint: str, channel_id: str, app_args: str, *, timeout: int,
+                        caller_id: str | None = None, variables: dict[str, str] | None = None) -> dict:
+        return await self.request("POST", "/channels", {
+            "endpoint": endpoint, "app": self.app, "appArgs": app_args, "channelId": channel_id,
+            "timeout": timeout, "callerId": caller_id,
+        }, {"variables": variables} if variables else None)
+
+    async def answer(self, channel_id: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/answer")
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        await self.request("DELETE", f"/channels/{channel_id}", {"reason": reason})
+
+    async def play(self, channel_id: str, playback_id: str, media: str) -> dict:
+        return await self.request("POST", f"/channels/{channel_id}/play/{playback_id}", {"media": media})
+
+    async def stop_playback(self, playback_id: str) -> None:
+        await self.request("DELETE", f"/playbacks/{playback_id}")
+
+    async def create_bridge(self, bridge_id: str, bridge_type: str = "mixing") -> dict:
+        return await self.request("POST", f"/bridges/{bridge_id}", {"type": bridge_type})
+
+    async def add_to_bridge(self, bridge_id: str, channel_ids: list[str]) -> None:
+        await self.request("POST", f"/bridges/{bridge_id}/addChannel", {"channel": ",".join(channel_ids)})
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        await self.request("DELETE", f"/bridges/{bridge_id}")
+
+    async def channels(self) -> list[dict]:
+        return await self.request("GET", "/channels")
+
+    async def info(self) -> dict:
+        return await self.request("GET", "/asterisk/info")
+
+    # -- events -----------------------------------------------------------------------
+
+    def _events_url(self) -> str:
+        parts = urlsplit(self.base)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return urlunsplit((scheme, parts.netloc, parts.path + "/events", f"app={self.app}&subscribeAll=false", ""))
+
+    async def events(self) -> AsyncIterator[dict]:
+        delay = 0.2
+        while True:
+            try:
+                async with self.session.ws_connect(self._events_url(), heartbeat=10.0,
+                                                   timeout=aiohttp.ClientWSTimeout(ws_close=10.0),
+                                                   max_msg_size=16 * 1024 * 1024) as ws:
+                    log.info("connected to ARI at %s (app %s)", self.base, self.app)
+                    delay = 0.2
+                    self.connected.set()
+                    yield {"type": CONNECTED}
+                    async for message in ws:
+                        if message.type == aiohttp.WSMsgType.TEXT:
+                            try:
+                                yield json.loads(message.data)
+                            except ValueError:
+                                log.warning("ignoring a malformed ARI event: %.200s", message.data)
+                        elif message.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                            break
+                log.warning("the ARI websocket closed; reconnecting")
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status == 401:
+                    log.error("ARI refused the credentials of user %s (check ari.username/ari.password)",
+                              self.username)
+                else:
+                    log.warning("ARI websocket handshake failed: %s %s", exc.status, exc.message)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                log.warning("cannot reach ARI at %s (%s); retrying in %.1f s", self.base,
+                            exc or type(exc).__name__, delay)
+            self.connected.clear()
+            await asyncio.sleep(delay + random.uniform(0, delay / 4))
+            delay = min(delay * 2, self.reconnect_max_delay)
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _message(text: str) -> str:
+    try:
+        return json.loads(text).get("message", text)
+    except (ValueError, AttributeError):
+        return text[:200]

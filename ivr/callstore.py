@@ -1,0 +1,186 @@
+"""What the call shells read and write in the database.
+
+Plain synchronous peewee functions, run through the asyncio database's bridge
+(``await db.run(fn, ...)``): the shells stay thin and these stay testable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ivr import models as m
+from ivr.engine import TERMINAL_STATUSES, CallSetup, Contact, Rule
+from ivr.phone import InvalidNumber, normalize_loose, to_e164
+
+log = logging.getLogger(__name__)
+
+OPEN_STATUSES = [s.value for s in m.CallStatus if s.value not in {t.value for t in TERMINAL_STATUSES}]
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    """A call that found its policy: the log row's id and the engine's setup."""
+
+    log_id: uuid.UUID
+    project_id: uuid.UUID
+    setup: CallSetup
+
+
+def utc_from_timestamp(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).replace(tzinfo=None)
+
+
+def find_policy(dialed: str, default_region: str) -> m.IncomingCallPolicy | None:
+    """The policy whose routing number is ``dialed`` (any format), or None."""
+    try:
+        number = to_e164(dialed, default_region)
+    except InvalidNumber:
+        return None
+    return m.IncomingCallPolicy.get_or_none(m.IncomingCallPolicy.routingPhoneNumber == number)
+
+
+def contacts_for_users(user_ids: Iterable, project_id) -> list[Contact]:
+    """The verified numbers of these users, in the users' order then the numbers' creation order."""
+    user_ids = list(dict.fromkeys(user_ids))
+    if not user_ids:
+        return []
+    Number = m.UserIncomingCallNumber
+    rows = (Number.select(Number.id, Number.user, Number.phoneNumber, Number.sipUri)
+            .where(Number.user.in_(user_ids), Number.project == project_id, Number.isVerified == True)  # noqa: E712
+            .order_by(Number.createdAt, Number.id).tuples())
+    by_user: dict[Any, list[Contact]] = {}
+    for number_id, user_id, phone, sip in rows:
+        by_user.setdefault(user_id, []).append(Contact(str(user_id), str(number_id), phone or sip))
+    return [contact for user_id in user_ids for contact in by_user.get(user_id, [])]
+
+
+def resolve_rule(rule: m.IncomingCallPolicyEscalationRule, at: dt.datetime) -> list[Contact]:
+    """Who a rule rings right now: a user, all members of a team, or whoever is on call."""
+    if rule.userId is not None:
+        return contacts_for_users([rule.userId], rule.projectId)
+    if rule.teamId is not None:
+        members = (m.TeamMember.select(m.TeamMember.user)
+                   .where(m.TeamMember.team == rule.teamId).order_by(m.TeamMember.createdAt).tuples())
+        return contacts_for_users([user_id for (user_id,) in members], rule.projectId)
+    if rule.onCallDutyPolicyScheduleId is not None:
+        log.warning("escalation rule %s (order %s) targets on-call schedule %s, but on-call schedules are not "
+                    "supported yet: the rule is skipped", rule.id, rule.order, rule.onCallDutyPolicyScheduleId)
+    return []
+
+
+def build_setup(policy: m.IncomingCallPolicy, call_id: str, caller: str, confirm_timeout: float,
+                resume_from_order: int | None = None, resume_repeat_count: int = 0) -> CallSetup:
+    Rule_ = m.IncomingCallPolicyEscalationRule
+    now = m.utcnow()
+    rules = []
+    for row in Rule_.select().where(Rule_.incomingCallPolicy == policy.id).order_by(Rule_.order):
+        rules.append(Rule(order=row.order, rule_id=str(row.id), name=row.name or f"Rule {row.order}",
+                          escalate_after_seconds=float(row.escalateAfterSeconds),
+                          contacts=tuple(resolve_rule(row, now))))
+    return CallSetup(
+        call_id=call_id,
+        policy_name=policy.name,
+        caller_number=caller,
+        greeting=policy.greetingMessage or "",
+        no_answer_message=policy.noAnswerMessage or "",
+        no_one_available_message=policy.noOneAvailableMessage or "",
+        is_enabled=policy.isEnabled,
+        repeat_if_no_one_answers=policy.repeatPolicyIfNoOneAnswers,
+        repeat_times=max(0, policy.repeatPolicyIfNoOneAnswersTimes or 0),
+        require_confirmation=policy.requireAnswerConfirmation,
+        confirm_timeout=confirm_timeout,
+        rules=tuple(rules),
+        resume_from_order=resume_from_order,
+        resume_repeat_count=resume_repeat_count,
+    )
+
+
+def start_call(dialed: str, caller: str, channel_id: str, default_region: str,
+               confirm_timeout: float, started_at: float) -> IncomingCall | None:
+    """Find the policy of ``dialed`` and open the call's log; None for a number no policy routes."""
+    policy = find_policy(dialed, default_region)
+    if policy is None:
+        return None
+    log_id = uuid.uuid4()
+    caller_number = normalize_loose(caller, default_region) if caller else None
+    setup = build_setup(policy, str(log_id), caller_number or "an unknown number", confirm_timeout)
+    m.IncomingCallLog.create(
+        id=log_id, project=policy.projectId, incomingCallPolicyId=policy.id,
+        callerPhoneNumber=caller_number, routingPhoneNumber=policy.routingPhoneNumber,
+        callProviderCallId=channel_id, status=m.CallStatus.INITIATED.value,
+        startedAt=utc_from_timestamp(started_at))
+    return IncomingCall(log_id, policy.projectId, setup)
+
+
+def _db_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, value in fields.items():
+        if name in ("endedAt", "startedAt") and isinstance(value, (int, float)):
+            value = utc_from_timestamp(value)
+        elif name == "callDurationInSeconds" and value is not None:
+            value = int(round(value))
+        elif hasattr(value, "value"):  # enums
+            value = value.value
+        out[name] = value
+    out["updatedAt"] = m.utcnow()
+    return out
+
+
+def update_log(log_id, fields: dict[str, Any]) -> None:
+    m.IncomingCallLog.update(**_db_fields(fields)).where(m.IncomingCallLog.id == log_id).execute()
+
+
+def create_item(log_id, project_id, leg_id: str, contact: Contact, rule_id: str, rule_order: int,
+                started_at: float) -> None:
+    m.IncomingCallLogItem.create(
+        project=project_id, incomingCallLog=log_id, incomingCallPolicyEscalationRuleId=uuid.UUID(rule_id),
+        escalationRuleOrder=rule_order, userId=uuid.UUID(contact.user_id),
+        userIncomingCallNumberId=uuid.UUID(contact.number_id), numberDialed=contact.address,
+        callProviderCallId=leg_id, status=m.CallStatus.RINGING.value, startedAt=utc_from_timestamp(started_at))
+
+
+def update_item(log_id, leg_id: str, fields: dict[str, Any]) -> None:
+    Item = m.IncomingCallLogItem
+    Item.update(**_db_fields(fields)).where(Item.incomingCallLog == log_id, Item.callProviderCallId == leg_id).execute()
+
+
+def open_logs() -> list[m.IncomingCallLog]:
+    return list(m.IncomingCallLog.select().where(m.IncomingCallLog.status.in_(OPEN_STATUSES)))
+
+
+def close_lost_call(log_id, message: str, ended_at: float) -> None:
+    """Close a log (and its open items) whose call no longer exists in Asterisk."""
+    Item = m.IncomingCallLogItem
+    ended = utc_from_timestamp(ended_at)
+    Item.update(status=m.CallStatus.FAILED.value, statusMessage=message, endedAt=ended, updatedAt=m.utcnow()).where(
+        Item.incomingCallLog == log_id, Item.status.in_(OPEN_STATUSES)).execute()
+    row = m.IncomingCallLog.get_by_id(log_id)
+    duration = 0
+    if row.status == m.CallStatus.CONNECTED.value and row.startedAt is not None:
+        duration = max(0, int((ended - row.startedAt).total_seconds()))
+    m.IncomingCallLog.update(status=m.CallStatus.FAILED.value, statusMessage=message, endedAt=ended,
+                             callDurationInSeconds=duration, updatedAt=m.utcnow()).where(
+        m.IncomingCallLog.id == log_id).execute()
+
+
+def close_open_items(log_id, message: str, ended_at: float) -> list[str]:
+    """Close the open items of a resumed call (their legs were lost); returns their leg ids."""
+    Item = m.IncomingCallLogItem
+    legs = [leg for (leg,) in Item.select(Item.callProviderCallId).where(
+        Item.incomingCallLog == log_id, Item.status.in_(OPEN_STATUSES)).tuples()]
+    Item.update(status=m.CallStatus.FAILED.value, statusMessage=message, endedAt=utc_from_timestamp(ended_at),
+                updatedAt=m.utcnow()).where(Item.incomingCallLog == log_id, Item.status.in_(OPEN_STATUSES)).execute()
+    return legs
+
+
+def resume_setup(log_row: m.IncomingCallLog, call_id: str, confirm_timeout: float) -> CallSetup | None:
+    policy = m.IncomingCallPolicy.get_or_none(m.IncomingCallPolicy.id == log_row.incomingCallPolicyId)
+    if policy is None:
+        return None
+    return build_setup(policy, call_id, log_row.callerPhoneNumber or "an unknown number", confirm_timeout,
+                       resume_from_order=log_row.currentEscalationRuleOrder or 1,
+                       resume_repeat_count=log_row.repeatCount or 0)

@@ -1,0 +1,533 @@
+"""The ARI shell: Asterisk events in, escalation-engine commands out.
+
+One Stasis application. The dialplan's arguments say what a channel is:
+``incoming,<dialed number>`` for a caller, ``leg,<call id>`` for an on-call leg
+Hotline originated. Each call is a ``CallActor``: a task that feeds its events,
+in order, to its ``EscalationCall`` and carries out the commands. Database
+writes go through the actor's ordered writer so a slow disk never delays a
+ring; a failed write is logged and the call goes on.
+
+Everything the engine decides is in ``ivr/engine.py``; this file only
+translates. After every (re)connection to ARI the controller reconciles what it
+believes with what Asterisk has: calls still in Stasis are resumed from the
+stored log, calls that vanished are closed in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from ivr import callstore
+from ivr.db import run_and_release
+from ivr.asterisk.ari import CONNECTED, AriClient, AriError, AriNotFound
+from ivr.engine import (
+    CALLER,
+    Answer,
+    Bridge,
+    CallerHungUp,
+    CallSetup,
+    CallStarted,
+    CancelTimer,
+    Dial,
+    DigitPressed,
+    EscalationCall,
+    HangupCaller,
+    HangupLeg,
+    IllegalEvent,
+    LegAnswered,
+    LegEnded,
+    LegRinging,
+    Play,
+    PlaybackFinished,
+    StartRingback,
+    StartTimer,
+    StopPlayback,
+    StopRingback,
+    TimerFired,
+    UpdateItem,
+    UpdateLog,
+)
+from ivr.tts import Synthesizer, TTSError, synthesizer_from_config
+
+log = logging.getLogger(__name__)
+
+NOT_IN_SERVICE = "The number you have dialed is not in service. Please check the number and try again."
+SORRY = "We are sorry, an error occurred. Please try again later."
+RINGBACK_MEDIA = "tone:ring;tonezone=us"
+LOST_MESSAGE = ("The call was lost: it ended while Hotline's controller was not connected to Asterisk "
+                "(a restart or a lost connection).")
+CALL_LOST = object()  # an actor's own event: its caller vanished while ARI was disconnected
+
+# Q.850 causes of an unanswered leg, as the engine's leg-end causes.
+BUSY_CAUSES = {17}
+NO_ANSWER_CAUSES = {16, 18, 19, 31}
+
+
+def leg_end_cause(cause: int | None, answered: bool) -> str:
+    if answered:
+        return "hangup"
+    if cause in BUSY_CAUSES:
+        return "busy"
+    if cause in NO_ANSWER_CAUSES:
+        return "no_answer"
+    return "failed"
+
+
+class Controller:
+    def __init__(self, config, db, ari: AriClient, tts: Synthesizer):
+        self.config = config
+        self.db = db
+        self.ari = ari
+        self.tts = tts
+        self.actors: set[CallActor] = set()
+        self.by_channel: dict[str, CallActor] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async for event in self.ari.events():
+            try:
+                self.dispatch(event)
+            except Exception:
+                log.exception("error handling ARI event %s", event.get("type"))
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        for actor in list(self.actors):
+            actor.task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*[a.task for a in self.actors], *self._tasks, return_exceptions=True)
+
+    # -- events ------------------------------------------------------------------------
+
+    def dispatch(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == CONNECTED:
+            self.spawn(self.reconcile())
+            return
+        channel = event.get("channel") or {}
+        channel_id = channel.get("id")
+        if kind == "StasisStart":
+            args = event.get("args") or []
+            if args[:1] == ["incoming"] and channel_id not in self.by_channel:
+                dialed = args[1] if len(args) > 1 else channel.get("dialplan", {}).get("exten", "")
+                caller = (channel.get("caller") or {}).get("number", "")
+                CallActor(self, channel_id, dialed=dialed, caller=caller).start()
+            elif args[:1] == ["leg"]:
+                if channel_id in self.by_channel:
+                    self._post(channel_id, lambda actor: actor.leg_answered(channel_id))
+                else:
+                    # A leg that answered after its call ended: nobody is waiting for it.
+                    self.spawn(self._hang_up_stray(channel_id))
+            return
+        if kind == "PlaybackFinished":
+            playback = event.get("playback") or {}
+            target = playback.get("target_uri", "")
+            if target.startswith("channel:"):
+                self._post(target[len("channel:"):], lambda actor: PlaybackFinished(playback.get("id", "")))
+            return
+        if kind == "ChannelStateChange" and channel.get("state") == "Ringing":
+            self._post(channel_id, lambda actor: None if actor.is_caller(channel_id) else LegRinging(channel_id))
+        elif kind == "ChannelDtmfReceived":
+            digit = event.get("digit", "")
+            self._post(channel_id, lambda actor: None if actor.is_caller(channel_id)
+                       else DigitPressed(channel_id, digit))
+        elif kind in ("StasisEnd", "ChannelDestroyed"):
+            cause, cause_txt = event.get("cause"), event.get("cause_txt", "")
+            self._post(channel_id, lambda actor: actor.channel_gone(channel_id, cause, cause_txt))
+
+    async def _hang_up_stray(self, channel_id: str) -> None:
+        try:
+            await self.ari.hangup(channel_id)
+        except AriError:
+            pass
+
+    def _post(self, channel_id: str | None, make_event) -> None:
+        actor = self.by_channel.get(channel_id) if channel_id else None
+        if actor is None:
+            return  # not ours, or already finished: "not found" means already gone
+        event = make_event(actor)
+        if event is not None:
+            actor.post(event)
+
+    # -- reconciliation ------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Make the logs and the running actors agree with the channels Asterisk has now."""
+        try:
+            logs = await run_and_release(self.db, callstore.open_logs)
+            channels = {c["id"]: c for c in await self.ari.channels()}
+        except (AriError, Exception) as exc:  # noqa: BLE001 - retried at the next connection
+            log.error("reconciliation with Asterisk failed: %s", exc)
+            return
+        for actor in list(self.actors):
+            actor.reconcile(channels)
+        now = time.time()
+        for row in logs:
+            channel_id = row.callProviderCallId
+            if channel_id in self.by_channel:
+                continue
+            if channel_id in channels:
+                log.warning("resuming call %s (channel %s) at escalation rule %s after a controller restart",
+                            row.id, channel_id, row.currentEscalationRuleOrder)
+                CallActor(self, channel_id, resume_log=row).start()
+            else:
+                log.warning("call %s (channel %s) ended while Hotline was not connected to Asterisk; closing its log",
+                            row.id, channel_id)
+                try:
+                    await run_and_release(self.db, callstore.close_lost_call, row.id, LOST_MESSAGE, now)
+                except Exception:
+                    log.exception("could not close the log of lost call %s", row.id)
+
+
+class CallActor:
+    """One incoming call: its engine, its channels, its timers and its ordered log writes."""
+
+    def __init__(self, controller: Controller, caller_channel: str, *, dialed: str = "", caller: str = "",
+                 resume_log=None):
+        self.c = controller
+        self.caller_channel = caller_channel
+        self.dialed = dialed
+        self.caller = caller
+        self.resume_log = resume_log
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.writes: asyncio.Queue = asyncio.Queue()
+        self.engine: EscalationCall | None = None
+        self.log_id = None
+        self.project_id = None
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.legs: set[str] = set()
+        self.answered_legs: set[str] = set()
+        self.ringback_id: str | None = None
+        self.ringback_seq = 0
+        self.bridge_id: str | None = None
+        self.task: asyncio.Task | None = None
+        self.writer: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.c.actors.add(self)
+        self.c.by_channel[self.caller_channel] = self
+        loop = asyncio.get_running_loop()
+        self.writer = loop.create_task(self._write_loop())
+        self.task = loop.create_task(self._run())
+
+    def is_caller(self, channel_id: str) -> bool:
+        return channel_id == self.caller_channel
+
+    def post(self, event) -> None:
+        self.queue.put_nowait(event)
+
+    def leg_answered(self, leg: str) -> LegAnswered:
+        self.answered_legs.add(leg)
+        return LegAnswered(leg)
+
+    def channel_gone(self, channel_id: str, cause, cause_txt: str) -> Any:
+        if channel_id == self.caller_channel:
+            return CallerHungUp()
+        detail = f"{cause_txt} (cause {cause})" if cause is not None else ""
+        return LegEnded(channel_id, leg_end_cause(cause, channel_id in self.answered_legs), detail)
+
+    def reconcile(self, channels: dict[str, dict]) -> None:
+        """Events lost while ARI was disconnected: whatever vanished ended, for a reason nobody saw."""
+        if self.caller_channel not in channels:
+            self.post(CALL_LOST)
+            return
+        for leg in list(self.legs):
+            if leg not in channels:
+                self.post(LegEnded(leg, "hangup" if leg in self.answered_legs else "failed",
+                                   "the leg vanished while Hotline was disconnected from Asterisk"))
+
+    # -- the call --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            if self.resume_log is not None:
+                setup = await self._resume()
+            else:
+                setup = await self._open()
+            if setup is None:
+                return
+            self.engine = EscalationCall(setup)
+            self.c.spawn(self._warm_prompts(setup))
+            await self._feed(CallStarted())
+            while not self.engine.is_finished:
+                event = await self.queue.get()
+                if event is CALL_LOST:
+                    await self._close_lost()
+                    return
+                await self._feed(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("call on channel %s failed inside Hotline", self.caller_channel)
+            await self._fail_safe()
+        finally:
+            await self._finish()
+
+    async def _open(self) -> CallSetup | None:
+        cfg = self.c.config
+        incoming = await run_and_release(self.c.db, callstore.start_call, self.dialed, self.caller, self.caller_channel,
+                                       cfg.sip.default_region, cfg.controller.confirm_timeout, time.time())
+        if incoming is None:
+            log.warning("call from %s to %s: no Incoming Call Policy has this routing number; "
+                        "playing the not-in-service message", self.caller or "unknown", self.dialed)
+            await self._announce_and_hang_up(NOT_IN_SERVICE)
+            return None
+        self.log_id, self.project_id = incoming.log_id, incoming.project_id
+        log.info("call %s from %s to %s: policy %r with %d rule(s)", self.log_id, self.caller or "unknown",
+                 self.dialed, incoming.setup.policy_name, len(incoming.setup.rules))
+        return incoming.setup
+
+    async def _resume(self) -> CallSetup | None:
+        row = self.resume_log
+        self.log_id, self.project_id = row.id, row.projectId
+        now = time.time()
+        old_legs = await run_and_release(self.c.db, callstore.close_open_items, row.id,
+                                       "The controller restarted while this number was ringing.", now)
+        for leg in old_legs:
+            await self._ignore_gone(self.c.ari.hangup(leg))
+        setup = await run_and_release(self.c.db, callstore.resume_setup, row, f"{row.id}-r{secrets.token_hex(3)}",
+                                    self.c.config.controller.confirm_timeout)
+        if setup is None:
+            await run_and_release(self.c.db, callstore.close_lost_call, row.id,
+                                "The call's policy was deleted while the controller restarted.", now)
+            await self._ignore_gone(self.c.ari.hangup(self.caller_channel))
+            return None
+        return setup
+
+    async def _feed(self, event) -> None:
+        try:
+            commands = self.engine.handle(event, time.time())
+        except IllegalEvent as exc:
+            log.warning("call %s: ignoring an impossible event %r: %s", self.log_id, event, exc)
+            return
+        dials = [cmd for cmd in commands if isinstance(cmd, Dial)]
+        for command in commands:
+            if isinstance(command, Dial):
+                if command is dials[0]:
+                    # Ring everyone of a rule at once, not one after another.
+                    await asyncio.gather(*(self._dial(d) for d in dials))
+                continue
+            await self._execute(command)
+
+    async def _execute(self, command) -> None:
+        ari = self.c.ari
+        if isinstance(command, UpdateLog):
+            self.writes.put_nowait((callstore.update_log, self.log_id, command.fields))
+        elif isinstance(command, UpdateItem):
+            self.writes.put_nowait((callstore.update_item, self.log_id, command.leg_id, command.fields))
+        elif isinstance(command, StartTimer):
+            self._start_timer(command.timer_id, command.at)
+        elif isinstance(command, CancelTimer):
+            handle = self.timers.pop(command.timer_id, None)
+            if handle:
+                handle.cancel()
+        elif isinstance(command, Answer):
+            await self._ignore_gone(ari.answer(self.caller_channel))
+        elif isinstance(command, Play):
+            await self._play(command)
+        elif isinstance(command, StopPlayback):
+            await self._ignore_gone(ari.stop_playback(command.playback_id))
+        elif isinstance(command, StartRingback):
+            self.ringback_seq += 1
+            self.ringback_id = f"{self.engine.setup.call_id}-ringback-{self.ringback_seq}"
+            await self._ignore_gone(ari.play(self.caller_channel, self.ringback_id, RINGBACK_MEDIA))
+        elif isinstance(command, StopRingback):
+            if self.ringback_id:
+                await self._ignore_gone(ari.stop_playback(self.ringback_id))
+                self.ringback_id = None
+        elif isinstance(command, Bridge):
+            await self._bridge(command.leg_id)
+        elif isinstance(command, HangupLeg):
+            await self._ignore_gone(ari.hangup(command.leg_id))
+        elif isinstance(command, HangupCaller):
+            await self._ignore_gone(ari.hangup(self.caller_channel))
+        else:
+            log.error("call %s: unknown command %r", self.log_id, command)
+
+    def _start_timer(self, timer_id: str, at: float) -> None:
+        old = self.timers.pop(timer_id, None)
+        if old:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, at - time.time())
+        self.timers[timer_id] = loop.call_at(loop.time() + delay, self._timer_fired, timer_id)
+
+    def _timer_fired(self, timer_id: str) -> None:
+        self.timers.pop(timer_id, None)
+        self.post(TimerFired(timer_id))
+
+    def endpoint_for(self, address: str) -> str | None:
+        if address.startswith(("sip:", "sips:")):
+            return f"PJSIP/hotline-direct/{address}"
+        trunk = self.c.config.sip.outbound_trunk
+        return f"PJSIP/{address}@{trunk}" if trunk else None
+
+    async def _dial(self, command: Dial) -> None:
+        leg = command.leg_id
+        self.writes.put_nowait((callstore.create_item, self.log_id, self.project_id, leg, command.contact,
+                                command.rule_id, command.rule_order, time.time()))
+        endpoint = self.endpoint_for(command.contact.address)
+        if endpoint is None:
+            log.error("call %s: cannot ring %s: no sip.outbound_trunk is configured for phone numbers",
+                      self.log_id, command.contact.address)
+            self.post(LegEnded(leg, "failed", "no outbound trunk is configured for phone numbers (sip.outbound_trunk)"))
+            return
+        # Registered before the originate: its StasisStart can arrive before the HTTP answer.
+        self.legs.add(leg)
+        self.c.by_channel[leg] = self
+        caller_id = self.engine.setup.caller_number if self.engine.setup.caller_number[:1] == "+" else None
+        try:
+            await self.c.ari.originate(endpoint, leg, f"leg,{self.engine.setup.call_id}",
+                                       timeout=int(command.timeout) + 5, caller_id=caller_id)
+        except AriError as exc:
+            log.warning("call %s: could not ring %s: %s", self.log_id, command.contact.address, exc)
+            self.post(LegEnded(leg, "failed", f"Asterisk refused the call ({exc.message or exc.status})"))
+
+    async def _play(self, command: Play) -> None:
+        channel = self.caller_channel if command.target == CALLER else command.target
+        try:
+            media = await self.c.tts.media(command.text)
+            await self.c.ari.play(channel, command.playback_id, media)
+        except (TTSError, AriError) as exc:
+            if not isinstance(exc, AriNotFound):
+                log.error("call %s: could not play a prompt to %s: %s", self.log_id, channel, exc)
+            # The engine waits for the end of every playback it asked for.
+            self.post(PlaybackFinished(command.playback_id))
+
+    async def _bridge(self, leg: str) -> None:
+        self.answered_legs.add(leg)
+        self.bridge_id = f"{self.engine.setup.call_id}-bridge"
+        try:
+            await self.c.ari.create_bridge(self.bridge_id)
+            await self.c.ari.add_to_bridge(self.bridge_id, [self.caller_channel, leg])
+        except AriError as exc:
+            # The party that left will show up as its own event; say what happened.
+            log.error("call %s: could not bridge the caller with %s: %s", self.log_id, leg, exc)
+
+    async def _ignore_gone(self, coro) -> None:
+        try:
+            await coro
+        except AriNotFound:
+            pass
+        except AriError as exc:
+            log.warning("call %s: %s", self.log_id, exc)
+
+    async def _announce_and_hang_up(self, text: str) -> None:
+        ari = self.c.ari
+        playback_id = f"{self.caller_channel}-announce"
+        await self._ignore_gone(ari.answer(self.caller_channel))
+        try:
+            await ari.play(self.caller_channel, playback_id, await self.c.tts.media(text))
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                event = await asyncio.wait_for(self.queue.get(), deadline - time.monotonic())
+                if isinstance(event, (CallerHungUp,)):
+                    return
+                if isinstance(event, PlaybackFinished) and event.playback_id == playback_id:
+                    break
+        except (AriError, TTSError, asyncio.TimeoutError) as exc:
+            log.warning("could not play an announcement on %s: %s", self.caller_channel, exc)
+        await self._ignore_gone(ari.hangup(self.caller_channel))
+
+    async def _warm_prompts(self, setup: CallSetup) -> None:
+        """Synthesize what this call may say while the greeting plays (a cache hit later)."""
+        from ivr.engine import confirmation_prompt
+
+        texts = [setup.greeting, setup.no_answer_message, setup.no_one_available_message]
+        if setup.require_confirmation:
+            texts.append(confirmation_prompt(setup))
+        for text in texts:
+            if text:
+                try:
+                    await self.c.tts.media(text)
+                except TTSError as exc:
+                    log.error("speech synthesis failed: %s", exc)
+
+    async def _close_lost(self) -> None:
+        """The caller's channel vanished while ARI was disconnected: say so, not that someone hung up."""
+        log.warning("call %s: its channel %s vanished while Hotline was disconnected from Asterisk; "
+                    "closing its log", self.log_id, self.caller_channel)
+        for leg in list(self.legs):
+            await self._ignore_gone(self.c.ari.hangup(leg))
+        self.writes.put_nowait((callstore.close_lost_call, self.log_id, LOST_MESSAGE, time.time()))
+
+    async def _fail_safe(self) -> None:
+        """A bug must not leave a caller in silence or a log open: apologize, hang up, close."""
+        for leg in list(self.legs):
+            await self._ignore_gone(self.c.ari.hangup(leg))
+        if self.log_id is not None:
+            self.writes.put_nowait((callstore.close_lost_call, self.log_id,
+                                    "Hotline hit an internal error during this call (see the server log).",
+                                    time.time()))
+        try:
+            await asyncio.wait_for(self._announce_and_hang_up(SORRY), 35)
+        except Exception:  # noqa: BLE001 - best effort; the hang-up below is what matters
+            await self._ignore_gone(self.c.ari.hangup(self.caller_channel))
+
+    async def _finish(self) -> None:
+        for handle in self.timers.values():
+            handle.cancel()
+        self.timers.clear()
+        if self.bridge_id:
+            await self._ignore_gone(self.c.ari.destroy_bridge(self.bridge_id))
+        self.writes.put_nowait(None)
+        try:
+            await asyncio.shield(self.writer)
+        finally:
+            for channel in [self.caller_channel, *self.legs]:
+                if self.c.by_channel.get(channel) is self:
+                    del self.c.by_channel[channel]
+            self.c.actors.discard(self)
+
+    async def _write_loop(self) -> None:
+        while True:
+            job = await self.writes.get()
+            if job is None:
+                return
+            fn, *args = job
+            try:
+                await run_and_release(self.c.db, fn, *args)
+            except Exception:
+                log.exception("call %s: a log write failed (%s); the call goes on", self.log_id, fn.__name__)
+
+
+CONTROLLER = web.AppKey("controller", Controller)
+
+
+def controller_context(config):
+    """aiohttp cleanup context: the ARI connection and the controller for the app's lifetime."""
+    from api.app import DB
+
+    async def ctx(app: web.Application):
+        tts = synthesizer_from_config(config)
+        tts.check()
+        secrets_config = config.with_lab_secrets()
+        if not secrets_config.ari.password:
+            raise RuntimeError("no ARI password: set ari.password (HOTLINE_ARI_PASSWORD) or run "
+                               "`hotline asterisk up` to generate the local lab's")
+        ari = AriClient(secrets_config.ari.url, secrets_config.ari.username, secrets_config.ari.password,
+                        secrets_config.ari.app, reconnect_max_delay=config.controller.reconnect_max_delay)
+        controller = Controller(config, app[DB], ari, tts)
+        app[CONTROLLER] = controller
+        task = asyncio.get_running_loop().create_task(controller.run())
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await controller.close()
+        await ari.close()
+
+    return ctx
