@@ -13,21 +13,13 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ivr import models as m
+from ivr.db import on_reader
 from ivr.engine import TERMINAL_STATUSES, CallSetup, Contact, Rule
 from ivr.phone import InvalidNumber, normalize_loose, to_e164
 
 log = logging.getLogger(__name__)
 
 OPEN_STATUSES = [s.value for s in m.CallStatus if s.value not in {t.value for t in TERMINAL_STATUSES}]
-
-
-@dataclass(frozen=True)
-class IncomingCall:
-    """A call that found its policy: the log row's id and the engine's setup."""
-
-    log_id: uuid.UUID
-    project_id: uuid.UUID
-    setup: CallSetup
 
 
 def utc_from_timestamp(ts: float) -> dt.datetime:
@@ -40,7 +32,8 @@ def find_policy(dialed: str, default_region: str) -> m.IncomingCallPolicy | None
         number = to_e164(dialed, default_region)
     except InvalidNumber:
         return None
-    return m.IncomingCallPolicy.get_or_none(m.IncomingCallPolicy.routingPhoneNumber == number)
+    Policy = m.IncomingCallPolicy
+    return on_reader(Policy.select().where(Policy.routingPhoneNumber == number)).first()
 
 
 def contacts_for_users(user_ids: Iterable, project_id) -> list[Contact]:
@@ -49,9 +42,10 @@ def contacts_for_users(user_ids: Iterable, project_id) -> list[Contact]:
     if not user_ids:
         return []
     Number = m.UserIncomingCallNumber
-    rows = (Number.select(Number.id, Number.user, Number.phoneNumber, Number.sipUri)
-            .where(Number.user.in_(user_ids), Number.project == project_id, Number.isVerified == True)  # noqa: E712
-            .order_by(Number.createdAt, Number.id).tuples())
+    rows = on_reader(Number.select(Number.id, Number.user, Number.phoneNumber, Number.sipUri)
+                     .where(Number.user.in_(user_ids), Number.project == project_id,
+                            Number.isVerified == True)  # noqa: E712
+                     .order_by(Number.createdAt, Number.id).tuples())
     by_user: dict[Any, list[Contact]] = {}
     for number_id, user_id, phone, sip in rows:
         by_user.setdefault(user_id, []).append(Contact(str(user_id), str(number_id), phone or sip))
@@ -63,8 +57,8 @@ def resolve_rule(rule: m.IncomingCallPolicyEscalationRule, at: dt.datetime) -> l
     if rule.userId is not None:
         return contacts_for_users([rule.userId], rule.projectId)
     if rule.teamId is not None:
-        members = (m.TeamMember.select(m.TeamMember.user)
-                   .where(m.TeamMember.team == rule.teamId).order_by(m.TeamMember.createdAt).tuples())
+        members = on_reader(m.TeamMember.select(m.TeamMember.user)
+                            .where(m.TeamMember.team == rule.teamId).order_by(m.TeamMember.createdAt).tuples())
         return contacts_for_users([user_id for (user_id,) in members], rule.projectId)
     if rule.onCallDutyPolicyScheduleId is not None:
         log.warning("escalation rule %s (order %s) targets on-call schedule %s, but on-call schedules are not "
@@ -77,7 +71,7 @@ def build_setup(policy: m.IncomingCallPolicy, call_id: str, caller: str, confirm
     Rule_ = m.IncomingCallPolicyEscalationRule
     now = m.utcnow()
     rules = []
-    for row in Rule_.select().where(Rule_.incomingCallPolicy == policy.id).order_by(Rule_.order):
+    for row in on_reader(Rule_.select().where(Rule_.incomingCallPolicy == policy.id).order_by(Rule_.order)):
         rules.append(Rule(order=row.order, rule_id=str(row.id), name=row.name or f"Rule {row.order}",
                           escalate_after_seconds=float(row.escalateAfterSeconds),
                           contacts=tuple(resolve_rule(row, now))))
@@ -99,21 +93,36 @@ def build_setup(policy: m.IncomingCallPolicy, call_id: str, caller: str, confirm
     )
 
 
-def start_call(dialed: str, caller: str, channel_id: str, default_region: str,
-               confirm_timeout: float, started_at: float) -> IncomingCall | None:
-    """Find the policy of ``dialed`` and open the call's log; None for a number no policy routes."""
+@dataclass(frozen=True)
+class PreparedCall:
+    """What a call needs before it can ring anyone: read in one go, written nothing yet."""
+
+    log_id: uuid.UUID
+    policy_id: uuid.UUID
+    project_id: uuid.UUID
+    routing_number: str | None
+    caller_number: str | None
+    setup: CallSetup
+
+
+def prepare_call(dialed: str, caller: str, default_region: str, confirm_timeout: float) -> PreparedCall | None:
+    """The policy of ``dialed`` and the engine's setup; None for a number no policy routes (reads only)."""
     policy = find_policy(dialed, default_region)
     if policy is None:
         return None
     log_id = uuid.uuid4()
     caller_number = normalize_loose(caller, default_region) if caller else None
     setup = build_setup(policy, str(log_id), caller_number or "an unknown number", confirm_timeout)
+    return PreparedCall(log_id, policy.id, policy.projectId, policy.routingPhoneNumber, caller_number, setup)
+
+
+def open_log(call: PreparedCall, channel_id: str, started_at: float) -> None:
+    """The call's IncomingCallLog row (status Initiated)."""
     m.IncomingCallLog.create(
-        id=log_id, project=policy.projectId, incomingCallPolicyId=policy.id,
-        callerPhoneNumber=caller_number, routingPhoneNumber=policy.routingPhoneNumber,
+        id=call.log_id, project=call.project_id, incomingCallPolicyId=call.policy_id,
+        callerPhoneNumber=call.caller_number, routingPhoneNumber=call.routing_number,
         callProviderCallId=channel_id, status=m.CallStatus.INITIATED.value,
         startedAt=utc_from_timestamp(started_at))
-    return IncomingCall(log_id, policy.projectId, setup)
 
 
 def _db_fields(fields: dict[str, Any]) -> dict[str, Any]:

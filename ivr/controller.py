@@ -80,9 +80,10 @@ def leg_end_cause(cause: int | None, answered: bool) -> str:
 
 
 class Controller:
-    def __init__(self, config, db, ari: AriClient, tts: Synthesizer):
+    def __init__(self, config, db, ari: AriClient, tts: Synthesizer, reads=None):
         self.config = config
         self.db = db
+        self.reads = reads or (lambda fn, *args: run_and_release(db, fn, *args))
         self.ari = ari
         self.tts = tts
         self.actors: set[CallActor] = set()
@@ -279,14 +280,17 @@ class CallActor:
 
     async def _open(self) -> CallSetup | None:
         cfg = self.c.config
-        incoming = await run_and_release(self.c.db, callstore.start_call, self.dialed, self.caller, self.caller_channel,
-                                       cfg.sip.default_region, cfg.controller.confirm_timeout, time.time())
+        started = time.time()
+        incoming = await self.c.reads(callstore.prepare_call, self.dialed, self.caller, cfg.sip.default_region,
+                                      cfg.controller.confirm_timeout)
         if incoming is None:
             log.warning("call from %s to %s: no Incoming Call Policy has this routing number; "
                         "playing the not-in-service message", self.caller or "unknown", self.dialed)
             await self._announce_and_hang_up(NOT_IN_SERVICE)
             return None
         self.log_id, self.project_id = incoming.log_id, incoming.project_id
+        # Written by the call's writer, in order before its first update; nothing waits for it.
+        self.writes.put_nowait((callstore.open_log, incoming, self.caller_channel, started))
         log.info("call %s from %s to %s: policy %r with %d rule(s)", self.log_id, self.caller or "unknown",
                  self.dialed, incoming.setup.policy_name, len(incoming.setup.rules))
         return incoming.setup
@@ -314,14 +318,17 @@ class CallActor:
         except IllegalEvent as exc:
             log.warning("call %s: ignoring an impossible event %r: %s", self.log_id, event, exc)
             return
-        dials = [cmd for cmd in commands if isinstance(cmd, Dial)]
-        for command in commands:
-            if isinstance(command, Dial):
-                if command is dials[0]:
-                    # Ring everyone of a rule at once, not one after another.
-                    await asyncio.gather(*(self._dial(d) for d in dials))
-                continue
-            await self._execute(command)
+        # Ring everyone of a rule at once, and before the caller-side requests (answer, ringback) that the
+        # engine lists first: the on-call INVITEs go out one HTTP round trip after the decision.
+        dials = [asyncio.ensure_future(self._originate(cmd)) for cmd in commands
+                 if isinstance(cmd, Dial) and self._register_leg(cmd)]
+        try:
+            for command in commands:
+                if not isinstance(command, Dial):
+                    await self._execute(command)
+        finally:
+            if dials:
+                await asyncio.gather(*dials)
 
     async def _execute(self, command) -> None:
         ari = self.c.ari
@@ -376,22 +383,27 @@ class CallActor:
         trunk = self.c.config.sip.outbound_trunk
         return f"PJSIP/{address}@{trunk}" if trunk else None
 
-    async def _dial(self, command: Dial) -> None:
+    def _register_leg(self, command: Dial) -> bool:
+        """Log the ring attempt and route the leg's events to this call; False if it cannot be dialed."""
         leg = command.leg_id
         self.writes.put_nowait((callstore.create_item, self.log_id, self.project_id, leg, command.contact,
                                 command.rule_id, command.rule_order, time.time()))
-        endpoint = self.endpoint_for(command.contact.address)
-        if endpoint is None:
+        if self.endpoint_for(command.contact.address) is None:
             log.error("call %s: cannot ring %s: no sip.outbound_trunk is configured for phone numbers",
                       self.log_id, command.contact.address)
             self.post(LegEnded(leg, "failed", "no outbound trunk is configured for phone numbers (sip.outbound_trunk)"))
-            return
+            return False
         # Registered before the originate: its StasisStart can arrive before the HTTP answer.
         self.legs.add(leg)
         self.c.by_channel[leg] = self
-        caller_id = self.engine.setup.caller_number if self.engine.setup.caller_number[:1] == "+" else None
+        return True
+
+    async def _originate(self, command: Dial) -> None:
+        leg = command.leg_id
+        setup = self.engine.setup
+        caller_id = setup.caller_number if setup.caller_number[:1] == "+" else None
         try:
-            await self.c.ari.originate(endpoint, leg, f"leg,{self.engine.setup.call_id}",
+            await self.c.ari.originate(self.endpoint_for(command.contact.address), leg, f"leg,{setup.call_id}",
                                        timeout=int(command.timeout) + 5, caller_id=caller_id)
         except AriError as exc:
             log.warning("call %s: could not ring %s: %s", self.log_id, command.contact.address, exc)
@@ -510,7 +522,7 @@ CONTROLLER = web.AppKey("controller", Controller)
 
 def controller_context(config):
     """aiohttp cleanup context: the ARI connection and the controller for the app's lifetime."""
-    from api.app import DB
+    from api.app import DB, READ
 
     async def ctx(app: web.Application):
         tts = synthesizer_from_config(config)
@@ -521,7 +533,7 @@ def controller_context(config):
                                "`hotline asterisk up` to generate the local lab's")
         ari = AriClient(secrets_config.ari.url, secrets_config.ari.username, secrets_config.ari.password,
                         secrets_config.ari.app, reconnect_max_delay=config.controller.reconnect_max_delay)
-        controller = Controller(config, app[DB], ari, tts)
+        controller = Controller(config, app[DB], ari, tts, app[READ])
         app[CONTROLLER] = controller
         task = asyncio.get_running_loop().create_task(controller.run())
         yield

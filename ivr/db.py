@@ -91,7 +91,7 @@ class Reads:
 
     async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
         if self.sync is None:
-            return await self.db.run(fn, *args)
+            return await run_and_release(self.db, fn, *args)
         token = _reader.set(self.sync)
         try:
             return fn(*args)
