@@ -198,7 +198,8 @@ def create_app(config: Config, db=None, *, api: bool = True, controller: bool = 
         for resource in RESOURCES:
             app.router.add_routes(resource_routes(resource))
     if controller:
-        from ivr.controller import controller_context
+        from ivr.controller import add_controller_routes, controller_context
 
         app.cleanup_ctx.append(controller_context(config))
+        add_controller_routes(app)
     return app

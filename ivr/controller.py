@@ -28,6 +28,7 @@ from ivr.db import run_and_release
 from ivr.asterisk.ari import CONNECTED, AriClient, AriError, AriNotFound
 from ivr.engine import (
     CALLER,
+    TERMINAL_STATUSES,
     Answer,
     Bridge,
     CallerHungUp,
@@ -53,6 +54,7 @@ from ivr.engine import (
     UpdateItem,
     UpdateLog,
 )
+from ivr.metrics import Metrics, watch_loop_lag
 from ivr.tts import Synthesizer, TTSError, synthesizer_from_config
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,7 @@ class Controller:
         self.config = config
         self.db = db
         self.reads = reads or (lambda fn, *args: run_and_release(db, fn, *args))
+        self.metrics = Metrics()
         self.ari = ari
         self.tts = tts
         self.actors: set[CallActor] = set()
@@ -93,6 +96,7 @@ class Controller:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
+        self.spawn(watch_loop_lag(self.metrics))
         async for event in self.ari.events():
             try:
                 self.dispatch(event)
@@ -210,6 +214,8 @@ class CallActor:
         self.log_id = None
         self.project_id = None
         self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.timer_due: dict[str, float] = {}
+        self.final_status: str | None = None
         self.legs: set[str] = set()
         self.answered_legs: set[str] = set()
         self.ringback_id: str | None = None
@@ -219,6 +225,7 @@ class CallActor:
         self.writer: asyncio.Task | None = None
 
     def start(self) -> None:
+        self.c.metrics.calls_in_progress.inc()
         self.c.actors.add(self)
         self.c.by_channel[self.caller_channel] = self
         loop = asyncio.get_running_loop()
@@ -313,6 +320,8 @@ class CallActor:
         return setup
 
     async def _feed(self, event) -> None:
+        if isinstance(event, TimerFired) and event.timer_id in self.timer_due:
+            self.c.metrics.observe_timer_error(max(0.0, time.time() - self.timer_due.pop(event.timer_id)))
         try:
             commands = self.engine.handle(event, time.time())
         except IllegalEvent as exc:
@@ -333,12 +342,17 @@ class CallActor:
     async def _execute(self, command) -> None:
         ari = self.c.ari
         if isinstance(command, UpdateLog):
+            if command.fields.get("status") in TERMINAL_STATUSES:
+                self.final_status = str(command.fields["status"])
             self.writes.put_nowait((callstore.update_log, self.log_id, command.fields))
         elif isinstance(command, UpdateItem):
+            if command.fields.get("status") in TERMINAL_STATUSES:
+                self.c.metrics.ring_attempts.labels(str(command.fields["status"])).inc()
             self.writes.put_nowait((callstore.update_item, self.log_id, command.leg_id, command.fields))
         elif isinstance(command, StartTimer):
             self._start_timer(command.timer_id, command.at)
         elif isinstance(command, CancelTimer):
+            self.timer_due.pop(command.timer_id, None)
             handle = self.timers.pop(command.timer_id, None)
             if handle:
                 handle.cancel()
@@ -371,6 +385,7 @@ class CallActor:
             old.cancel()
         loop = asyncio.get_running_loop()
         delay = max(0.0, at - time.time())
+        self.timer_due[timer_id] = at
         self.timers[timer_id] = loop.call_at(loop.time() + delay, self._timer_fired, timer_id)
 
     def _timer_fired(self, timer_id: str) -> None:
@@ -491,6 +506,9 @@ class CallActor:
             await self._ignore_gone(self.c.ari.hangup(self.caller_channel))
 
     async def _finish(self) -> None:
+        self.c.metrics.calls_in_progress.dec()
+        if self.final_status:
+            self.c.metrics.calls.labels(self.final_status).inc()
         for handle in self.timers.values():
             handle.cancel()
         self.timers.clear()
@@ -518,6 +536,25 @@ class CallActor:
 
 
 CONTROLLER = web.AppKey("controller", Controller)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    controller = request.app[CONTROLLER]
+    controller.metrics.ari_connected.set(1 if controller.ari.connected.is_set() else 0)
+    body = generate_latest(controller.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def stats_handler(request: web.Request) -> web.Response:
+    controller = request.app[CONTROLLER]
+    return web.json_response({**controller.metrics.stats(), "ari_connected": controller.ari.connected.is_set()})
+
+
+def add_controller_routes(app: web.Application) -> None:
+    app.router.add_get("/metrics", metrics_handler, allow_head=False)
+    app.router.add_get("/api/controller/stats", stats_handler, allow_head=False)
 
 
 def controller_context(config):

@@ -1,0 +1,270 @@
+"""Call benchmarks against the real lab Asterisk with real SIP parties (sipp).
+
+    python bench/call_bench.py latency [--calls 100]
+    python bench/call_bench.py load [--sizes 100,200,300]
+
+latency: the time from the caller's INVITE to the on-call phone's INVITE,
+through Hotline (greeting off) and through a plain dialplan Dial() to the same
+phone on the same Asterisk; calls one at a time; medians and p99 of both and
+the difference (what Hotline adds).
+
+load: N simultaneous calls, each escalating through two rules with real SIP
+legs (rule 1 rings a phone that never answers for 2 s, rule 2 a phone that
+answers and presses 1; the caller hangs up 1 s after being connected).
+Reports the controller's CPU seconds per call and peak RSS (it runs as its own
+process, `hotline serve --controller-only`), its event-loop lag p99 and
+escalation timer error p99 (from /api/controller/stats), and the calls that
+failed or whose log or items ended in a wrong or non-terminal status.
+
+Runs its own lab instance ("bench") on its own ports, stops exactly what it
+started, and needs root (as `make test`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from ivr import models as m  # noqa: E402
+from ivr.asterisk.lab import LAB_CALLER_ADDRESS, Lab  # noqa: E402
+from ivr.db import migrate, open_database, run_sync  # noqa: E402
+from tests.e2e.conftest import make_lab_config  # noqa: E402
+from tests.sip.parties import Caller, Phone  # noqa: E402
+
+BENCH_OFFSET = 300  # lab ports: the e2e ports + 300, so a test session can run beside it
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+class Controller:
+    """`hotline serve --controller-only` as its own process, measured through /proc."""
+
+    def __init__(self, config, workdir: Path):
+        self.config_file = workdir / "hotline.yaml"
+        self.port = free_tcp_port()
+        self.config_file.write_text(yaml.safe_dump(config.replace(api__port=self.port).as_dict(reveal_secrets=True)))
+        self.log = workdir / "controller.log"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_") and k != "DATABASE_URL"}
+        env["HOTLINE_GENERAL_LOG_LEVEL"] = "WARNING"
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ivr.cli", "--config", str(self.config_file), "serve", "--controller-only",
+            env=env, stdout=open(self.log, "ab"), stderr=asyncio.subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if self.stats()["ari_connected"]:
+                    return
+            except OSError:
+                pass
+            if self.proc.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the controller did not start:\n{self.log.read_text()[-2000:]}")
+            await asyncio.sleep(0.1)
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/controller/stats", timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+async def make_policy(db, phones: list[tuple[Phone, int]], *, confirm: bool) -> m.IncomingCallPolicy:
+    """A policy with one rule per (phone, escalate_after), greeting off."""
+
+    def build():
+        project = m.Project.create(name="bench")
+        policy = m.IncomingCallPolicy.create(
+            project=project, name="Bench", slug=f"bench-{uuid.uuid4().hex}",
+            routingPhoneNumber=f"+1212{uuid.uuid4().int % 8000000 + 2000000:07d}", greetingMessage="",
+            noAnswerMessage="Nobody answered.", requireAnswerConfirmation=confirm)
+        for order, (phone, escalate_after) in enumerate(phones, start=1):
+            user = m.User.create(project=project, name=f"User {order}")
+            m.UserIncomingCallNumber.create(project=project, user=user, sipUri=phone.uri(), isVerified=True)
+            m.IncomingCallPolicyEscalationRule.create(project=project, incomingCallPolicy=policy, order=order,
+                                                      escalateAfterSeconds=escalate_after, user=user)
+        return policy
+
+    return await db.run(build)
+
+
+def invite_latencies(caller_result, phone_result) -> list[float]:
+    """Caller's INVITE sent to the phone's INVITE received, call by call (one call at a time)."""
+    sent = [c.invited_at for c in caller_result.calls]
+    received = [c.invited_at for c in phone_result.calls]
+    return [r - s for s, r in zip(sent, received) if s is not None and r is not None]
+
+
+async def latency(args, config, lab, db) -> None:
+    sip = ("127.0.0.1", config.sip.port)
+    results = {}
+    # Plain dialplan: the lab's test route Dial()s the phone for callers from the lab caller address.
+    phone = Phone.answer(calls=args.calls, hold=0.2)
+    async with phone:
+        caller = Caller(f"dial-{phone.port}", sip, ip=LAB_CALLER_ADDRESS, calls=args.calls, concurrency=1,
+                        rate=20, hangup_after=0.1, max_wait=10)
+        await caller.start()
+        caller_result = await caller.wait(args.calls * 2 + 30)
+        phone_result = await phone.wait(30)
+    results["plain Dial()"] = invite_latencies(caller_result, phone_result)
+    # Through Hotline: StasisStart -> policy -> engine -> originate.
+    controller = Controller(config, Path(args.workdir))
+    await controller.start()
+    try:
+        phone = Phone.answer(calls=args.calls, hold=0.2)
+        async with phone:
+            policy = await make_policy(db, [(phone, 10)], confirm=False)
+            caller = Caller(policy.routingPhoneNumber, sip, calls=args.calls, concurrency=1, rate=20,
+                            hangup_after=0.1, max_wait=10)
+            await caller.start()
+            caller_result = await caller.wait(args.calls * 2 + 30)
+            phone_result = await phone.wait(30)
+        results["Hotline"] = invite_latencies(caller_result, phone_result)
+    finally:
+        await controller.stop()
+    print("\n| path | calls | median ms | p99 ms |\n|---|---|---|---|")
+    for name, values in results.items():
+        print(f"| {name} | {len(values)} | {statistics.median(values) * 1000:.2f} | {pct(values, 99) * 1000:.2f} |")
+    plain, hot = results["plain Dial()"], results["Hotline"]
+    print(f"\nadded by Hotline: median {(statistics.median(hot) - statistics.median(plain)) * 1000:.2f} ms, "
+          f"p99 {(pct(hot, 99) - pct(plain, 99)) * 1000:.2f} ms")
+
+
+async def load_once(size: int, args, config, db) -> dict:
+    sip = ("127.0.0.1", config.sip.port)
+    controller = Controller(config, Path(args.workdir))
+    await controller.start()
+    try:
+        away = Phone.never_answer(calls=size, max_wait=30)
+        person = Phone.answer_and_press("1", delay=0.3, calls=size, max_wait=30)
+        async with away, person:
+            policy = await make_policy(db, [(away, 2), (person, 10)], confirm=True)
+            await asyncio.sleep(0.5)
+            cpu_before = controller.cpu_seconds()
+            started = time.monotonic()
+            callers = Caller(policy.routingPhoneNumber, sip, calls=size, concurrency=size, rate=max(30, size),
+                             hangup_after=1.0, max_wait=40)
+            await callers.start()
+            result = await callers.wait(120)
+            logs = await wait_for_logs(db, policy, size, timeout=60)
+            elapsed = time.monotonic() - started
+            cpu = controller.cpu_seconds() - cpu_before
+            stats = controller.stats()
+            rss = controller.peak_rss_mb()
+        wrong = 0
+        for log, items in logs:
+            statuses = [i.status for i in items]
+            if log.status != "Completed" or statuses[-1:] != ["Completed"] or \
+                    any(s not in ("NoAnswer", "Completed") for s in statuses):
+                wrong += 1
+        return {"calls": size, "failed": size - result.successful, "wrong": wrong + (size - len(logs)),
+                "cpu_ms_per_call": cpu / size * 1000, "peak_rss_mb": rss, "elapsed_s": elapsed,
+                "loop_lag_p99_ms": stats["event_loop_lag"]["p99_ms"],
+                "timer_error_p99_ms": stats["timer_error"]["p99_ms"]}
+    finally:
+        await controller.stop()
+
+
+async def wait_for_logs(db, policy, count: int, timeout: float):
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = await db.list(m.IncomingCallLog.select().where(m.IncomingCallLog.incomingCallPolicyId == policy.id))
+        done = [log for log in logs if log.status in m.TERMINAL_STATUSES]
+        if len(done) >= count or time.monotonic() > deadline:
+            out = []
+            for log in logs:
+                items = await db.list(m.IncomingCallLogItem.select().where(
+                    m.IncomingCallLogItem.incomingCallLog == log.id).order_by(m.IncomingCallLogItem.startedAt))
+                out.append((log, items))
+            return out
+        await asyncio.sleep(0.5)
+
+
+async def main_async(args) -> None:
+    workdir = Path(args.workdir)
+    config = make_lab_config(workdir / "data", offset=BENCH_OFFSET)
+    url = f"sqlite:///{workdir / 'bench.db'}"
+    config = config.replace(database__url=url, controller__confirm_timeout=5.0)
+    run_sync(url, migrate)
+    lab = Lab(config, instance="bench")
+    lab.up(test_routes=True)
+    db = open_database(url, pool_size=2)
+    try:
+        if args.what == "latency":
+            await latency(args, config, lab, db)
+        else:
+            rows = []
+            for size in [int(s) for s in args.sizes.split(",")]:
+                print(f"load: {size} simultaneous calls...", flush=True)
+                rows.append(await load_once(size, args, config, db))
+                print(rows[-1], flush=True)
+            print("\n| simultaneous calls | failed | wrong or open logs | controller CPU ms/call | peak RSS MB "
+                  "| loop lag p99 ms | timer error p99 ms |\n|---|---|---|---|---|---|---|")
+            for r in rows:
+                print(f"| {r['calls']} | {r['failed']} | {r['wrong']} | {r['cpu_ms_per_call']:.1f} | "
+                      f"{r['peak_rss_mb']:.0f} | {r['loop_lag_p99_ms']} | {r['timer_error_p99_ms']} |")
+    finally:
+        await db.close_pool()
+        lab.down()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["latency", "load"])
+    parser.add_argument("--calls", type=int, default=100, help="latency: calls per path")
+    parser.add_argument("--sizes", default="100,200,300", help="load: simultaneous calls per run")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("the call benchmarks run the lab Asterisk and need root", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="hotline-call-bench-") as tmp:
+        args.workdir = tmp
+        asyncio.run(main_async(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
