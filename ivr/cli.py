@@ -12,10 +12,7 @@ import logging
 import sys
 
 from ivr.config import ConfigError, load_config
-
-
-class CommandError(Exception):
-    """An operation failed for a reason the user can act on; printed without a traceback."""
+from ivr.errors import CommandError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import logging
 
-from ivr.cli import CommandError
+from ivr.errors import CommandError
 from ivr.config import SETTINGS, Config
 from ivr.db import DatabaseConfigError, migrate, migration_status, run_sync
 
@@ -132,9 +132,11 @@ def cmd_serve(config: Config, args) -> int:
 
     if args.api_only and args.controller_only:
         raise CommandError("--api-only and --controller-only exclude each other")
+    from ivr.tts import TTSError
+
     try:
         asyncio.run(serve(config, api=not args.controller_only, controller=not args.api_only))
-    except RuntimeError as exc:
+    except (RuntimeError, TTSError) as exc:
         raise CommandError(str(exc)) from None
     return 0
 

@@ -23,8 +23,10 @@ async def serve(config: Config, api: bool = True, controller: bool = True) -> No
 
     app = create_app(config, controller=controller, api=api)
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
     try:
+        # Inside the try: a context that fails at start-up must still close the ones before it
+        # (an open database pool would keep the process from exiting).
+        await runner.setup()
         site = web.TCPSite(runner, config.api.host, config.api.port)
         try:
             await site.start()

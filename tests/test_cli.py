@@ -120,3 +120,17 @@ def test_config_prints_settings_with_secrets_masked(env):
     result = hotline({**env, "HOTLINE_ARI_PASSWORD": "hunter2"}, "config")
     printed = json.loads(result.stdout)
     assert printed["ari"]["password"] == "********" and "hunter2" not in result.stdout
+
+
+def test_serve_refuses_to_start_without_speech_synthesis(env, tmp_path):
+    """A controller that could only take silent calls must not start."""
+    hotline(env, "migrate")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    result = subprocess.run([sys.executable, "-m", "ivr.cli", "serve"], capture_output=True, text=True, timeout=60,
+                            env={**env, "PATH": str(bin_dir), "HOTLINE_ARI_PASSWORD": "x",
+                                 "HOTLINE_API_PORT": str(free_port())})
+    assert result.returncode == 1
+    assert "the TTS engine needs `espeak-ng`, which is not installed" in result.stderr
+    assert "Traceback" not in result.stderr

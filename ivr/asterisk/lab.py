@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
-from ivr.cli import CommandError
+from ivr.errors import CommandError
 from ivr.config import Config, ConfigError
 
 log = logging.getLogger(__name__)

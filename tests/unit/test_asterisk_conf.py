@@ -8,7 +8,7 @@ import pytest
 
 from ivr.asterisk import lab as labmod
 from ivr.asterisk.lab import Lab, fallback_dial_string, render_config
-from ivr.cli import CommandError
+from ivr.errors import CommandError
 from ivr.config import SETTINGS, Config, ConfigError
 
 
