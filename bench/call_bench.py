@@ -43,7 +43,7 @@ import yaml  # noqa: E402
 
 from ivr import models as m  # noqa: E402
 from ivr.asterisk.lab import LAB_CALLER_ADDRESS, Lab  # noqa: E402
-from ivr.db import migrate, open_database, run_sync  # noqa: E402
+from ivr.db import migrate, open_database  # noqa: E402
 from tests.e2e.conftest import make_lab_config  # noqa: E402
 from tests.sip.parties import Caller, Phone  # noqa: E402
 
@@ -228,10 +228,10 @@ async def main_async(args) -> None:
     config = make_lab_config(workdir / "data", offset=BENCH_OFFSET)
     url = f"sqlite:///{workdir / 'bench.db'}"
     config = config.replace(database__url=url, controller__confirm_timeout=5.0)
-    run_sync(url, migrate)
     lab = Lab(config, instance="bench")
     lab.up(test_routes=True)
     db = open_database(url, pool_size=2)
+    await migrate(db)
     try:
         if args.what == "latency":
             await latency(args, config, lab, db)

@@ -229,7 +229,6 @@ class CallActor:
         self.c.actors.add(self)
         self.c.by_channel[self.caller_channel] = self
         loop = asyncio.get_running_loop()
-        self.writer = loop.create_task(self._write_loop())
         self.task = loop.create_task(self._run())
 
     def is_caller(self, channel_id: str) -> bool:
@@ -269,8 +268,11 @@ class CallActor:
             if setup is None:
                 return
             self.engine = EscalationCall(setup)
-            self.c.spawn(self._warm_prompts(setup))
             await self._feed(CallStarted())
+            # Only now the log writes and the prompt synthesis: nothing may run before the first
+            # originates are on their way (the loop runs ready tasks in order).
+            self._start_writer()
+            self.c.spawn(self._warm_prompts(setup))
             while not self.engine.is_finished:
                 event = await self.queue.get()
                 if event is CALL_LOST:
@@ -331,6 +333,8 @@ class CallActor:
         # engine lists first: the on-call INVITEs go out one HTTP round trip after the decision.
         dials = [asyncio.ensure_future(self._originate(cmd)) for cmd in commands
                  if isinstance(cmd, Dial) and self._register_leg(cmd)]
+        if dials:
+            await asyncio.sleep(0)  # let the originate requests leave first
         try:
             for command in commands:
                 if not isinstance(command, Dial):
@@ -515,6 +519,7 @@ class CallActor:
         if self.bridge_id:
             await self._ignore_gone(self.c.ari.destroy_bridge(self.bridge_id))
         self.writes.put_nowait(None)
+        self._start_writer()
         try:
             await asyncio.shield(self.writer)
         finally:
@@ -522,6 +527,10 @@ class CallActor:
                 if self.c.by_channel.get(channel) is self:
                     del self.c.by_channel[channel]
             self.c.actors.discard(self)
+
+    def _start_writer(self) -> None:
+        if self.writer is None:
+            self.writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -32,6 +33,7 @@ def parse_number(text: str, region: str = "US") -> phonenumbers.PhoneNumber:
     return number
 
 
+@functools.lru_cache(maxsize=4096)
 def to_e164(text: str, region: str = "US") -> str:
     """``text`` in E.164 (``+14155550100``), national formats read in ``region``."""
     return phonenumbers.format_number(parse_number(text, region), phonenumbers.PhoneNumberFormat.E164)
