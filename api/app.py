@@ -10,6 +10,8 @@ from aiohttp import web
 from peewee import SqliteDatabase
 
 from api import auth
+from api.actions import ACTIONS, Action
+from api.actions import Request as ActionRequest
 from api.errors import BadRequest, Unauthorized, error_middleware
 from api.openapi import build_openapi
 from api.query import parse_paging
@@ -42,8 +44,8 @@ async def read_body(request: web.Request) -> dict:
     if not request.body_exists:
         return {}
     raw = await request.read()
-    if not raw.strip():
-        return {}
+    if not raw:
+        return {}  # no body; whitespace alone is not JSON (a 400 below)
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -144,6 +146,23 @@ def resource_routes(resource: Resource) -> list[web.RouteDef]:
     ]
 
 
+def action_routes(action: Action) -> list[web.RouteDef]:
+    """The route of one of a resource's extra operations (api/actions.py)."""
+
+    async def handle(request: web.Request) -> web.Response:
+        principal = await principal_of(request)
+        principal.require(action.verb, action.resource.title)
+        ctx = Context(principal, request.app[CONFIG].sip.default_region)
+        body = await read_body(request) if action.method != "GET" else {}
+        call = ActionRequest(dict(request.match_info), request.query, body)
+        run = request.app[DB].run if action.writes else request.app[READ]
+        return json_response(await run(action.run, ctx, call))
+
+    if action.method == "GET":
+        return [web.get(action.path, handle, allow_head=False)]
+    return [web.route(action.method, action.path, handle)]
+
+
 async def openapi_document(request: web.Request) -> web.Response:
     return json_response(request.app[OPENAPI])
 
@@ -190,11 +209,13 @@ def create_app(config: Config, db=None, *, api: bool = True, controller: bool = 
     app[CONFIG] = config
     app[KEYS] = auth.KeyCache()
     app[LIMITER] = auth.RateLimiter(config.api.rate_limit)
-    app[OPENAPI] = build_openapi(RESOURCES)
+    app[OPENAPI] = build_openapi(RESOURCES, ACTIONS)
     app.cleanup_ctx.append(database_context(config, db))
     app.router.add_get("/api/health", health, allow_head=False)
     if api:
         app.router.add_get("/api/openapi.json", openapi_document, allow_head=False)
+        for action in ACTIONS:
+            app.router.add_routes(action_routes(action))
         for resource in RESOURCES:
             app.router.add_routes(resource_routes(resource))
     if controller:

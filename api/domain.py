@@ -11,8 +11,9 @@ from typing import Any
 from peewee import PostgresqlDatabase
 
 from api.errors import BadRequest, Conflict, Forbidden
-from api.resources import Context, Resource, Rules
+from api.resources import SCHEMA_TITLES, Context, Resource, Rules
 from ivr import models as m
+from ivr import oncall, verification
 from ivr.phone import InvalidNumber, area_code_of, region_of, to_e164, validate_sip_uri
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -86,12 +87,67 @@ class PolicyRules(Rules):
 TARGETS = ("userId", "onCallDutyPolicyScheduleId", "teamId")
 
 
+class DenseOrder:
+    """``order`` as a dense 1..n sequence among the rows sharing a parent (a policy's rules, a schedule's
+    layers, a layer's users): missing or past the end means last; inserting or moving to N shifts the
+    rows in between; deleting closes the gap. The parent row is locked while its children move."""
+
+    def __init__(self, parent: str):
+        self.parent = parent  # the API name of the parent's id field, e.g. "incomingCallPolicyId"
+
+    def _column(self, resource: Resource):
+        return resource.schema.fields[self.parent].column
+
+    def insert(self, ctx: Context, values: dict[str, Any], resource: Resource) -> None:
+        parent_id = values.get(self.parent)
+        if parent_id is None:
+            return  # reported as missing
+        column = self._column(resource)
+        if not lock_row(column.rel_model, parent_id, ctx.project_id):
+            title = SCHEMA_TITLES.get(column.rel_model, column.rel_model.__name__)
+            raise BadRequest(f"data.{self.parent}: no {title} with id {parent_id} in your project")
+        model = resource.model
+        count = model.select().where(column == parent_id).count()
+        order = values.get("order")
+        if order is None or order > count + 1:
+            order = count + 1
+        if order < 1:
+            raise BadRequest("data.order: must be 1 or more")
+        model.update(order=model.order + 1).where(column == parent_id, model.order >= order).execute()
+        values["order"] = order
+
+    def move(self, ctx: Context, row: m.BaseModel, values: dict[str, Any], resource: Resource) -> None:
+        if "order" not in values:
+            return
+        new = values["order"]
+        if new is None:
+            raise BadRequest("data.order: must not be null")
+        if new < 1:
+            raise BadRequest("data.order: must be 1 or more")
+        column, model = self._column(resource), resource.model
+        parent_id = getattr(row, self.parent)
+        lock_row(column.rel_model, parent_id, ctx.project_id)
+        new = min(new, model.select().where(column == parent_id).count())
+        old = row.order
+        if new > old:
+            model.update(order=model.order - 1).where(
+                column == parent_id, model.order > old, model.order <= new).execute()
+        elif new < old:
+            model.update(order=model.order + 1).where(
+                column == parent_id, model.order >= new, model.order < old).execute()
+        values["order"] = new
+
+    def close_gap(self, ctx: Context, row: m.BaseModel, resource: Resource) -> None:
+        column, model = self._column(resource), resource.model
+        parent_id = getattr(row, self.parent)
+        lock_row(column.rel_model, parent_id, ctx.project_id)
+        model.update(order=model.order - 1).where(column == parent_id, model.order > row.order).execute()
+
+
 class EscalationRuleRules(Rules):
     """Order is a dense 1..n sequence per policy; each rule has exactly one target."""
 
-    def _rules(self, policy_id):
-        Rule = m.IncomingCallPolicyEscalationRule
-        return Rule.select().where(Rule.incomingCallPolicy == policy_id)
+    order = DenseOrder("incomingCallPolicyId")
 
     def _check_timeout(self, values):
         seconds = values.get("escalateAfterSeconds")
@@ -111,51 +167,17 @@ class EscalationRuleRules(Rules):
     def prepare_create(self, ctx, values, resource):
         self._check_timeout(values)
         self._check_targets(values)
-        policy_id = values.get("incomingCallPolicyId")
-        if policy_id is None:
-            return  # reported as missing
-        Rule = m.IncomingCallPolicyEscalationRule
-        if not lock_policy(policy_id, ctx.project_id):
-            raise BadRequest(f"data.incomingCallPolicyId: no Incoming Call Policy with id {policy_id} in your project")
-        count = self._rules(policy_id).count()
-        order = values.get("order")
-        if order is None or order > count + 1:
-            order = count + 1
-        if order < 1:
-            raise BadRequest("data.order: must be 1 or more")
-        Rule.update(order=Rule.order + 1).where(Rule.incomingCallPolicy == policy_id, Rule.order >= order).execute()
-        values["order"] = order
+        self.order.insert(ctx, values, resource)
 
     def prepare_update(self, ctx, row, values, resource):
         self._check_timeout(values)
         if any(name in values for name in TARGETS):
             merged = {name: values.get(name, getattr(row, name)) for name in TARGETS}
             self._check_targets(merged)
-        if "order" not in values:
-            return
-        new = values["order"]
-        if new is None:
-            raise BadRequest("data.order: must not be null")
-        if new < 1:
-            raise BadRequest("data.order: must be 1 or more")
-        Rule = m.IncomingCallPolicyEscalationRule
-        lock_policy(row.incomingCallPolicyId, ctx.project_id)
-        count = self._rules(row.incomingCallPolicyId).count()
-        new = min(new, count)
-        old = row.order
-        if new > old:
-            Rule.update(order=Rule.order - 1).where(
-                Rule.incomingCallPolicy == row.incomingCallPolicyId, Rule.order > old, Rule.order <= new).execute()
-        elif new < old:
-            Rule.update(order=Rule.order + 1).where(
-                Rule.incomingCallPolicy == row.incomingCallPolicyId, Rule.order >= new, Rule.order < old).execute()
-        values["order"] = new
+        self.order.move(ctx, row, values, resource)
 
     def after_delete(self, ctx, row, resource):
-        Rule = m.IncomingCallPolicyEscalationRule
-        lock_policy(row.incomingCallPolicyId, ctx.project_id)
-        Rule.update(order=Rule.order - 1).where(
-            Rule.incomingCallPolicy == row.incomingCallPolicyId, Rule.order > row.order).execute()
+        self.order.close_gap(ctx, row, resource)
 
 
 class UserRules(Rules):
@@ -222,6 +244,17 @@ class IncomingCallNumberRules(Rules):
         if phone != row.phoneNumber or sip != row.sipUri:
             values["isVerified"] = False  # a changed number must be verified again
 
+    def after_create(self, ctx, row, values, resource):
+        if not row.isVerified:
+            verification.issue_code(row.id)  # delivered by a call (see ivr/verification.py)
+
+    def after_update(self, ctx, row, values, resource):
+        if values.get("isVerified") is False:
+            try:
+                verification.issue_code(row.id)  # a code for the new number
+            except verification.NumberLocked:
+                pass  # stays locked: only an admin's re-send unlocks it
+
 
 class NamedRules(Rules):
     def prepare_create(self, ctx, values, resource):
@@ -239,11 +272,109 @@ class TeamMemberRules(Rules):
         return "This user is already a member of this team."
 
 
-def lock_policy(policy_id, project_id) -> bool:
-    """Whether the policy exists in the project; on PostgreSQL also locks it until the transaction ends,
-    so concurrent edits of one policy's rules keep their order dense (SQLite writes are serial anyway)."""
-    Policy = m.IncomingCallPolicy
-    query = Policy.select(Policy.id).where(Policy.id == policy_id, Policy.project == project_id)
-    if isinstance(Policy._meta.database.obj, PostgresqlDatabase):
+# -- on-call schedules -----------------------------------------------------------------
+
+
+def _check_time_zone(values):
+    tz = values.get("timeZone")
+    if tz is not None:
+        try:
+            oncall.time_zone(tz)
+        except ValueError as exc:
+            raise BadRequest(f"data.timeZone: {exc}") from None
+
+
+class ScheduleRules(NamedRules):
+    def conflict_message(self, values, error, resource):
+        return f"An On-Call Duty Policy Schedule named {values.get('name')!r} already exists in this project."
+
+    def prepare_create(self, ctx, values, resource):
+        super().prepare_create(ctx, values, resource)
+        _check_time_zone(values)
+
+    def prepare_update(self, ctx, row, values, resource):
+        super().prepare_update(ctx, row, values, resource)
+        _check_time_zone(values)
+
+
+def _check_instants(values, *names):
+    for name in names:
+        value = values.get(name)
+        if value is not None and not oncall.in_range(value):
+            raise BadRequest(f"data.{name}: must be between {oncall.EARLIEST.year} and {oncall.LATEST.year}")
+
+
+class LayerRules(Rules):
+    """A schedule's layers, in a dense order; rotation, hand-off time and restrictions checked and
+    stored in their canonical form (ivr/oncall.py)."""
+
+    order = DenseOrder("onCallDutyPolicyScheduleId")
+
+    @staticmethod
+    def _check(values):
+        _check_instants(values, "startsAt")
+        count = values.get("rotationIntervalCount")
+        if count is not None and not 1 <= count <= 1000:
+            raise BadRequest("data.rotationIntervalCount: must be between 1 and 1000")
+        handoff = values.get("handOffTime")
+        if handoff is not None:
+            try:
+                values["handOffTime"] = oncall.format_time_of_day(oncall.parse_time_of_day(handoff))
+            except oncall.FormatError as exc:
+                raise BadRequest(f"data.handOffTime: {exc.message}") from None
+        if "restrictionTimes" in values:
+            try:
+                windows = oncall.parse_restrictions(values["restrictionTimes"])
+            except oncall.FormatError as exc:
+                raise BadRequest(f"data.restrictionTimes{exc.where}: {exc.message}") from None
+            values["restrictionTimes"] = oncall.restrictions_to_json(windows)
+
+    def prepare_create(self, ctx, values, resource):
+        self._check(values)
+        self.order.insert(ctx, values, resource)
+
+    def prepare_update(self, ctx, row, values, resource):
+        self._check(values)
+        self.order.move(ctx, row, values, resource)
+
+    def after_delete(self, ctx, row, resource):
+        self.order.close_gap(ctx, row, resource)
+
+
+class LayerUserRules(Rules):
+    """The users of a layer, in rotation order (dense)."""
+
+    order = DenseOrder("onCallDutyPolicyScheduleLayerId")
+
+    def prepare_create(self, ctx, values, resource):
+        self.order.insert(ctx, values, resource)
+
+    def prepare_update(self, ctx, row, values, resource):
+        self.order.move(ctx, row, values, resource)
+
+    def after_delete(self, ctx, row, resource):
+        self.order.close_gap(ctx, row, resource)
+
+
+class OverrideRules(Rules):
+    @staticmethod
+    def _check(starts, ends):
+        if starts is not None and ends is not None and ends <= starts:
+            raise BadRequest("data.endsAt: must be after startsAt")
+
+    def prepare_create(self, ctx, values, resource):
+        _check_instants(values, "startsAt", "endsAt")
+        self._check(values.get("startsAt"), values.get("endsAt"))
+
+    def prepare_update(self, ctx, row, values, resource):
+        _check_instants(values, "startsAt", "endsAt")
+        self._check(values.get("startsAt", row.startsAt), values.get("endsAt", row.endsAt))
+
+
+def lock_row(model: type[m.BaseModel], row_id, project_id) -> bool:
+    """Whether the row exists in the project; on PostgreSQL also locks it until the transaction ends,
+    so concurrent edits of its children keep their order dense (SQLite writes are serial anyway)."""
+    query = model.select(model.id).where(model.id == row_id, model.project == project_id)
+    if isinstance(model._meta.database.obj, PostgresqlDatabase):
         query = query.for_update()
     return query.first() is not None

@@ -30,6 +30,7 @@ ERRORS = {
     "404": "No such object in the key's project",
     "405": "This resource cannot be written through the API",
     "409": "A value that must be unique is already used",
+    "423": "The number is locked after too many wrong codes; a Project Owner or Admin re-sending a code unlocks it",
     "429": "Rate limit of the API key exceeded",
 }
 
@@ -136,7 +137,22 @@ def _body(schema: dict, required: bool = False) -> dict:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
-def build_openapi(resources) -> dict:
+def _action_operation(action) -> dict:
+    """The operation of one of a resource's extra operations (api/actions.py)."""
+    operation = {
+        "tags": [action.resource.title], "summary": action.summary, "operationId": action.operation_id,
+        "description": f"{action.description} Allowed for: "
+                       f"{', '.join(allowed_by(action.verb, action.resource.title))}.",
+        "responses": _responses(action.response, action.codes),
+    }
+    if action.parameters:
+        operation["parameters"] = action.parameters
+    if action.body is not None:
+        operation["requestBody"] = _body(action.body, True)
+    return operation
+
+
+def build_openapi(resources, actions=()) -> dict:
     from api.resources import SCHEMAS
 
     components: dict[str, Any] = {
@@ -203,6 +219,8 @@ def build_openapi(resources) -> dict:
                                    "delete": {**delete_op, "operationId": f"delete{name}"}}
         paths[f"{base}/{{id}}/update-item"] = {"post": {**update_op, "operationId": f"updateItem{name}"}}
         paths[f"{base}/{{id}}/delete-item"] = {"post": {**delete_op, "operationId": f"deleteItem{name}"}}
+    for action in actions:
+        paths.setdefault(action.path, {})[action.method.lower()] = _action_operation(action)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Hotline API", "version": "1.0.0",

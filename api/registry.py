@@ -5,12 +5,16 @@ from __future__ import annotations
 from api.domain import (
     EscalationRuleRules,
     IncomingCallNumberRules,
+    LayerRules,
+    LayerUserRules,
     NamedRules,
+    OverrideRules,
     PolicyRules,
+    ScheduleRules,
     TeamMemberRules,
     UserRules,
 )
-from api.resources import Resource, register_schema
+from api.resources import SCHEMA_TITLES, Resource, register_schema
 from api.schema import Relation, build_schema
 from ivr import models as m
 
@@ -101,6 +105,37 @@ RESOURCES: list[Resource] = [
         "label", "Label", "Labels to categorize policies.",
         register_schema(build_schema(m.Label, required={"name"})), NamedRules(),
     ),
+    Resource(
+        "on-call-duty-policy-schedule", "On-Call Duty Policy Schedule",
+        "On-call schedules: layers of rotations, and overrides, that say who is on call at any moment "
+        "(GET .../{id}/on-call). An escalation rule targeting a schedule rings whoever is on call.",
+        register_schema(build_schema(m.OnCallDutyPolicySchedule, required={"name"})), ScheduleRules(),
+    ),
+    Resource(
+        "on-call-duty-policy-schedule-layer", "On-Call Duty Policy Schedule Layer",
+        "The ordered layers of a schedule: users taking turns in shifts of N hours, days or weeks, handing off "
+        "at a local time, optionally only within restriction windows. A later layer wins over an earlier one.",
+        register_schema(build_schema(m.OnCallDutyPolicyScheduleLayer, create_only={"onCallDutyPolicyScheduleId"},
+                                     required={"onCallDutyPolicyScheduleId", "startsAt"})),
+        LayerRules(),
+    ),
+    Resource(
+        "on-call-duty-policy-schedule-layer-user", "On-Call Duty Policy Schedule Layer User",
+        "The users of a layer, in rotation order.",
+        register_schema(build_schema(m.OnCallDutyPolicyScheduleLayerUser,
+                                     create_only={"onCallDutyPolicyScheduleLayerId"},
+                                     required={"onCallDutyPolicyScheduleLayerId", "userId"})),
+        LayerUserRules(),
+    ),
+    Resource(
+        "on-call-duty-policy-schedule-override", "On-Call Duty Policy Schedule Override",
+        "Overrides of a schedule (swaps, sick days): a user on call from a start to an end, whatever the layers say.",
+        register_schema(build_schema(m.OnCallDutyPolicyScheduleOverride, create_only={"onCallDutyPolicyScheduleId"},
+                                     required={"onCallDutyPolicyScheduleId", "userId", "startsAt", "endsAt"})),
+        OverrideRules(),
+    ),
 ]
 
 BY_PATH = {r.path: r for r in RESOURCES}
+for _resource in RESOURCES:  # how messages name the objects a reference points at
+    SCHEMA_TITLES.setdefault(_resource.model, _resource.title)

@@ -126,7 +126,10 @@ def parse_datetime(value: Any, where: str) -> dt.datetime:
     except ValueError:
         raise BadRequest(f"{where}: {value!r} is not an ISO 8601 date-time") from None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        except OverflowError:
+            raise BadRequest(f"{where}: {value!r} is out of range") from None
     return parsed
 
 

@@ -1,4 +1,4 @@
-"""Core subcommands: migrate, project, apikey, config, serve."""
+"""Core subcommands: migrate, project, apikey, config, oncall, number, sync, serve."""
 
 from __future__ import annotations
 
@@ -67,13 +67,14 @@ def cmd_project_list(config: Config, args) -> int:
     return 0
 
 
-def _parse_expiry(text: str | None) -> dt.datetime | None:
+def _parse_expiry(text: str | None, option: str = "--expires") -> dt.datetime | None:
+    """An ISO 8601 date-time as naive UTC (without an offset: UTC)."""
     if text is None:
         return None
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise CommandError(f"--expires: {text!r} is not an ISO 8601 date-time (e.g. 2027-01-31T00:00:00Z)") from None
+        raise CommandError(f"{option}: {text!r} is not an ISO 8601 date-time (e.g. 2027-01-31T00:00:00Z)") from None
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value
@@ -127,6 +128,153 @@ def cmd_config(config: Config, args) -> int:
     return 0
 
 
+# -- on-call schedules ------------------------------------------------------------------
+
+
+def _find_one(model, ref: str, project: str | None, what: str, by_name):
+    """The row of ``model`` whose id is ``ref``, or (else) the one ``by_name(ref)`` selects; in ``project``."""
+    import uuid
+
+    query = model.select()
+    if project is not None:
+        try:
+            query = query.where(model.project == uuid.UUID(project))
+        except ValueError:
+            raise CommandError(f"--project: {project!r} is not a project id") from None
+    try:
+        rows = list(query.where(model.id == uuid.UUID(ref)))
+    except ValueError:
+        rows = list(query.where(by_name(ref)).limit(20))
+    if not rows:
+        raise CommandError(f"no {what} {ref!r}" + (" in that project" if project else ""))
+    if len(rows) > 1:
+        raise CommandError(f"several {what}s match {ref!r} (in projects "
+                           f"{', '.join(sorted({str(r.projectId) for r in rows}))}): give its id or --project")
+    return rows[0]
+
+
+def _local(instant: dt.datetime, tz) -> str:
+    return instant.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def cmd_oncall(config: Config, args) -> int:
+    from ivr import models as m
+    from ivr import oncall, schedules
+
+    at = _parse_expiry(args.at, "--at") if args.at else m.utcnow()
+    if not 0 <= args.next <= 1000:
+        raise CommandError("--next: between 0 and 1000")
+
+    def work(ref, project):
+        row = _find_one(m.OnCallDutyPolicySchedule, ref, project, "on-call schedule",
+                        lambda name: m.OnCallDutyPolicySchedule.name == name)
+        schedule = schedules.load_schedule(row.id, overrides_ending_after=at)
+        return schedules.report(schedule, row.projectId, at, args.next)
+
+    async def go(db):
+        await _require_migrated(db)
+        return await db.run(work, args.schedule, args.project)
+
+    report = _run_db(config, go)
+    schedule = report.schedule
+    tz = oncall.time_zone(schedule.time_zone)
+
+    def who(on_call) -> str:
+        if on_call.user is None:
+            return "no one"
+        user = report.users.get(on_call.user)
+        if user is None:
+            name = on_call.user
+        else:
+            name = f"{user.name} <{user.email}>" if user.email else user.name
+        if on_call.override:
+            source = f"override {on_call.override.name!r}" if on_call.override.name else "override"
+        else:
+            source = f"layer {on_call.layer.name!r}"
+        return f"{name}  ({source})"
+
+    print(f"{schedule.name} ({schedule.time_zone}), at {_local(report.at, tz)} "
+          f"({report.at.strftime('%Y-%m-%dT%H:%M:%SZ')}):")
+    until = f", until {_local(report.until, tz)}" if report.until else ""
+    print(f"  on call: {who(report.on_call)}{until}")
+    if args.next:
+        print("Next hand-offs:" if report.handoffs else "No hand-off within a year.")
+        for handoff in report.handoffs:
+            print(f"  {_local(handoff.at, tz)}  {who(handoff.on_call)}")
+    return 0
+
+
+# -- numbers -------------------------------------------------------------------------------
+
+
+def cmd_number_code(config: Config, args) -> int:
+    import sys
+
+    from ivr import models as m
+    from ivr import verification
+    from ivr.phone import InvalidNumber, normalize_loose, validate_sip_uri
+
+    def by_address(text):
+        Number = m.UserIncomingCallNumber
+        if text.strip().lower().startswith(("sip:", "sips:")):
+            try:
+                return Number.sipUri == validate_sip_uri(text)
+            except InvalidNumber:
+                return Number.sipUri == text
+        return Number.phoneNumber == normalize_loose(text, config.sip.default_region)
+
+    def work(ref, project):
+        number = _find_one(m.UserIncomingCallNumber, ref, project, "number", by_address)
+        return number, verification.pending_code(number)
+
+    async def go(db):
+        await _require_migrated(db)
+        return await db.run(work, args.number, args.project)
+
+    number, pending = _run_db(config, go)
+    address = number.phoneNumber or number.sipUri
+    if pending.code is None:
+        raise CommandError(f"no code to read for {address}: {pending.reason}")
+    print(pending.code)
+    print(f"{address}: code valid until {pending.expires_at:%Y-%m-%d %H:%M} UTC; "
+          f"{pending.attempts} wrong code(s) tried so far", file=sys.stderr)
+    return 0
+
+
+# -- configuration as code -------------------------------------------------------------------
+
+
+def cmd_sync(config: Config, args) -> int:
+    from pathlib import Path
+
+    from api import sync  # the one command besides serve that needs the API's resources
+
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read {path}: {exc}") from None
+
+    async def go(db):
+        await _require_migrated(db)
+        return await db.run(lambda: sync.apply(text, str(path), default_region=config.sip.default_region,
+                                               dry_run=args.dry_run, project=args.project))
+
+    try:
+        result = _run_db(config, go)
+    except sync.SyncError as exc:
+        raise CommandError(f"{path} was not applied (nothing changed):\n" + "\n".join(exc.problems)) from None
+    for line in result.changes:
+        print(line)
+    if not result.changes:
+        print("no changes: the project matches the file")
+    elif args.dry_run:
+        print(f"dry run: {len(result.changes)} change(s) would be made (nothing was changed)")
+    else:
+        print(f"applied {len(result.changes)} change(s) to project {result.project_id}")
+    return 0
+
+
 def cmd_serve(config: Config, args) -> int:
     from ivr.serve import serve
 
@@ -173,6 +321,29 @@ def add_cli(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--markdown", action="store_true", help="print the settings table as Markdown")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("oncall", help="who is on call on a schedule, and the next hand-offs")
+    p.add_argument("schedule", metavar="SCHEDULE", help="schedule id or name")
+    p.add_argument("--at", metavar="ISO8601", help="the moment (default: now; without an offset: UTC)")
+    p.add_argument("--next", type=int, default=0, metavar="N", help="also list the next N hand-offs")
+    p.add_argument("--project", help="project id (when the name is used in several projects)")
+    p.set_defaults(func=cmd_oncall)
+
+    p = sub.add_parser("number", help="users' incoming-call numbers")
+    nsub = p.add_subparsers(dest="number_command", metavar="ACTION")
+    nsub.required = True
+    c = nsub.add_parser("code", help="print the verification code waiting to be delivered to a number "
+                                     "(until codes are delivered by phone calls)")
+    c.add_argument("number", metavar="NUMBER", help="number id, phone number or SIP URI")
+    c.add_argument("--project", help="project id (when the number is in several projects)")
+    c.set_defaults(func=cmd_number_code)
+
+    p = sub.add_parser("sync", help="make a project match a YAML file (users, numbers, teams, schedules, "
+                                    "policies, rules)")
+    p.add_argument("file", metavar="FILE.yaml")
+    p.add_argument("--dry-run", action="store_true", help="print the differences, change nothing")
+    p.add_argument("--project", help="project id or name (instead of the file's project:)")
+    p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("serve", help="run the REST API and the call controller")
     p.add_argument("--api-only", action="store_true", help="run only the REST API")

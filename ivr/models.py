@@ -34,6 +34,7 @@ from peewee import (
 from playhouse.pwasyncio import AsyncModelMixin
 
 from ivr.engine import TERMINAL_STATUSES, CallStatus  # noqa: F401 - the one status enum, re-exported
+from ivr.oncall import RotationInterval
 
 database = DatabaseProxy()
 
@@ -170,6 +171,21 @@ class UserIncomingCallNumber(ProjectScoped):
                                         "Owner or Admin may create a number already verified.")
 
 
+class UserIncomingCallNumberVerification(BaseModel):
+    """The pending verification code of a number (ivr/verification.py). Never exposed by the API."""
+
+    userIncomingCallNumber = ForeignKeyField(
+        UserIncomingCallNumber, column_name="userIncomingCallNumberId", object_id_name="userIncomingCallNumberId",
+        unique=True, on_delete="CASCADE", help_text="ID of the number being verified")
+    codeHash = CharField(max_length=64, help_text="SHA-256 of the salt and the code: the code is checked against this")
+    codeSalt = CharField(max_length=32, help_text="Random salt of codeHash")
+    undeliveredCode = CharField(max_length=16, null=True,
+                                help_text="The code itself, kept only until it has been delivered to the number")
+    attempts = IntegerField(default=0, help_text="Wrong codes tried since the last unlock")
+    lockedAt = DateTimeField(null=True, help_text="Locked after too many wrong codes; an admin re-sending unlocks")
+    expiresAt = DateTimeField(help_text="The code stops working at this time")
+
+
 class Team(ProjectScoped):
     name = CharField(max_length=200, help_text="Name of the team")
     description = LongTextField(null=True, help_text="Description of the team")
@@ -201,6 +217,77 @@ class ApiKey(ProjectScoped):
     role = EnumField(Role, null=True, help_text="Role of the key")
     permissions = JSONField(default=list, help_text="Fine-grained permissions granted besides the role")
     expiresAt = DateTimeField(null=True, help_text="The key stops working at this time")
+
+
+# -- on-call schedules (semantics: ivr/oncall.py) -------------------------------------
+
+
+class OnCallDutyPolicySchedule(ProjectScoped):
+    name = CharField(max_length=200, help_text="Name of the schedule (unique in the project)")
+    description = LongTextField(null=True, help_text="Description of the schedule")
+    timeZone = CharField(max_length=64, default="UTC",
+                         help_text="IANA time zone in which the schedule's hand-off times, rotation lengths and "
+                                   "restriction windows are read, e.g. America/New_York")
+
+    class Meta:
+        indexes = ((("project", "name"), True),)
+
+
+class OnCallDutyPolicyScheduleLayer(ProjectScoped):
+    onCallDutyPolicySchedule = ForeignKeyField(
+        OnCallDutyPolicySchedule, column_name="onCallDutyPolicyScheduleId", object_id_name="onCallDutyPolicyScheduleId",
+        on_delete="CASCADE", help_text="ID of the On-Call Duty Policy Schedule this layer belongs to")
+    name = CharField(max_length=200, null=True, help_text="Name of the layer")
+    description = LongTextField(null=True, help_text="Description of the layer")
+    order = IntegerField(help_text="Position of the layer in the schedule, from 1; where several layers cover a "
+                                   "moment, the later one wins. Missing: last. Inserting at N shifts the layers at N "
+                                   "and after.")
+    startsAt = DateTimeField(help_text="When the layer starts covering: the first user's first shift starts here")
+    rotationInterval = EnumField(RotationInterval, default=RotationInterval.WEEK.value,
+                                 help_text="Unit of the rotation length: Hour, Day or Week")
+    rotationIntervalCount = IntegerField(default=1, help_text="Length of one shift, in rotationInterval units "
+                                                              "(1 to 1000)")
+    handOffTime = CharField(max_length=8, null=True,
+                            help_text="Local time of day (HH:MM, in the schedule's time zone) at which shifts hand "
+                                      "off. Missing: the local time of startsAt")
+    restrictionTimes = JSONField(
+        default=list,
+        help_text='Windows of local time outside which the layer covers no one (empty: always covers). A list of '
+                  '{"type": "Daily", "startTime": "09:00", "endTime": "17:00", "days": ["Monday", ...]} (days '
+                  'optional: the days on which the window opens) and {"type": "Weekly", "startDay": "Monday", '
+                  '"startTime": "09:00", "endDay": "Friday", "endTime": "17:00"}. An end not after the start wraps '
+                  'past midnight or the end of the week.')
+
+    class Meta:
+        indexes = ((("onCallDutyPolicySchedule", "order"), False),)
+
+
+class OnCallDutyPolicyScheduleLayerUser(ProjectScoped):
+    onCallDutyPolicyScheduleLayer = ForeignKeyField(
+        OnCallDutyPolicyScheduleLayer, column_name="onCallDutyPolicyScheduleLayerId",
+        object_id_name="onCallDutyPolicyScheduleLayerId", on_delete="CASCADE",
+        help_text="ID of the On-Call Duty Policy Schedule Layer whose rotation this user is in")
+    user = ForeignKeyField(User, column_name="userId", object_id_name="userId", on_delete="RESTRICT",
+                           help_text="ID of the user")
+    order = IntegerField(help_text="Position of the user in the layer's rotation, from 1. Missing: last. "
+                                   "Inserting at N shifts the users at N and after.")
+
+    class Meta:
+        indexes = ((("onCallDutyPolicyScheduleLayer", "order"), False),)
+
+
+class OnCallDutyPolicyScheduleOverride(ProjectScoped):
+    onCallDutyPolicySchedule = ForeignKeyField(
+        OnCallDutyPolicySchedule, column_name="onCallDutyPolicyScheduleId", object_id_name="onCallDutyPolicyScheduleId",
+        on_delete="CASCADE", help_text="ID of the On-Call Duty Policy Schedule this override belongs to")
+    user = ForeignKeyField(User, column_name="userId", object_id_name="userId", on_delete="CASCADE",
+                           help_text="ID of the user on call during the override, whatever the layers say")
+    startsAt = DateTimeField(help_text="Start of the override (inclusive)")
+    endsAt = DateTimeField(help_text="End of the override (exclusive); after startsAt")
+    description = LongTextField(null=True, help_text="Why, e.g. a swap or a sick day")
+
+    class Meta:
+        indexes = ((("onCallDutyPolicySchedule", "endsAt"), False),)
 
 
 # -- incoming call policies --------------------------------------------------------
@@ -262,8 +349,9 @@ class IncomingCallPolicyEscalationRule(ProjectScoped):
     escalateAfterSeconds = IntegerField(default=30, help_text="Seconds the rule rings before escalating to the next")
     user = ForeignKeyField(User, column_name="userId", object_id_name="userId", null=True, on_delete="RESTRICT",
                            help_text="User to ring (exactly one of userId, onCallDutyPolicyScheduleId, teamId)")
-    onCallDutyPolicyScheduleId = IdField(null=True,
-                                         help_text="On-call schedule whose current on-call users are rung")
+    onCallDutyPolicySchedule = ForeignKeyField(
+        OnCallDutyPolicySchedule, column_name="onCallDutyPolicyScheduleId", object_id_name="onCallDutyPolicyScheduleId",
+        null=True, on_delete="RESTRICT", help_text="On-call schedule whose current on-call user is rung")
     team = ForeignKeyField(Team, column_name="teamId", object_id_name="teamId", null=True, on_delete="RESTRICT",
                            help_text="Team whose members are all rung at once")
 
@@ -358,7 +446,9 @@ class CallLog(ProjectScoped):
 
 
 MODELS = (
-    Project, User, UserIncomingCallNumber, Team, TeamMember, Label, ApiKey,
+    Project, User, UserIncomingCallNumber, UserIncomingCallNumberVerification, Team, TeamMember, Label, ApiKey,
+    OnCallDutyPolicySchedule, OnCallDutyPolicyScheduleLayer, OnCallDutyPolicyScheduleLayerUser,
+    OnCallDutyPolicyScheduleOverride,
     IncomingCallPolicy, IncomingCallPolicyLabel, IncomingCallPolicyEscalationRule,
     IncomingCallLog, IncomingCallLogItem, CallLog,
 )

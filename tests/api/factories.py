@@ -46,8 +46,9 @@ class Graph:
 
 
 async def build_graph(api, name: str = "Graph", project_id: str | None = None, key: str | None = None) -> Graph:
-    """A project (new unless given) with labels, users, numbers, a team and member, a policy with two
-    escalation rules, and one row of each log."""
+    """A project (new unless given) with labels, users, numbers, a team and member, an on-call schedule
+    (two layers, their users, an override), a policy with three escalation rules (a user, the team, the
+    schedule), and one row of each log."""
     if project_id is None:
         tenant = await api.tenant(name, roles=("owner",))
         project_id, key = tenant.project_id, tenant.owner
@@ -81,6 +82,24 @@ async def build_graph(api, name: str = "Graph", project_id: str | None = None, k
                       {"incomingCallPolicyId": policy, "name": "First", "userId": user, "escalateAfterSeconds": 20})
     await make("incoming-call-policy-escalation-rule", "rule2",
                {"incomingCallPolicyId": policy, "name": "Then the team", "teamId": team})
+    schedule = await make("on-call-duty-policy-schedule", "schedule",
+                          {"name": f"Primary {tok}", "description": "Weekly, days only", "timeZone": "Europe/Paris"})
+    layer = await make("on-call-duty-policy-schedule-layer", "layer", {
+        "onCallDutyPolicyScheduleId": schedule, "name": f"Weekly {tok}", "startsAt": "2024-01-01T08:00:00Z",
+        "rotationInterval": "Week", "handOffTime": "09:00",
+        "restrictionTimes": [{"type": "Daily", "startTime": "08:00", "endTime": "20:00"}]})
+    await make("on-call-duty-policy-schedule-layer", "layer2", {
+        "onCallDutyPolicyScheduleId": schedule, "startsAt": "2024-01-01T00:00:00Z", "rotationInterval": "Day"})
+    await make("on-call-duty-policy-schedule-layer-user", "layer_user",
+               {"onCallDutyPolicyScheduleLayerId": layer, "userId": user})
+    await make("on-call-duty-policy-schedule-layer-user", "layer_user2",
+               {"onCallDutyPolicyScheduleLayerId": layer, "userId": user2})
+    await make("on-call-duty-policy-schedule-override", "override", {
+        "onCallDutyPolicyScheduleId": schedule, "userId": user2, "startsAt": "2024-05-01T00:00:00Z",
+        "endsAt": "2024-05-02T00:00:00Z", "description": f"Swap {tok}"})
+    await make("incoming-call-policy-escalation-rule", "rule3",
+               {"incomingCallPolicyId": policy, "name": "Then whoever is on call",
+                "onCallDutyPolicyScheduleId": schedule})
 
     started = dt.datetime(2024, 5, 1, 12, 0, 0)
     log = await IncomingCallLog.acreate(

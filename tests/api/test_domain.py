@@ -155,8 +155,11 @@ async def test_rule_needs_exactly_one_target(api, acme, policy_with_user):
     await api.call("PUT", f"{RULES}/{rule['_id']}", acme.owner, {"data": {"teamId": team["_id"], "userId": None}})
     item = await get(api, acme, "incoming-call-policy-escalation-rule", rule["_id"], "teamId", "userId")
     assert item["teamId"] == team["_id"] and item["userId"] is None
-    schedule = str(uuid.uuid4())
-    await add_rule(api, acme, policy_id, None, "s", onCallDutyPolicyScheduleId=schedule)
+    status, message = await error_of(api, "POST", RULES, acme.owner, {"data": {
+        "incomingCallPolicyId": policy_id, "onCallDutyPolicyScheduleId": str(uuid.uuid4())}})
+    assert status == 400 and "no On-Call Duty Policy Schedule with id" in message
+    schedule = await api.create("on-call-duty-policy-schedule", acme.owner, {"name": f"Primary {uuid.uuid4().hex}"})
+    await add_rule(api, acme, policy_id, None, "s", onCallDutyPolicyScheduleId=schedule["_id"])
 
 
 async def test_rule_defaults_and_bounds(api, acme, policy_with_user):

@@ -50,6 +50,7 @@ async def test_400_wrong_types(api, acme):
         ({"name": "x", "repeatPolicyIfNoOneAnswersTimes": 2.5}, "must be a whole number"),
         ({"name": "x", "repeatPolicyIfNoOneAnswersTimes": 10**12}, "out of range"),
         ({"name": "x", "phoneNumberPurchasedAt": "last week"}, "not an ISO 8601 date-time"),
+        ({"name": "x", "phoneNumberPurchasedAt": "0001-01-01T00:00:00+01:00"}, "out of range"),
         ({"name": "x" * 300}, "at most 200 characters"),
         ({"name": "nul\x00byte"}, "must not contain NUL"),
         ({"name": None}, "data.name: must not be null"),

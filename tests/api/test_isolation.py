@@ -80,6 +80,10 @@ def update_data(path: str) -> dict:
         "team": {"name": "Hijacked"},
         "team-member": {},
         "label": {"name": f"hijacked-{token()}"},
+        "on-call-duty-policy-schedule": {"name": f"Hijacked {token()}"},
+        "on-call-duty-policy-schedule-layer": {"name": "Hijacked", "rotationIntervalCount": 3},
+        "on-call-duty-policy-schedule-layer-user": {"order": 1},
+        "on-call-duty-policy-schedule-override": {"description": "Hijacked"},
         "incoming-call-log": {"status": "Failed"},
         "incoming-call-log-item": {"status": "Failed"},
         "call-log": {"status": "Error"},
@@ -103,6 +107,15 @@ async def create_data(api, a: Graph, path: str) -> dict:
         return {"teamId": a["team"], "userId": user["_id"]}
     if path == "label":
         return {"name": f"label-{token()}"}
+    if path == "on-call-duty-policy-schedule":
+        return {"name": f"Schedule {token()}"}
+    if path == "on-call-duty-policy-schedule-layer":
+        return {"onCallDutyPolicyScheduleId": a["schedule"], "startsAt": "2024-02-01T00:00:00Z"}
+    if path == "on-call-duty-policy-schedule-layer-user":
+        return {"onCallDutyPolicyScheduleLayerId": a["layer"], "userId": a["user2"]}
+    if path == "on-call-duty-policy-schedule-override":
+        return {"onCallDutyPolicyScheduleId": a["schedule"], "userId": a["user"],
+                "startsAt": "2024-02-01T00:00:00Z", "endsAt": "2024-02-02T00:00:00Z"}
     return {"status": "Completed"}  # logs: refused before the data is looked at
 
 
@@ -280,6 +293,20 @@ CROSS_CREATE = [
     ("incoming-call-policy", "labels", lambda a, b: {"name": f"P {token()}", "labels": [b["label"]]}),
     ("incoming-call-policy", "labels", lambda a, b: {"name": f"P {token()}", "labels": [a["label"], b["label2"]]}),
     ("incoming-call-policy", "createdByUserId", lambda a, b: {"name": f"P {token()}", "createdByUserId": b["user"]}),
+    ("incoming-call-policy-escalation-rule", "onCallDutyPolicyScheduleId",
+     lambda a, b: {"incomingCallPolicyId": a["policy"], "onCallDutyPolicyScheduleId": b["schedule"]}),
+    ("on-call-duty-policy-schedule-layer", "onCallDutyPolicyScheduleId",
+     lambda a, b: {"onCallDutyPolicyScheduleId": b["schedule"], "startsAt": "2024-02-01T00:00:00Z"}),
+    ("on-call-duty-policy-schedule-layer-user", "onCallDutyPolicyScheduleLayerId",
+     lambda a, b: {"onCallDutyPolicyScheduleLayerId": b["layer"], "userId": a["user"]}),
+    ("on-call-duty-policy-schedule-layer-user", "userId",
+     lambda a, b: {"onCallDutyPolicyScheduleLayerId": a["layer"], "userId": b["user"]}),
+    ("on-call-duty-policy-schedule-override", "onCallDutyPolicyScheduleId",
+     lambda a, b: {"onCallDutyPolicyScheduleId": b["schedule"], "userId": a["user"],
+                   "startsAt": "2024-02-01T00:00:00Z", "endsAt": "2024-02-02T00:00:00Z"}),
+    ("on-call-duty-policy-schedule-override", "userId",
+     lambda a, b: {"onCallDutyPolicyScheduleId": a["schedule"], "userId": b["user"],
+                   "startsAt": "2024-02-01T00:00:00Z", "endsAt": "2024-02-02T00:00:00Z"}),
 ]
 
 
@@ -303,6 +330,10 @@ CROSS_UPDATE = [
     ("user", "user", "projectId", lambda b: {"projectId": b.project_id}),
     ("team-member", "member", "teamId", lambda b: {"teamId": b["team"]}),
     ("user-incoming-call-number", "number", "userId", lambda b: {"userId": b["user"]}),
+    ("incoming-call-policy-escalation-rule", "rule3", "onCallDutyPolicyScheduleId",
+     lambda b: {"onCallDutyPolicyScheduleId": b["schedule"]}),
+    ("on-call-duty-policy-schedule-layer-user", "layer_user", "userId", lambda b: {"userId": b["user"]}),
+    ("on-call-duty-policy-schedule-override", "override", "userId", lambda b: {"userId": b["user"]}),
 ]
 
 

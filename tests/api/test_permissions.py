@@ -91,6 +91,8 @@ async def disposable(api, graph: Graph, path: str) -> str:
         data = {"teamId": graph["team"], "userId": user["_id"]}
     elif path == "label":
         data = {"name": f"temp-{token()}"}
+    elif path in SCHEDULE_PARTS:
+        data = await create_data(api, graph, path)
     else:
         raise AssertionError(path)
     return (await api.create(path, key, data))["_id"]
@@ -107,7 +109,19 @@ async def create_data(api, graph: Graph, path: str) -> dict:
         "user-incoming-call-number": {"userId": graph["user"], "sipUri": "sip:created@10.0.0.9"},
         "team": {"name": f"Created {token()}"},
         "label": {"name": f"created-{token()}"},
+        "on-call-duty-policy-schedule": {"name": f"Created {token()}", "timeZone": "Asia/Tokyo"},
+        "on-call-duty-policy-schedule-layer": {"onCallDutyPolicyScheduleId": graph["schedule"],
+                                               "startsAt": "2024-06-01T00:00:00Z"},
+        "on-call-duty-policy-schedule-layer-user": {"onCallDutyPolicyScheduleLayerId": graph["layer"],
+                                                    "userId": graph["user2"]},
+        "on-call-duty-policy-schedule-override": {"onCallDutyPolicyScheduleId": graph["schedule"],
+                                                  "userId": graph["user"], "startsAt": "2024-06-01T00:00:00Z",
+                                                  "endsAt": "2024-06-01T12:00:00Z"},
     }.get(path, {"status": "Completed"})  # logs: refused whatever the data
+
+
+SCHEDULE_PARTS = ("on-call-duty-policy-schedule", "on-call-duty-policy-schedule-layer",
+                  "on-call-duty-policy-schedule-layer-user", "on-call-duty-policy-schedule-override")
 
 
 UPDATES = {
@@ -118,6 +132,10 @@ UPDATES = {
     "team": ("team", {"description": "Edited"}),
     "team-member": ("member", {}),
     "label": ("label2", {"color": "#00ff00"}),
+    "on-call-duty-policy-schedule": ("schedule", {"description": "Edited"}),
+    "on-call-duty-policy-schedule-layer": ("layer2", {"rotationIntervalCount": 2}),
+    "on-call-duty-policy-schedule-layer-user": ("layer_user2", {"order": 2}),
+    "on-call-duty-policy-schedule-override": ("override", {"description": "Edited"}),
     "incoming-call-log": ("log", {"status": "Failed"}),
     "incoming-call-log-item": ("log_item", {"status": "Failed"}),
     "call-log": ("call_log", {"status": "Error"}),
@@ -323,6 +341,6 @@ async def test_rate_limit_is_per_key(database_url, tmp_path, aiohttp_client):
 
 
 def test_matrix_covers_every_resource():
-    assert {r.path for r in RESOURCES} == set(BY_PATH) and len(RESOURCES) == 10
+    assert {r.path for r in RESOURCES} == set(BY_PATH) and len(RESOURCES) == 14
     assert set(LOGS) == {r.path for r in RESOURCES if not r.writable}
     assert set(UPDATES) == set(BY_PATH)

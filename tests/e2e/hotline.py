@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class Target:
 
     phones: list[Phone]
     team: bool = False
+    schedule: bool = False  # an on-call schedule rotating through the phones' users, the first on call now
     escalate_after: int = 2
 
 
@@ -101,6 +103,16 @@ class Hotline:
                     for user in users:
                         m.TeamMember.create(project=project, team=team, user=user)
                     kwargs["team"] = team
+                elif target.schedule:
+                    schedule = m.OnCallDutyPolicySchedule.create(project=project, name=f"Schedule {order}",
+                                                                 timeZone="Europe/Paris")
+                    layer = m.OnCallDutyPolicyScheduleLayer.create(
+                        project=project, onCallDutyPolicySchedule=schedule, order=1,
+                        startsAt=m.utcnow() - dt.timedelta(hours=1), rotationInterval="Day", rotationIntervalCount=1)
+                    for position, user in enumerate(users, start=1):
+                        m.OnCallDutyPolicyScheduleLayerUser.create(
+                            project=project, onCallDutyPolicyScheduleLayer=layer, user=user, order=position)
+                    kwargs["onCallDutyPolicySchedule"] = schedule
                 elif users:
                     kwargs["user"] = users[0]
                 scenario.rules.append(m.IncomingCallPolicyEscalationRule.create(

@@ -107,6 +107,20 @@ async def test_team_rings_everyone_at_once_and_the_first_to_accept_wins(hotline,
     assert (await away.wait(5)).canceled
 
 
+async def test_schedule_rings_whoever_is_on_call_now(hotline, sip_target):
+    on_call, off_duty = Phone.answer_and_press("1", delay=0.5), Phone.answer_and_press("1", delay=0.5)
+    async with on_call, off_duty:
+        scenario = await hotline.policy(Target([on_call, off_duty], schedule=True, escalate_after=5))
+        caller = Caller(scenario.number, sip_target, hangup_after=1)
+        await caller.start()
+        log = await hotline.final_log(scenario)
+        off_duty_result = await off_duty.stop()
+    items = await hotline.items_of(log)
+    assert log.status == "Completed" and log.answeredByUserId == scenario.user_of(on_call).id
+    assert [(i.userId, i.status) for i in items] == [(scenario.user_of(on_call).id, "Completed")]
+    assert not off_duty_result.received_call
+
+
 async def test_repeat_then_no_answer(hotline, sip_target):
     phone = Phone.never_answer(calls=3)
     async with phone:

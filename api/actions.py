@@ -1,0 +1,270 @@
+"""Operations of a resource beyond OneUptime's CRUD set: one list the routes and the OpenAPI document
+are both built from (like ``api.registry.RESOURCES``).
+
+- ``GET /api/on-call-duty-policy-schedule/:id/on-call?at=ISO8601&next=N``: who is on call at ``at``
+  (default: now), until when, and the next N hand-offs.
+- ``POST /api/user-incoming-call-number/verify {itemId, code}``: verifies a number with its code.
+- ``POST /api/user-incoming-call-number/resend-verification-code {itemId}``: a new code (an admin's
+  re-send also unlocks a number locked after too many wrong codes).
+
+An action names its resource (the tag and permission noun) and the verb it needs; its ``run`` is
+synchronous peewee code run through the database bridge (``writes``: the asyncio database, else the
+read path), given the caller's ``Context`` and the request's parts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from api.errors import ApiError, BadRequest, Forbidden, NotFound
+from api.registry import BY_PATH
+from api.resources import Context, Resource
+from api.schema import format_datetime, parse_datetime
+from ivr import models as m
+from ivr import oncall, schedules, verification
+
+
+class Locked(ApiError):
+    status = 423
+
+
+@dataclass(frozen=True)
+class Request:
+    """The parts of an HTTP request an action reads."""
+
+    path: Mapping[str, str]
+    query: Mapping[str, str]
+    body: dict
+
+
+@dataclass(frozen=True)
+class Action:
+    resource: Resource
+    verb: str                                   # the permission it needs on the resource: read, update...
+    method: str                                 # GET | POST
+    suffix: str                                 # after /api/<resource>, e.g. "/{id}/on-call"
+    operation_id: str
+    summary: str
+    description: str
+    run: Callable[[Context, Request], Any]
+    writes: bool = False
+    parameters: list[dict] = field(default_factory=list)
+    body: dict | None = None                    # JSON schema of the request body
+    response: dict = field(default_factory=dict)
+    codes: tuple[str, ...] = ("400", "401", "403", "404", "429")
+
+    @property
+    def path(self) -> str:
+        return f"/api/{self.resource.path}{self.suffix}"
+
+
+def _check_keys(body: dict, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}. Fields: {', '.join(allowed)}")
+
+
+def _item_id(body: dict, resource: Resource) -> uuid.UUID:
+    raw = body.get("itemId")
+    if raw is None:
+        raise BadRequest("itemId: missing (the ID of the number)")
+    if not isinstance(raw, str):
+        raise BadRequest("itemId: must be an ID (a UUID string)")
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise BadRequest(f"itemId: {raw!r} is not a valid ID (a UUID)") from None
+
+
+# -- who is on call ---------------------------------------------------------------------------
+
+MAX_NEXT = 100
+
+
+def _user(user: m.User | None, user_id: str | None) -> dict | None:
+    if user_id is None:
+        return None
+    if user is None:
+        return {"_id": user_id, "name": None, "email": None}
+    return {"_id": user_id, "name": user.name, "email": user.email}
+
+
+def _who(on_call, users) -> dict:
+    return {
+        "userId": on_call.user,
+        "user": _user(users.get(on_call.user), on_call.user),
+        "onCallDutyPolicyScheduleLayerId": on_call.layer.id if on_call.layer else None,
+        "onCallDutyPolicyScheduleOverrideId": on_call.override.id if on_call.override else None,
+    }
+
+
+def on_call(ctx: Context, request: Request) -> dict:
+    resource = BY_PATH["on-call-duty-policy-schedule"]
+    schedule_id = resource.parse_id(request.path["id"])
+    try:
+        at = parse_datetime(request.query["at"], "at") if "at" in request.query else m.utcnow()
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00, before the first representable instant
+        at = oncall.EARLIEST - dt.timedelta(days=1)
+    if not oncall.in_range(at):
+        raise BadRequest(f"at: must be between {oncall.EARLIEST.year} and {oncall.LATEST.year}")
+    raw_next = request.query.get("next", "0")
+    try:
+        count = int(raw_next)
+    except ValueError:
+        raise BadRequest(f"next: {raw_next!r} is not a whole number") from None
+    if not 0 <= count <= MAX_NEXT:
+        raise BadRequest(f"next: must be between 0 and {MAX_NEXT}")
+    schedule = schedules.load_schedule(schedule_id, ctx.project_id, overrides_ending_after=at)
+    if schedule is None:
+        raise NotFound(f"No {resource.title} with id {request.path['id']}.")
+    report = schedules.report(schedule, ctx.project_id, at, count)
+    return {
+        "_id": schedule.id,
+        "timeZone": schedule.time_zone,
+        "at": format_datetime(report.at),
+        **_who(report.on_call, report.users),
+        "until": format_datetime(report.until) if report.until else None,
+        "handoffs": [{"at": format_datetime(h.at), **_who(h.on_call, report.users)} for h in report.handoffs],
+    }
+
+
+_NULLABLE_ID = {"type": ["string", "null"], "format": "uuid"}
+_WHO = {
+    "userId": {**_NULLABLE_ID, "description": "ID of the user on call (null: no one)"},
+    "user": {"anyOf": [{"type": "object", "required": ["_id", "name", "email"], "additionalProperties": False,
+                        "properties": {"_id": {"type": "string", "format": "uuid"},
+                                       "name": {"type": ["string", "null"]},
+                                       "email": {"type": ["string", "null"]}}},
+                       {"type": "null"}]},
+    "onCallDutyPolicyScheduleLayerId": {**_NULLABLE_ID, "description": "The layer that puts them on call"},
+    "onCallDutyPolicyScheduleOverrideId": {**_NULLABLE_ID, "description": "The override that puts them on call"},
+}
+_ON_CALL_RESPONSE = {
+    "type": "object", "additionalProperties": False,
+    "required": ["_id", "timeZone", "at", *_WHO, "until", "handoffs"],
+    "properties": {
+        "_id": {"type": "string", "format": "uuid"},
+        "timeZone": {"type": "string"},
+        "at": {"type": "string", "format": "date-time"},
+        **_WHO,
+        "until": {"type": ["string", "null"], "format": "date-time",
+                  "description": "When the person on call hands off (null: not within a year)"},
+        "handoffs": {"type": "array", "description": "The next hand-offs (query parameter next)", "items": {
+            "type": "object", "additionalProperties": False, "required": ["at", *_WHO],
+            "properties": {"at": {"type": "string", "format": "date-time"}, **_WHO}}},
+    },
+}
+
+# -- verification codes ---------------------------------------------------------------------------
+
+_LOCKED = (f"This number is locked after {verification.MAX_ATTEMPTS} wrong codes. A Project Owner or Project "
+           "Admin re-sending a code (POST /api/user-incoming-call-number/resend-verification-code) unlocks it.")
+
+
+def _number(ctx: Context, number_id: uuid.UUID, resource: Resource) -> m.UserIncomingCallNumber:
+    Number = m.UserIncomingCallNumber
+    number = Number.get_or_none(Number.id == number_id, Number.project == ctx.project_id)
+    if number is None:
+        raise NotFound(f"No {resource.title} with id {number_id}.")
+    return number
+
+
+def verify(ctx: Context, request: Request) -> dict:
+    resource = BY_PATH["user-incoming-call-number"]
+    _check_keys(request.body, ("itemId", "code"))
+    number_id = _item_id(request.body, resource)
+    code = request.body.get("code")
+    if code is None:
+        raise BadRequest("code: missing (the code the number received)")
+    if not isinstance(code, str):
+        raise BadRequest("code: must be a string of digits")
+    code = "".join(code.split()).replace("-", "")
+    if not (code.isascii() and code.isdigit() and len(code) == verification.CODE_DIGITS):
+        raise BadRequest(f"code: must be the {verification.CODE_DIGITS} digits the number received")
+    database = m.UserIncomingCallNumber._meta.database
+    with database.atomic():  # the count of wrong codes is kept: the errors are raised after the commit
+        check = verification.check_code(_number(ctx, number_id, resource), code)
+    outcome = check.outcome
+    if outcome is verification.Outcome.VERIFIED:
+        return {}
+    if outcome is verification.Outcome.WRONG:
+        if check.attempts_left == 0:
+            raise Locked("Wrong code. " + _LOCKED)
+        raise BadRequest(f"Wrong code: {check.attempts_left} tr{'y' if check.attempts_left == 1 else 'ies'} left "
+                         "before the number is locked.")
+    if outcome is verification.Outcome.LOCKED:
+        raise Locked(_LOCKED)
+    if outcome is verification.Outcome.EXPIRED:
+        raise BadRequest("This code expired: re-send one "
+                         "(POST /api/user-incoming-call-number/resend-verification-code).")
+    if outcome is verification.Outcome.ALREADY_VERIFIED:
+        raise BadRequest("This number is already verified.")
+    raise BadRequest("No code was sent to this number: send one first "
+                     "(POST /api/user-incoming-call-number/resend-verification-code).")
+
+
+def resend(ctx: Context, request: Request) -> dict:
+    resource = BY_PATH["user-incoming-call-number"]
+    _check_keys(request.body, ("itemId",))
+    number_id = _item_id(request.body, resource)
+    database = m.UserIncomingCallNumber._meta.database
+    with database.atomic():
+        number = _number(ctx, number_id, resource)
+        if number.isVerified:
+            raise BadRequest("This number is already verified.")
+        try:
+            verification.issue_code(number.id, unlock=ctx.principal.is_admin)
+        except verification.NumberLocked:
+            raise Forbidden(f"This number is locked after {verification.MAX_ATTEMPTS} wrong codes: only a Project "
+                            "Owner or Project Admin key can re-send a code, which unlocks it.") from None
+    return {}
+
+
+_ITEM_ID = {"type": "string", "format": "uuid", "description": "ID of the User Incoming Call Number"}
+_EMPTY = {"type": "object", "additionalProperties": False}
+
+ACTIONS: list[Action] = [
+    Action(
+        BY_PATH["on-call-duty-policy-schedule"], "read", "GET", "/{id}/on-call",
+        "getOnCallDutyPolicyScheduleOnCall", "Who is on call",
+        "Who is on call on the schedule at a moment (default: now), what puts them there (a layer or an "
+        "override), until when, and the next hand-offs.",
+        on_call,
+        parameters=[
+            {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "ID of the schedule"},
+            {"name": "at", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"},
+             "description": "The moment, ISO 8601 (without an offset: UTC), between 1970 and 2200. Default: now"},
+            {"name": "next", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_NEXT},
+             "description": f"How many of the next hand-offs to list (0 to {MAX_NEXT}, default 0)"},
+        ],
+        response=_ON_CALL_RESPONSE,
+    ),
+    Action(
+        BY_PATH["user-incoming-call-number"], "update", "POST", "/verify",
+        "verifyUserIncomingCallNumber", "Verify a number with its code",
+        "Verifies a number with the 6-digit code it received; a number is rung only once verified. Wrong codes "
+        f"are counted: after {verification.MAX_ATTEMPTS} the number is locked (423) until a Project Owner or "
+        "Admin re-sends a code.",
+        verify, writes=True,
+        body={"type": "object", "additionalProperties": False, "required": ["itemId", "code"],
+              "properties": {"itemId": _ITEM_ID,
+                             "code": {"type": "string", "description": "The 6 digits the number received"}}},
+        response=_EMPTY, codes=("400", "401", "403", "404", "423", "429"),
+    ),
+    Action(
+        BY_PATH["user-incoming-call-number"], "update", "POST", "/resend-verification-code",
+        "resendUserIncomingCallNumberVerificationCode", "Send a new verification code",
+        "Sends the number a new code (replacing the previous one) by a phone call that speaks it; until "
+        "outbound calls exist, an administrator reads it on the server with `hotline number code`. From a "
+        "Project Owner or Admin key it also unlocks a number locked after too many wrong codes.",
+        resend, writes=True,
+        body={"type": "object", "additionalProperties": False, "required": ["itemId"],
+              "properties": {"itemId": _ITEM_ID}},
+        response=_EMPTY,
+    ),
+]

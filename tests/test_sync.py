@@ -1,0 +1,260 @@
+"""Configuration as code: ``hotline sync FILE.yaml [--dry-run]`` on a temporary SQLite database.
+
+Applied twice, the second run changes nothing; a dry run lists the changes and makes none; a file
+with a problem is reported with its file and line, and nothing of it is applied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from api import sync
+from ivr import models as m
+from ivr import schedules
+from ivr.db import migrate, run_sync
+
+ACME = textwrap.dedent("""\
+    project: Acme
+    users:
+      - email: Alice@Example.com
+        name: Alice
+        timeZone: America/New_York
+        numbers:
+          - "+1 415 555 0101"
+          - sip: sip:alice@10.0.0.5:5060
+            verified: false
+      - email: bob@example.com
+        name: Bob
+        numbers: ["+1 415 555 0102"]
+      - email: carol@example.com
+        name: Carol
+    teams:
+      - name: Database
+        description: The DBAs
+        members: [alice@example.com, bob@example.com]
+    schedules:
+      - name: Primary
+        timeZone: America/New_York
+        layers:
+          - name: 24x7
+            start: 2024-03-04T09:00
+            rotation: 1 week
+            handoffTime: "09:00"
+            users: [alice@example.com, bob@example.com]
+          - name: Business hours
+            start: 2024-03-04T09:00
+            rotation: 1 day
+            restrictions:
+              - daily: 09:00-17:00
+                days: [Mon, Tue, Wed, Thu, Fri]
+            users: [carol@example.com]
+        overrides:
+          - user: carol@example.com
+            start: 2024-03-06T00:00
+            end: 2024-03-07T00:00
+            description: Alice is sick
+    policies:
+      - name: Database on-call
+        slug: db-on-call
+        routingPhoneNumber: "+1 415 555 0100"
+        greetingMessage: Please hold.
+        rules:
+          - schedule: Primary
+            escalateAfterSeconds: 20
+          - team: Database
+          - user: carol@example.com
+    """)
+
+
+@pytest.fixture
+def url(tmp_path):
+    database_url = f"sqlite:///{tmp_path / 'hotline.db'}"
+    run_sync(database_url, migrate)
+    return database_url
+
+
+def apply(url: str, text: str, **kwargs) -> sync.Result:
+    async def go(db):
+        return await db.run(sync.apply, text, "acme.yaml", **kwargs)
+    return run_sync(url, go)
+
+
+def read(url: str, fn, *args):
+    async def go(db):
+        return await db.run(fn, *args)
+    return run_sync(url, go)
+
+
+def counts() -> dict[str, int]:
+    return {model.__name__: model.select().count() for model in m.MODELS}
+
+
+def state() -> dict:
+    """The synced project, read back through the models."""
+    project = m.Project.get(m.Project.name == "Acme")
+    users = {u.email: u for u in m.User.select().where(m.User.project == project.id)}
+    emails = {u.id: email for email, u in users.items()}
+    Number, Rule = m.UserIncomingCallNumber, m.IncomingCallPolicyEscalationRule
+    numbers = sorted((emails[n.userId], n.phoneNumber or n.sipUri, n.isVerified) for n in Number.select())
+    team = m.Team.get(m.Team.name == "Database")
+    members = sorted(emails[t.userId] for t in m.TeamMember.select().where(m.TeamMember.team == team.id))
+    policy = m.IncomingCallPolicy.get(m.IncomingCallPolicy.slug == "db-on-call")
+    rules = [(r.order, r.escalateAfterSeconds, emails.get(r.userId), r.teamId == team.id,
+              r.onCallDutyPolicyScheduleId is not None)
+             for r in Rule.select().where(Rule.incomingCallPolicy == policy.id).order_by(Rule.order)]
+    schedule = m.OnCallDutyPolicySchedule.get(m.OnCallDutyPolicySchedule.name == "Primary")
+    loaded = schedules.load_schedule(schedule.id)
+    layers = [(layer.name, [emails[m.uuid.UUID(u)] for u in layer.users], layer.interval.value, layer.handoff,
+               len(layer.restrictions)) for layer in loaded.layers]
+
+    def who(at):
+        return emails.get(m.uuid.UUID(x)) if (x := schedules.oncall.who_is_on_call(loaded, at).user) else None
+
+    return {"users": {e: (u.name, u.timeZone) for e, u in users.items()}, "numbers": numbers, "members": members,
+            "policy": (policy.name, policy.routingPhoneNumber, policy.greetingMessage), "rules": rules,
+            "layers": layers, "overrides": len(loaded.overrides),
+            "on call": [who(dt.datetime.fromisoformat(t)) for t in
+                        ("2024-03-05T15:00:00+00:00", "2024-03-05T23:00:00+00:00", "2024-03-06T15:00:00+00:00",
+                         "2024-03-12T02:00:00+00:00")]}
+
+
+def test_sync_applied_twice_changes_nothing_the_second_time(url):
+    dry = apply(url, ACME, dry_run=True)
+    assert not dry.applied and "+ project Acme" in dry.changes and len(dry.changes) == 18
+    assert read(url, counts)["User"] == 0  # a dry run changes nothing
+    first = apply(url, ACME)
+    assert first.changes == dry.changes
+    before = read(url, counts)
+    snapshot = read(url, state)
+    assert apply(url, ACME).changes == []
+    assert apply(url, ACME, dry_run=True).changes == []
+    assert read(url, counts) == before and read(url, state) == snapshot
+    assert snapshot == {
+        "users": {"alice@example.com": ("Alice", "America/New_York"), "bob@example.com": ("Bob", "UTC"),
+                  "carol@example.com": ("Carol", "UTC")},
+        "numbers": [("alice@example.com", "+14155550101", True),
+                    ("alice@example.com", "sip:alice@10.0.0.5:5060", False),
+                    ("bob@example.com", "+14155550102", True)],
+        "members": ["alice@example.com", "bob@example.com"],
+        "policy": ("Database on-call", "+14155550100", "Please hold."),
+        "rules": [(1, 20, None, False, True), (2, 30, None, True, False), (3, 30, "carol@example.com", False, False)],
+        "layers": [("24x7", ["alice@example.com", "bob@example.com"], "Week", dt.time(9), 0),
+                   ("Business hours", ["carol@example.com"], "Day", None, 1)],
+        "overrides": 1,
+        "on call": ["carol@example.com", "alice@example.com", "carol@example.com", "bob@example.com"],
+    }
+    # The unverified number got a code, as through the API.
+    assert read(url, lambda: m.UserIncomingCallNumberVerification.select().count()) == 1
+
+
+def test_changes_are_listed_and_lists_in_the_file_are_the_whole_truth(url):
+    apply(url, ACME)
+    edited = (ACME
+              .replace("members: [alice@example.com, bob@example.com]", "members: [bob@example.com]")
+              .replace("rotation: 1 week", "rotation: 2 weeks")
+              .replace("    overrides:\n      - user: carol@example.com\n        start: 2024-03-06T00:00\n"
+                       "        end: 2024-03-07T00:00\n        description: Alice is sick\n", "    overrides: []\n")
+              .replace("      - team: Database\n", "")
+              .replace("name: Bob\n", "name: Robert\n"))
+    assert edited.count("\n") == ACME.count("\n") - 5
+    result = apply(url, edited)
+    assert result.changes == [
+        "~ user bob@example.com: name 'Bob' -> 'Robert'",
+        "- team Database: member alice@example.com",
+        "~ schedule Primary: layer 1: rotationIntervalCount 1 -> 2",
+        "- schedule Primary: override 2024-03-06T05:00:00.000Z - 2024-03-07T05:00:00.000Z",
+        "~ policy db-on-call: rule 2: target team Database -> user carol@example.com",
+        "- policy db-on-call: rule 3",
+    ]
+    assert apply(url, edited).changes == []
+    rules = read(url, state)["rules"]
+    assert rules == [(1, 20, None, False, True), (2, 30, "carol@example.com", False, False)]
+    # Absent keys leave things alone: a file naming only the project and one user changes nothing.
+    assert apply(url, "project: Acme\nusers:\n  - email: carol@example.com\n").changes == []
+
+
+def test_problems_name_file_and_line_and_nothing_is_applied(url):
+    bad = ACME.replace("members: [alice@example.com, bob@example.com]",
+                       "members: [alice@example.com, nobody@example.com]") \
+              .replace("- schedule: Primary", "- schedule: Secondary") \
+              .replace("rotation: 1 day", "rotation: 1 fortnight") \
+              .replace('handoffTime: "09:00"', 'handoffTime: "9h"')
+    with pytest.raises(sync.SyncError) as info:
+        apply(url, bad + "extra: true\n")
+    lines = bad.splitlines()
+
+    def line_of(text):
+        return next(i for i, line in enumerate(lines, 1) if text in line)
+
+    assert info.value.problems == [
+        f"acme.yaml:{len(lines) + 1}: unknown key 'extra' (keys: project, users, teams, schedules, policies)",
+        f"acme.yaml:{line_of('members:')}: team Database: members: no user with email 'nobody@example.com' "
+        "(neither in this file nor in the project)",
+        f"acme.yaml:{line_of('handoffTime')}: schedule Primary: layer 1: handoffTime: '9h' is not a time of day "
+        "like 09:00 (24-hour HH:MM)",
+        f"acme.yaml:{line_of('fortnight')}: schedule Primary: layer 2: rotation must be like \"1 week\", "
+        "\"2 days\" or \"12 hours\" (1 to 1000), not '1 fortnight'",
+        f"acme.yaml:{line_of('Secondary')}: policy db-on-call: rule 1: no schedule named 'Secondary' "
+        "(neither in this file nor in the project)",
+    ]
+    assert read(url, counts) == {name: 0 for name in read(url, counts)}  # not even the project
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("users: [\n", "acme.yaml:2: invalid YAML: expected"),
+    ("project: Acme\nproject: Other\n", "acme.yaml:2: invalid YAML: duplicate key 'project'"),
+    ("- a\n", "acme.yaml:1: the file must be a mapping"),
+    ("users:\n  - name: X\n", "acme.yaml:1: the project is missing"),
+    ("project: Acme\nusers:\n  - name: X\n", "acme.yaml:3: user: missing email"),
+    ("project: Acme\nusers: {}\n", "acme.yaml:2: the file: users must be a list"),
+    ("project: Acme\nusers:\n  - email: x@example.com\n    name: X\n    numbers: ['555']\n",
+     "acme.yaml:5: a number of x@example.com: "),
+    ("project: Acme\npolicies:\n  - name: P\n    routingPhoneNumber: '+1 415 555 0100'\n    rules:\n"
+     "      - user: x@example.com\n        team: T\n", "acme.yaml:6: policy P: rule 1: give exactly one target"),
+    ("project: Acme\npolicies:\n  - name: P\n    greetingMessage: null\n",
+     "acme.yaml:3: data.greetingMessage: must not be null"),
+])
+def test_each_problem_says_where(url, text, problem):
+    with pytest.raises(sync.SyncError) as info:
+        apply(url, text)
+    assert info.value.problems[0].startswith(problem), info.value.problems
+
+
+def test_the_cli(tmp_path):
+    env = {**os.environ, "HOTLINE_GENERAL_DATA_DIR": str(tmp_path / "data")}
+    env.pop("DATABASE_URL", None)
+    env.pop("HOTLINE_CONFIG", None)
+    path = tmp_path / "acme.yaml"
+    path.write_text(ACME)
+
+    def hotline(*args):
+        return subprocess.run([sys.executable, "-m", "ivr.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    assert hotline("migrate").returncode == 0
+    dry = hotline("sync", str(path), "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.endswith("dry run: 18 change(s) would be made (nothing was changed)\n")
+    assert hotline("sync", str(path)).stdout.splitlines()[-1].startswith("applied 18 change(s) to project ")
+    assert hotline("sync", str(path)).stdout == "no changes: the project matches the file\n"
+    oncall = hotline("oncall", "Primary", "--at", "2024-03-05T15:00:00Z", "--next", "2")
+    assert oncall.returncode == 0, oncall.stderr
+    assert oncall.stdout.splitlines() == [
+        "Primary (America/New_York), at 2024-03-05 10:00 EST (2024-03-05T15:00:00Z):",
+        "  on call: Carol <carol@example.com>  (layer 'Business hours'), until 2024-03-05 17:00 EST",
+        "Next hand-offs:",
+        "  2024-03-05 17:00 EST  Alice <alice@example.com>  (layer '24x7')",
+        "  2024-03-06 00:00 EST  Carol <carol@example.com>  (override 'Alice is sick')"]
+    code = hotline("number", "code", "sip:alice@10.0.0.5:5060")
+    assert code.returncode == 0 and code.stdout.strip().isdigit() and len(code.stdout.strip()) == 6
+    verified = hotline("number", "code", "+1 415 555 0101")
+    assert verified.returncode == 1 and "already verified" in verified.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("project: Acme\nteams:\n  - name: X\n    members: [ghost@example.com]\n")
+    failed = hotline("sync", str(broken))
+    assert failed.returncode == 1 and f"{broken}:4: team X: members: no user with email" in failed.stderr
