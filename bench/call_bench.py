@@ -135,7 +135,10 @@ def invite_latencies(caller_result, phone_result) -> list[float]:
     """Caller's INVITE sent to the phone's INVITE received, call by call (one call at a time)."""
     sent = [c.invited_at for c in caller_result.calls]
     received = [c.invited_at for c in phone_result.calls]
-    return [r - s for s, r in zip(sent, received) if s is not None and r is not None]
+    if len(sent) != len(received) or None in sent or None in received:
+        # Calls are paired by their order; a missing record would pair the wrong ones.
+        raise RuntimeError(f"cannot pair the calls: {len(sent)} sent, {len(received)} received")
+    return [r - s for s, r in zip(sent, received)]
 
 
 async def latency(args, config, lab, db) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections import namedtuple
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ivr import models as m
-from ivr.db import on_reader
+from ivr.db import Compiled, on_reader
 from ivr.engine import TERMINAL_STATUSES, CallSetup, Contact, Rule
 from ivr.phone import InvalidNumber, normalize_loose, to_e164
 from ivr.schedules import on_call_user_ids
@@ -27,19 +28,54 @@ def utc_from_timestamp(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).replace(tzinfo=None)
 
 
-def find_policy(dialed: str, default_region: str) -> m.IncomingCallPolicy | None:
+Policy = m.IncomingCallPolicy
+Rule_ = m.IncomingCallPolicyEscalationRule
+Number = m.UserIncomingCallNumber
+Member = m.TeamMember
+
+# The reads of a call's set-up, compiled once (see ivr.db.Compiled): they sit between the caller's
+# INVITE and the first on-call INVITE.
+_POLICY_COLUMNS = (Policy.id, Policy.project, Policy.name, Policy.routingPhoneNumber, Policy.greetingMessage,
+                   Policy.noAnswerMessage, Policy.noOneAvailableMessage, Policy.isEnabled,
+                   Policy.repeatPolicyIfNoOneAnswers, Policy.repeatPolicyIfNoOneAnswersTimes,
+                   Policy.requireAnswerConfirmation)
+PolicyRow = namedtuple("PolicyRow", [getattr(c, "object_id_name", c.name) for c in _POLICY_COLUMNS])
+_POLICY_BY_NUMBER = Compiled(
+    lambda number: Policy.select(*_POLICY_COLUMNS).where(Policy.routingPhoneNumber == number).limit(1),
+    Policy.routingPhoneNumber)
+_POLICY_BY_ID = Compiled(lambda policy: Policy.select(*_POLICY_COLUMNS).where(Policy.id == policy), Policy.id)
+
+_RULE_COLUMNS = (Rule_.id, Rule_.project, Rule_.order, Rule_.name, Rule_.escalateAfterSeconds, Rule_.user,
+                 Rule_.team, Rule_.onCallDutyPolicySchedule)
+RuleRow = namedtuple("RuleRow", [getattr(c, "object_id_name", c.name) for c in _RULE_COLUMNS])
+_RULES = Compiled(
+    lambda policy: Rule_.select(*_RULE_COLUMNS).where(Rule_.incomingCallPolicy == policy).order_by(Rule_.order),
+    Rule_.incomingCallPolicy)
+_MEMBERS = Compiled(  # (team, user) of the teams the policy's rules ring, in joining order
+    lambda policy: (Member.select(Member.team, Member.user)
+                    .join(Rule_, on=(Member.team == Rule_.team))
+                    .where(Rule_.incomingCallPolicy == policy)
+                    .order_by(Member.createdAt, Member.id)),
+    Rule_.incomingCallPolicy)
+_NUMBERS = Compiled(  # verified numbers of every user the policy's rules ring directly or through a team
+    lambda policy, project: (
+        Number.select(Number.id, Number.user, Number.phoneNumber, Number.sipUri)
+        .where(Number.project == project, Number.isVerified == True,  # noqa: E712
+               Number.user.in_(Rule_.select(Rule_.user).where(Rule_.incomingCallPolicy == policy)
+                               | Member.select(Member.user).join(Rule_, on=(Member.team == Rule_.team))
+                               .where(Rule_.incomingCallPolicy == policy)))
+        .order_by(Number.createdAt, Number.id)),
+    Rule_.incomingCallPolicy, Number.project)
+
+
+def find_policy(dialed: str, default_region: str) -> PolicyRow | None:
     """The policy whose routing number is ``dialed`` (any format), or None."""
     try:
         number = to_e164(dialed, default_region)
     except InvalidNumber:
         return None
-    Policy = m.IncomingCallPolicy
-    # Only what a call needs: this read is on the path from the caller's INVITE to the first ring.
-    columns = (Policy.id, Policy.project, Policy.name, Policy.routingPhoneNumber, Policy.greetingMessage,
-               Policy.noAnswerMessage, Policy.noOneAvailableMessage, Policy.isEnabled,
-               Policy.repeatPolicyIfNoOneAnswers, Policy.repeatPolicyIfNoOneAnswersTimes,
-               Policy.requireAnswerConfirmation)
-    return on_reader(Policy.select(*columns).where(Policy.routingPhoneNumber == number)).first()
+    rows = _POLICY_BY_NUMBER.rows(number)
+    return PolicyRow(*rows[0]) if rows else None
 
 
 def contacts_for_users(user_ids: Iterable, project_id) -> list[Contact]:
@@ -58,40 +94,55 @@ def contacts_for_users(user_ids: Iterable, project_id) -> list[Contact]:
     return [contact for user_id in user_ids for contact in by_user.get(user_id, [])]
 
 
+def on_call_contacts(rule: RuleRow, at: dt.datetime) -> list[Contact]:
+    """Whoever is on call on the rule's schedule at ``at`` (naive UTC), by their verified numbers."""
+    try:
+        on_call = on_call_user_ids(rule.onCallDutyPolicyScheduleId, rule.projectId, at)
+    except ValueError as exc:  # a schedule the API would not have accepted (edited by hand)
+        log.error("escalation rule %s (order %s): on-call schedule %s cannot be read (%s): the rule is skipped",
+                  rule.id, rule.order, rule.onCallDutyPolicyScheduleId, exc)
+        return []
+    if not on_call:
+        log.info("escalation rule %s (order %s): no one is on call on schedule %s at %s",
+                 rule.id, rule.order, rule.onCallDutyPolicyScheduleId, at)
+    return contacts_for_users(on_call, rule.projectId)
+
+
+def resolve_rules(policy: PolicyRow, at: dt.datetime) -> list[Rule]:
+    """Each rule of the policy with who it rings at ``at``: a user, all members of a team at once, or
+    whoever is on call on its schedule; only verified numbers."""
+    rules = [RuleRow(*row) for row in _RULES.rows(policy.id)]
+    numbers: dict[Any, list[Contact]] = {}
+    members: dict[Any, list] = {}
+    if any(r.userId is not None or r.teamId is not None for r in rules):
+        for number_id, user_id, phone, sip in _NUMBERS.rows(policy.id, policy.projectId):
+            numbers.setdefault(user_id, []).append(Contact(str(user_id), str(number_id), phone or sip))
+        for team_id, user_id in _MEMBERS.rows(policy.id):
+            members.setdefault(team_id, []).append(user_id)
+    resolved = []
+    for rule in rules:
+        if rule.userId is not None:
+            contacts = numbers.get(rule.userId, [])
+        elif rule.teamId is not None:
+            users = dict.fromkeys(members.get(rule.teamId, []))
+            contacts = [contact for user_id in users for contact in numbers.get(user_id, [])]
+        elif rule.onCallDutyPolicyScheduleId is not None:
+            contacts = on_call_contacts(rule, at)
+        else:
+            contacts = []
+        resolved.append(Rule(order=rule.order, rule_id=str(rule.id), name=rule.name or f"Rule {rule.order}",
+                             escalate_after_seconds=float(rule.escalateAfterSeconds), contacts=tuple(contacts)))
+    return resolved
+
+
 def resolve_rule(rule: m.IncomingCallPolicyEscalationRule, at: dt.datetime) -> list[Contact]:
-    """Who a rule rings at ``at`` (naive UTC): a user, all members of a team at once, or whoever is on call
-    on the rule's schedule at that moment; only verified numbers."""
-    if rule.userId is not None:
-        return contacts_for_users([rule.userId], rule.projectId)
-    if rule.teamId is not None:
-        members = on_reader(m.TeamMember.select(m.TeamMember.user)
-                            .where(m.TeamMember.team == rule.teamId).order_by(m.TeamMember.createdAt).tuples())
-        return contacts_for_users([user_id for (user_id,) in members], rule.projectId)
-    if rule.onCallDutyPolicyScheduleId is not None:
-        try:
-            on_call = on_call_user_ids(rule.onCallDutyPolicyScheduleId, rule.projectId, at)
-        except ValueError as exc:  # a schedule the API would not have accepted (edited by hand)
-            log.error("escalation rule %s (order %s): on-call schedule %s cannot be read (%s): the rule is skipped",
-                      rule.id, rule.order, rule.onCallDutyPolicyScheduleId, exc)
-            return []
-        if not on_call:
-            log.info("escalation rule %s (order %s): no one is on call on schedule %s at %s",
-                     rule.id, rule.order, rule.onCallDutyPolicyScheduleId, at)
-        return contacts_for_users(on_call, rule.projectId)
-    return []
+    """Who one rule rings at ``at`` (as ``resolve_rules`` decides it)."""
+    policy = PolicyRow(*_POLICY_BY_ID.rows(rule.incomingCallPolicyId)[0])
+    return next(list(r.contacts) for r in resolve_rules(policy, at) if r.rule_id == str(rule.id))
 
 
-def build_setup(policy: m.IncomingCallPolicy, call_id: str, caller: str, confirm_timeout: float,
+def build_setup(policy: PolicyRow, call_id: str, caller: str, confirm_timeout: float,
                 resume_from_order: int | None = None, resume_repeat_count: int = 0) -> CallSetup:
-    Rule_ = m.IncomingCallPolicyEscalationRule
-    now = m.utcnow()
-    rules = []
-    columns = (Rule_.id, Rule_.project, Rule_.order, Rule_.name, Rule_.escalateAfterSeconds, Rule_.user,
-               Rule_.team, Rule_.onCallDutyPolicyScheduleId)
-    for row in on_reader(Rule_.select(*columns).where(Rule_.incomingCallPolicy == policy.id).order_by(Rule_.order)):
-        rules.append(Rule(order=row.order, rule_id=str(row.id), name=row.name or f"Rule {row.order}",
-                          escalate_after_seconds=float(row.escalateAfterSeconds),
-                          contacts=tuple(resolve_rule(row, now))))
     return CallSetup(
         call_id=call_id,
         policy_name=policy.name,
@@ -104,7 +155,7 @@ def build_setup(policy: m.IncomingCallPolicy, call_id: str, caller: str, confirm
         repeat_times=max(0, policy.repeatPolicyIfNoOneAnswersTimes or 0),
         require_confirmation=policy.requireAnswerConfirmation,
         confirm_timeout=confirm_timeout,
-        rules=tuple(rules),
+        rules=tuple(resolve_rules(policy, m.utcnow())),
         resume_from_order=resume_from_order,
         resume_repeat_count=resume_repeat_count,
     )
@@ -204,9 +255,10 @@ def close_open_items(log_id, message: str, ended_at: float) -> list[str]:
 
 
 def resume_setup(log_row: m.IncomingCallLog, call_id: str, confirm_timeout: float) -> CallSetup | None:
-    policy = m.IncomingCallPolicy.get_or_none(m.IncomingCallPolicy.id == log_row.incomingCallPolicyId)
-    if policy is None:
+    rows = _POLICY_BY_ID.rows(log_row.incomingCallPolicyId)
+    if not rows:
         return None
+    policy = PolicyRow(*rows[0])
     return build_setup(policy, call_id, log_row.callerPhoneNumber or "an unknown number", confirm_timeout,
                        resume_from_order=log_row.currentEscalationRuleOrder or 1,
                        resume_repeat_count=log_row.repeatCount or 0)
