@@ -10,14 +10,17 @@ the difference (what Hotline adds).
 
 load: N simultaneous calls, each escalating through two rules with real SIP
 legs (rule 1 rings a phone that never answers for 2 s, rule 2 a phone that
-answers and presses 1; the caller hangs up 1 s after being connected).
+answers and presses 1), arriving at --rate calls/s; every caller stays until
+all have arrived, then about 2 s more after being connected, so all N are up
+at once. --flow simple: one rule whose phone answers and presses 1.
 Reports the controller's CPU seconds per call and peak RSS (it runs as its own
 process, `hotline serve --controller-only`), its event-loop lag p99 and
 escalation timer error p99 (from /api/controller/stats), and the calls that
 failed or whose log or items ended in a wrong or non-terminal status.
 
 Runs its own lab instance ("bench") on its own ports, stops exactly what it
-started, and needs root (as `make test`).
+started, and needs root (as `make test`). HOTLINE_BENCH_PROFILE=FILE runs the
+controller under cProfile and writes its statistics there.
 """
 
 from __future__ import annotations
@@ -74,8 +77,10 @@ class Controller:
     async def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_") and k != "DATABASE_URL"}
         env["HOTLINE_GENERAL_LOG_LEVEL"] = "WARNING"
+        profile = ["-m", "cProfile", "-o", os.environ["HOTLINE_BENCH_PROFILE"]] \
+            if os.environ.get("HOTLINE_BENCH_PROFILE") else []
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ivr.cli", "--config", str(self.config_file), "serve", "--controller-only",
+            sys.executable, *profile, "-m", "ivr.cli", "--config", str(self.config_file), "serve", "--controller-only",
             env=env, stdout=open(self.log, "ab"), stderr=asyncio.subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while True:
@@ -184,12 +189,16 @@ async def load_once(size: int, args, config, db) -> dict:
         away = Phone.never_answer(calls=size, max_wait=30)
         person = Phone.answer_and_press("1", delay=0.3, calls=size, max_wait=30)
         async with away, person:
-            policy = await make_policy(db, [(away, 2), (person, 10)], confirm=True)
+            rules = [(away, 2), (person, 10)] if args.flow == "escalation" else [(person, 10)]
+            policy = await make_policy(db, rules, confirm=True)
             await asyncio.sleep(0.5)
             cpu_before = controller.cpu_seconds()
             started = time.monotonic()
-            callers = Caller(policy.routingPhoneNumber, sip, calls=size, concurrency=size, rate=max(30, size),
-                             hangup_after=1.0, max_wait=40)
+            # Hotline answers at once; the on-call user is connected about 2.5 s later (rule 1's 2 s, the
+            # answer and the key); the caller talks for about 2 s more.
+            ramp = size / args.rate
+            callers = Caller(policy.routingPhoneNumber, sip, calls=size, concurrency=size, rate=args.rate,
+                             hangup_after=ramp + (4.5 if args.flow == "escalation" else 2.5), max_wait=60)
             await callers.start()
             result = await callers.wait(120)
             logs = await wait_for_logs(db, policy, size, timeout=60)
@@ -200,7 +209,8 @@ async def load_once(size: int, args, config, db) -> dict:
         wrong = 0
         for log, items in logs:
             statuses = [i.status for i in items]
-            if log.status != "Completed" or statuses[-1:] != ["Completed"] or \
+            expected_items = 2 if args.flow == "escalation" else 1
+            if log.status != "Completed" or statuses[-1:] != ["Completed"] or len(statuses) != expected_items or \
                     any(s not in ("NoAnswer", "Completed") for s in statuses):
                 wrong += 1
         return {"calls": size, "failed": size - result.successful, "wrong": wrong + (size - len(logs)),
@@ -259,6 +269,9 @@ def main() -> int:
     parser.add_argument("what", choices=["latency", "load"])
     parser.add_argument("--calls", type=int, default=100, help="latency: calls per path")
     parser.add_argument("--sizes", default="100,200,300", help="load: simultaneous calls per run")
+    parser.add_argument("--flow", choices=["escalation", "simple"], default="escalation",
+                        help="load: two rules (the first never answers), or one rule that answers")
+    parser.add_argument("--rate", type=float, default=50.0, help="load: new calls per second")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("the call benchmarks run the lab Asterisk and need root", file=sys.stderr)

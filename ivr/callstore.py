@@ -207,26 +207,72 @@ def _db_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# A call writes a dozen times (the log, each ring attempt); like its reads, those statements are
+# compiled once per set of columns (ivr.db.Compiled).
+_UPDATES: dict[tuple, Compiled] = {}
+
+
+def _update(model, keys: tuple, key_values: tuple, fields: dict[str, Any]) -> None:
+    names = tuple(fields)
+    compiled = _UPDATES.get((model, keys, names))
+    if compiled is None:
+        columns = [model._meta.fields[name] for name in names]
+
+        def build(*slots):
+            return model.update(dict(zip(columns, slots))).where(
+                *[key == slot for key, slot in zip(keys, slots[len(columns):])])
+
+        compiled = _UPDATES[(model, keys, names)] = Compiled(build, *columns, *keys)
+    compiled.execute(*fields.values(), *key_values)
+
+
 def update_log(log_id, fields: dict[str, Any]) -> None:
-    m.IncomingCallLog.update(**_db_fields(fields)).where(m.IncomingCallLog.id == log_id).execute()
+    Log = m.IncomingCallLog
+    _update(Log, (Log.id,), (log_id,), _db_fields(fields))
+
+
+_ITEM_COLUMNS = ("id", "createdAt", "updatedAt", "project", "incomingCallLog", "incomingCallPolicyEscalationRuleId",
+                 "escalationRuleOrder", "userId", "userIncomingCallNumberId", "numberDialed", "callProviderCallId",
+                 "status", "startedAt")
+_INSERT_ITEM = Compiled(
+    lambda *slots: m.IncomingCallLogItem.insert(dict(zip(
+        [m.IncomingCallLogItem._meta.fields[c] for c in _ITEM_COLUMNS], slots))),
+    *[m.IncomingCallLogItem._meta.fields[c] for c in _ITEM_COLUMNS])
 
 
 def create_item(log_id, project_id, leg_id: str, contact: Contact, rule_id: str, rule_order: int,
                 started_at: float) -> None:
-    m.IncomingCallLogItem.create(
-        project=project_id, incomingCallLog=log_id, incomingCallPolicyEscalationRuleId=uuid.UUID(rule_id),
-        escalationRuleOrder=rule_order, userId=uuid.UUID(contact.user_id),
-        userIncomingCallNumberId=uuid.UUID(contact.number_id), numberDialed=contact.address,
-        callProviderCallId=leg_id, status=m.CallStatus.RINGING.value, startedAt=utc_from_timestamp(started_at))
+    now = m.utcnow()
+    _INSERT_ITEM.execute(uuid.uuid4(), now, now, project_id, log_id, uuid.UUID(rule_id), rule_order,
+                         uuid.UUID(contact.user_id), uuid.UUID(contact.number_id), contact.address, leg_id,
+                         m.CallStatus.RINGING.value, utc_from_timestamp(started_at))
 
 
 def update_item(log_id, leg_id: str, fields: dict[str, Any]) -> None:
     Item = m.IncomingCallLogItem
-    Item.update(**_db_fields(fields)).where(Item.incomingCallLog == log_id, Item.callProviderCallId == leg_id).execute()
+    _update(Item, (Item.incomingCallLog, Item.callProviderCallId), (log_id, leg_id), _db_fields(fields))
+
+
+#: ``callProviderCallId`` prefix of the calls the FastAGI shell runs (ivr/agi_calls.py). Their
+#: session lives and dies with the process serving FastAGI: the ARI controller must neither
+#: resume nor close them.
+AGI_CALL_PREFIX = "agi:"
+
+
+def _ari_owned():
+    Log = m.IncomingCallLog
+    return Log.callProviderCallId.is_null(True) | ~Log.callProviderCallId.startswith(AGI_CALL_PREFIX)
 
 
 def open_logs() -> list[m.IncomingCallLog]:
-    return list(m.IncomingCallLog.select().where(m.IncomingCallLog.status.in_(OPEN_STATUSES)))
+    """The open logs of the calls the ARI controller runs (reconciled at every ARI connection)."""
+    return list(m.IncomingCallLog.select().where(m.IncomingCallLog.status.in_(OPEN_STATUSES), _ari_owned()))
+
+
+def open_agi_logs() -> list[m.IncomingCallLog]:
+    """The open logs of FastAGI calls (a FastAGI server starting closes those it does not run)."""
+    Log = m.IncomingCallLog
+    return list(Log.select().where(Log.status.in_(OPEN_STATUSES), Log.callProviderCallId.startswith(AGI_CALL_PREFIX)))
 
 
 def close_lost_call(log_id, message: str, ended_at: float) -> None:

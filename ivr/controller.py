@@ -66,6 +66,10 @@ LOST_MESSAGE = ("The call was lost: it ended while Hotline's controller was not 
                 "(a restart or a lost connection).")
 CALL_LOST = object()  # an actor's own event: its caller vanished while ARI was disconnected
 
+# The only ARI events the controller reads (the app's event filter drops the rest at the source).
+EVENTS_USED = ["StasisStart", "StasisEnd", "ChannelDestroyed", "ChannelStateChange", "ChannelDtmfReceived",
+               "PlaybackFinished"]
+
 # Q.850 causes of an unanswered leg, as the engine's leg-end causes.
 BUSY_CAUSES = {17}
 NO_ANSWER_CAUSES = {16, 18, 19, 31}
@@ -172,6 +176,10 @@ class Controller:
 
     async def reconcile(self) -> None:
         """Make the logs and the running actors agree with the channels Asterisk has now."""
+        try:
+            await self.ari.filter_events(EVENTS_USED)
+        except AriError as exc:
+            log.warning("could not filter ARI events (%s); every event type will be received", exc)
         try:
             logs = await run_and_release(self.db, callstore.open_logs)
             channels = {c["id"]: c for c in await self.ari.channels()}

@@ -130,12 +130,12 @@ class Compiled:
         query = self.build(*[Value(slot, converter=False) for slot in slots]).bind(db)
         sql, params = query.sql()
         plan = [(True, p.index) if isinstance(p, self._Slot) else (False, p) for p in params]
-        converters = [getattr(node, "python_value", None) for node in query._returning]
+        converters = [getattr(node, "python_value", None) for node in getattr(query, "_returning", None) or ()]
         compiled = (db, sql, plan, converters)
         self._compiled[id(db)] = compiled
         return compiled
 
-    def rows(self, *values) -> list[tuple]:
+    def _run(self, values):
         from ivr.models import database
 
         db = _reader.get() or database.obj
@@ -145,9 +145,16 @@ class Compiled:
         _, sql, plan, converters = compiled
         converted = [field.db_value(value) for field, value in zip(self.fields, values)]
         params = [converted[x] if is_slot else x for is_slot, x in plan]
-        cursor = db.execute_sql(sql, params)
+        return db.execute_sql(sql, params), converters
+
+    def rows(self, *values) -> list[tuple]:
+        cursor, converters = self._run(values)
         return [tuple(conv(v) if conv is not None and v is not None else v for conv, v in zip(converters, row))
                 for row in cursor.fetchall()]
+
+    def execute(self, *values) -> None:
+        """Run a compiled write (an insert or an update)."""
+        self._run(values)
 
 
 async def run_and_release(db, fn: Callable[..., T], *args: Any) -> T:

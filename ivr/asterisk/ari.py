@@ -111,6 +111,11 @@ class AriClient:
     async def destroy_bridge(self, bridge_id: str) -> None:
         await self.request("DELETE", f"/bridges/{bridge_id}")
 
+    async def filter_events(self, allowed: list[str]) -> None:
+        """Ask Asterisk to send the app only these event types (less JSON to parse per call)."""
+        await self.request("PUT", f"/applications/{self.app}/eventFilter",
+                           body={"allowed": [{"type": kind} for kind in allowed]})
+
     async def channels(self) -> list[dict]:
         return await self.request("GET", "/channels")
 

@@ -1,0 +1,74 @@
+"""The call shells' reads and writes (compiled statements) on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+from ivr import callstore
+from ivr import models as m
+from ivr.db import Reads, open_database
+
+
+def build(number: str):
+    project = m.Project.create(name="callstore")
+    policy = m.IncomingCallPolicy.create(project=project, name="Desk", slug=f"desk-{uuid.uuid4().hex}",
+                                         routingPhoneNumber=number, greetingMessage="Hello",
+                                         repeatPolicyIfNoOneAnswers=True, repeatPolicyIfNoOneAnswersTimes=2)
+    alice, bob, carol = (m.User.create(project=project, name=n) for n in ("Alice", "Bob", "Carol"))
+    numbers = {}
+    for user, verified in ((alice, True), (bob, True), (carol, False)):
+        numbers[user.name] = m.UserIncomingCallNumber.create(
+            project=project, user=user, sipUri=f"sip:{user.name.lower()}@10.0.0.1", isVerified=verified)
+    team = m.Team.create(project=project, name="SRE")
+    for user in (bob, carol, alice):
+        m.TeamMember.create(project=project, team=team, user=user)
+    m.IncomingCallPolicyEscalationRule.create(project=project, incomingCallPolicy=policy, order=1, user=alice,
+                                              escalateAfterSeconds=5)
+    m.IncomingCallPolicyEscalationRule.create(project=project, incomingCallPolicy=policy, order=2, team=team)
+    m.IncomingCallPolicyEscalationRule.create(project=project, incomingCallPolicy=policy, order=3, user=carol)
+    return project, policy, numbers
+
+
+async def test_prepare_write_and_read_back(database_url):
+    db = open_database(database_url, pool_size=2)
+    reads = Reads(db, database_url)
+    number = f"+1212{uuid.uuid4().int % 8000000 + 2000000:07d}"
+    try:
+        project, policy, numbers = await db.run(build, number)
+        prepared = await reads(callstore.prepare_call, number[2:], "4155550123", "US", 7.0)
+        setup = prepared.setup
+        assert prepared.policy_id == policy.id and prepared.project_id == project.id
+        assert prepared.caller_number == "+14155550123" and setup.caller_number == "+14155550123"
+        assert (setup.policy_name, setup.greeting, setup.repeat_times, setup.confirm_timeout) == ("Desk", "Hello", 2, 7.0)
+        assert [(r.order, r.escalate_after_seconds) for r in setup.rules] == [(1, 5.0), (2, 30.0), (3, 30.0)]
+        assert [c.address for c in setup.rules[0].contacts] == ["sip:alice@10.0.0.1"]
+        # A team rings its members in the order they joined; Carol's number is not verified.
+        assert [c.address for c in setup.rules[1].contacts] == ["sip:bob@10.0.0.1", "sip:alice@10.0.0.1"]
+        assert setup.rules[2].contacts == ()
+        assert await reads(callstore.prepare_call, "+12125550000", "", "US", 7.0) is None
+
+        def write():
+            callstore.open_log(prepared, "chan-1", 1795400000.25)
+            contact = setup.rules[0].contacts[0]
+            callstore.create_item(prepared.log_id, project.id, "leg-1", contact, setup.rules[0].rule_id, 1,
+                                  1795400001.5)
+            callstore.update_item(prepared.log_id, "leg-1", {"status": m.CallStatus.COMPLETED, "isAnswered": True,
+                                                             "dialDurationInSeconds": 1.25, "endedAt": 1795400009.0})
+            callstore.update_log(prepared.log_id, {"status": m.CallStatus.COMPLETED, "callDurationInSeconds": 6.6,
+                                                   "endedAt": 1795400009.0,
+                                                   "answeredByUserId": uuid.UUID(contact.user_id)})
+            log = m.IncomingCallLog.get_by_id(prepared.log_id)
+            items = list(m.IncomingCallLogItem.select().where(m.IncomingCallLogItem.incomingCallLog == log.id))
+            return log, items
+
+        log, items = await db.run(write)
+        assert (log.status, log.callDurationInSeconds, log.callerPhoneNumber, log.routingPhoneNumber) == \
+            ("Completed", 7, "+14155550123", number)
+        assert log.answeredByUserId == numbers["Alice"].userId and log.callProviderCallId == "chan-1"
+        assert log.startedAt.isoformat() == "2026-11-23T02:13:20.250000"
+        assert [(i.status, i.isAnswered, i.dialDurationInSeconds, i.numberDialed) for i in items] == \
+            [("Completed", True, 1.25, "sip:alice@10.0.0.1")]
+        assert items[0].userIncomingCallNumberId == numbers["Alice"].id and items[0].escalationRuleOrder == 1
+    finally:
+        reads.close()
+        await db.close_pool()
