@@ -18,7 +18,7 @@ import peewee
 from api.auth import Principal
 from api.errors import BadRequest, Conflict, MethodNotAllowed, NotFound
 from api.query import Selection, parse_query, parse_select, parse_sort
-from api.schema import ApiField, ModelSchema, Relation, build_schema, render_value
+from api.schema import ApiField, ModelSchema, Relation, build_schema, fetch_rendered, render_value
 from ivr import models as m
 from ivr.db import on_reader
 
@@ -121,17 +121,13 @@ class Resource:
             query = query.where(*conditions)
         if order:
             query = query.order_by(*order)
-        query = query.offset(skip).limit(limit).tuples()
-        raw_rows = list(query)
-        out = []
-        names = [f.name for f in needed]
-        for raw in raw_rows:
-            out.append(dict(zip(names, raw)))
+        rows = fetch_rendered(query.offset(skip).limit(limit), needed)
         if selection.relations:
             for rel_name, sub in selection.relations.items():
-                self._attach_relation(ctx, out, self.schema.relations[rel_name], sub)
-        wanted = set(selection.fields) | set(selection.relations)
-        return [{k: render_value(v) for k, v in row.items() if k in wanted} for row in out]
+                self._attach_relation(ctx, rows, self.schema.relations[rel_name], sub)
+            wanted = set(selection.fields) | set(selection.relations)
+            rows = [{k: v for k, v in row.items() if k in wanted} for row in rows]
+        return rows
 
     def _attach_relation(self, ctx: Context, rows: list[dict], relation: Relation, sub: list[str] | None) -> None:
         target_schema = SCHEMAS[relation.target]
@@ -139,32 +135,30 @@ class Resource:
         target_fields = [target_schema.fields[n] for n in names]
         target = relation.target
         if relation.many:
-            ids = [row["_id"] for row in rows]
             through = relation.through
-            query = on_reader(target.select(relation.through_source.alias("_owner"),
-                                            *[f.column for f in target_fields])
+            owner = ApiField("_owner", relation.through_source, "id")
+            query = on_reader(target.select(relation.through_source, *[f.column for f in target_fields])
                               .join(through, on=(relation.through_target == target.id))
-                              .where(relation.through_source.in_(ids),
+                              .where(relation.through_source.in_([uuid.UUID(row["_id"]) for row in rows]),
                                      target.project == ctx.project_id)  # never another project's rows
-                              .order_by(target.createdAt)
-                              .tuples())
-            grouped: dict[Any, list] = {row["_id"]: [] for row in rows}
-            for owner, *values in query:
-                grouped.setdefault(owner, []).append(
-                    {n: render_value(v) for n, v in zip(names, values)})
+                              .order_by(target.createdAt))
+            grouped: dict[str, list] = {}
+            for related in fetch_rendered(query, [owner, *target_fields]):
+                grouped.setdefault(related.pop("_owner"), []).append(related)
             for row in rows:
                 row[relation.name] = grouped.get(row["_id"], [])
             return
         ids = {row[relation.id_field] for row in rows if row.get(relation.id_field) is not None}
-        found: dict[Any, dict] = {}
+        found: dict[str, dict] = {}
         if ids:
+            key = ApiField("_key", target.id, "id")
             query = on_reader(target.select(target.id, *[f.column for f in target_fields])
-                              .where(target.id.in_(list(ids))))
+                              .where(target.id.in_([uuid.UUID(i) for i in ids])))
             # A relation never reaches outside the caller's project.
             query = query.where(target.id == ctx.project_id) if target is m.Project else \
                 query.where(target.project == ctx.project_id)
-            for key, *values in query.tuples():
-                found[key] = {n: render_value(v) for n, v in zip(names, values)}
+            for related in fetch_rendered(query, [key, *target_fields]):
+                found[related.pop("_key")] = related
         for row in rows:
             row[relation.name] = found.get(row.get(relation.id_field))
 

@@ -9,6 +9,7 @@ for the database, rendered in JSON and documented.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +108,54 @@ def render_value(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return format_datetime(value)
     return str(value)
+
+
+def _render_id(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite keeps UUIDs as 32 hex digits
+        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}" if len(value) == 32 else value
+    return str(value)
+
+
+def _render_date(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite: "YYYY-MM-DD HH:MM:SS[.ffffff]", naive UTC
+        day, _, time = value.partition(" ")
+        if not time:
+            return value
+        whole, _, fraction = time.partition(".")
+        return f"{day}T{whole}.{(fraction + '000')[:3]}Z"
+    return format_datetime(value)
+
+
+def _render_bool(value: Any) -> Any:
+    return None if value is None else bool(value)
+
+
+def _render_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+_RENDERERS = {"id": _render_id, "date": _render_date, "boolean": _render_bool, "json": _render_json}
+
+
+def fetch_rendered(query, fields: list["ApiField"]) -> list[dict]:
+    """Run ``query`` (selecting ``fields``' columns, in order) and render its rows as JSON-ready dicts.
+
+    The driver's values go straight to their JSON form (no model instances, no UUID or datetime
+    objects in between): a page of a hundred rows is most of an API request's time otherwise.
+    """
+    sql, params = query.sql()
+    cursor = query._database.execute_sql(sql, params)
+    names = [f.name for f in fields]
+    renderers = [_RENDERERS.get(f.kind) for f in fields]
+    if not any(renderers):
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+    pairs = list(zip(names, renderers))
+    return [{name: (render(value) if render is not None else value) for (name, render), value in zip(pairs, row)}
+            for row in cursor.fetchall()]
 
 
 def format_datetime(value: dt.datetime) -> str:
