@@ -18,7 +18,7 @@ import peewee
 from api.auth import Principal
 from api.errors import BadRequest, Conflict, MethodNotAllowed, NotFound
 from api.query import Selection, parse_query, parse_select, parse_sort
-from api.schema import ApiField, ModelSchema, Relation, build_schema, fetch_rendered, render_value
+from api.schema import ApiField, ModelSchema, Relation, fetch_rendered, render_value
 from ivr import models as m
 from ivr.db import on_reader
 

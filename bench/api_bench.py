@@ -254,8 +254,8 @@ def main() -> int:
             stop(ceiling)
     top = results[("ceiling", "get-list")]["rps"]
     print()
-    print(f"| backend | request | req/s | p50 ms | p99 ms | share of ceiling |")
-    print(f"|---|---|---|---|---|---|")
+    print("| backend | request | req/s | p50 ms | p99 ms | share of ceiling |")
+    print("|---|---|---|---|---|---|")
     for (backend, label), r in results.items():
         print(f"| {backend} | {label} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
               f"{r['rps'] / top:.0%} |")

@@ -24,8 +24,8 @@ from typing import Any
 from aiohttp import web
 
 from ivr import callstore
-from ivr.db import run_and_release
 from ivr.asterisk.ari import CONNECTED, AriClient, AriError, AriNotFound
+from ivr.db import run_and_release
 from ivr.engine import (
     CALLER,
     TERMINAL_STATUSES,
