@@ -6,10 +6,13 @@ are both built from (like ``api.registry.RESOURCES``).
 - ``POST /api/user-incoming-call-number/verify {itemId, code}``: verifies a number with its code.
 - ``POST /api/user-incoming-call-number/resend-verification-code {itemId}``: a new code (an admin's
   re-send also unlocks a number locked after too many wrong codes).
+- ``POST /api/call-log/send {toNumber | userId, message, fromNumber?, incidentId?, ...}``: places a
+  notification call ("press 1 to acknowledge", ivr/notify.py); answers with the Call Log row at once.
 
 An action names its resource (the tag and permission noun) and the verb it needs; its ``run`` is
 synchronous peewee code run through the database bridge (``writes``: the asyncio database, else the
-read path), given the caller's ``Context`` and the request's parts.
+read path), given the caller's ``Context`` and the request's parts. An action that needs more than the
+database (placing a call) has an async ``handler(request, ctx, call)`` instead.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from api.errors import ApiError, BadRequest, Forbidden, NotFound
 from api.registry import BY_PATH
@@ -29,6 +32,10 @@ from ivr import oncall, schedules, verification
 
 class Locked(ApiError):
     status = 423
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,7 @@ class Action:
     body: dict | None = None                    # JSON schema of the request body
     response: dict = field(default_factory=dict)
     codes: tuple[str, ...] = ("400", "401", "403", "404", "429")
+    handler: Callable[..., Awaitable[Any]] | None = None  # async (request, ctx, call), instead of run
 
     @property
     def path(self) -> str:
@@ -158,6 +166,65 @@ _ON_CALL_RESPONSE = {
     },
 }
 
+# -- notification calls ---------------------------------------------------------------------------
+
+
+async def send_call(request, ctx: Context, call: Request) -> dict:
+    """Validate, then hand the call to the notification service (which creates the row and places the
+    call in a task of its own: a client that goes away changes nothing)."""
+    import asyncio
+
+    from api.app import READ
+    from ivr.notify import NOTIFIER, NotifyInputError, plan_notification
+
+    app = request.app
+    try:
+        note = await app[READ](plan_notification, ctx.project_id, call.body, ctx.default_region, _default_from(app))
+    except NotifyInputError as exc:
+        raise BadRequest(str(exc)) from None
+    service = app.get(NOTIFIER)
+    if service is None:
+        raise ServiceUnavailable("Notification calls are placed by the call controller, which this server does not "
+                                 "run: send this request to `hotline serve` (not --api-only).")
+    placed = await asyncio.shield(service.submit(note))
+    return placed.response()
+
+
+def _default_from(app) -> str:
+    from api.app import CONFIG
+
+    return app[CONFIG].notify.from_number
+
+
+_NULLABLE_LINK = {"type": ["string", "null"], "format": "uuid"}
+_SEND_BODY = {
+    "type": "object", "additionalProperties": False, "required": ["message"],
+    "oneOf": [{"required": ["toNumber"]}, {"required": ["userId"]}],
+    "properties": {
+        "toNumber": {"type": "string", "description": "Who to call: an E.164 number (national formats are read in "
+                                                      "sip.default_region) or a sip: URI"},
+        "userId": {"type": "string", "format": "uuid",
+                   "description": "Or: a user of the project, called on their first verified number"},
+        "message": {"type": "string", "minLength": 1, "maxLength": 1000, "description": "What the call says"},
+        "fromNumber": {"type": "string", "description": "Caller ID (E.164); default notify.from_number"},
+        **{name: {**_NULLABLE_LINK, "description": f"Stored on the Call Log ({name})"}
+           for name in ("incidentId", "alertId", "monitorId", "scheduledMaintenanceId", "statusPageId",
+                        "statusPageAnnouncementId", "onCallDutyPolicyId", "onCallDutyPolicyEscalationRuleId",
+                        "onCallDutyPolicyScheduleId", "teamId")},
+    },
+}
+_SEND_RESPONSE = {
+    "type": "object", "additionalProperties": False, "required": ["_id", "toNumber", "fromNumber", "status", "callData"],
+    "properties": {
+        "_id": {"type": "string", "format": "uuid", "description": "ID of the Call Log row (get-item shows the outcome)"},
+        "toNumber": {"type": "string"},
+        "fromNumber": {"type": ["string", "null"]},
+        "status": {"type": "null", "description": "null while the call is being placed"},
+        "callData": {"type": "object"},
+    },
+}
+
+
 # -- verification codes ---------------------------------------------------------------------------
 
 _LOCKED = (f"This number is locked after {verification.MAX_ATTEMPTS} wrong codes. A Project Owner or Project "
@@ -259,12 +326,24 @@ ACTIONS: list[Action] = [
     Action(
         BY_PATH["user-incoming-call-number"], "update", "POST", "/resend-verification-code",
         "resendUserIncomingCallNumberVerificationCode", "Send a new verification code",
-        "Sends the number a new code (replacing the previous one) by a phone call that speaks it; until "
-        "outbound calls exist, an administrator reads it on the server with `hotline number code`. From a "
-        "Project Owner or Admin key it also unlocks a number locked after too many wrong codes.",
+        "Sends the number a new code (replacing the previous one), which the call controller delivers by a "
+        "phone call that speaks it (an administrator can also read it on the server with `hotline number "
+        "code` until then). From a Project Owner or Admin key it also unlocks a number locked after too many "
+        "wrong codes.",
         resend, writes=True,
         body={"type": "object", "additionalProperties": False, "required": ["itemId"],
               "properties": {"itemId": _ITEM_ID}},
         response=_EMPTY,
+    ),
+    Action(
+        BY_PATH["call-log"], "create", "POST", "/send",
+        "sendCallLog", "Place a notification call",
+        "Calls a number (or a user's first verified number), speaks the message, then \"Press 1 to acknowledge, "
+        "press 9 to hear this again\". Answers at once with the created Call Log row, whose status is null while "
+        "the call is placed; it then becomes Success (answered and heard; callData.keyPressed and "
+        "callData.acknowledged say whether 1 was pressed), Missed Call, Busy or Error (statusMessage says why), "
+        "with its cost from the rate table. An acknowledgement is also posted to the configured webhook.",
+        None, writes=True, body=_SEND_BODY, response=_SEND_RESPONSE, codes=("400", "401", "403", "429", "503"),
+        handler=send_call,
     ),
 ]

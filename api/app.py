@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any, Awaitable, Callable
@@ -155,6 +156,8 @@ def action_routes(action: Action) -> list[web.RouteDef]:
         ctx = Context(principal, request.app[CONFIG].sip.default_region)
         body = await read_body(request) if action.method != "GET" else {}
         call = ActionRequest(dict(request.match_info), request.query, body)
+        if action.handler is not None:  # an operation that needs more than the database (places a call)
+            return json_response(await action.handler(request, ctx, call))
         run = request.app[DB].run if action.writes else request.app[READ]
         return json_response(await run(action.run, ctx, call))
 
@@ -168,7 +171,47 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """Liveness: the process serves HTTP."""
     return json_response({"status": "ok"})
+
+
+def _ping_database() -> None:
+    from ivr.db import on_reader
+    from ivr.models import Project
+
+    list(on_reader(Project.select(Project.id).limit(1)))
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: the database answers, and what this process runs is connected (ARI, AMI, FastAGI)."""
+    from ivr.agi_calls import AGI_SERVER
+    from ivr.asterisk.ami import AMI_CLIENT
+    from ivr.controller import CONTROLLER
+
+    app = request.app
+    checks: dict[str, dict] = {}
+    try:
+        await asyncio.wait_for(app[READ](_ping_database), 2.0)
+        checks["database"] = {"ok": True}
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        checks["database"] = {"ok": False, "detail": str(exc) or type(exc).__name__}
+    if CONTROLLER in app:
+        ok = app[CONTROLLER].ari.connected.is_set()
+        checks["ari"] = {"ok": ok, **({} if ok else {"detail": "not connected to ARI"})}
+    if AMI_CLIENT in app:
+        client = app[AMI_CLIENT]
+        ok = client.connected.is_set()
+        checks["ami"] = {"ok": ok, **({} if ok else {"detail": client.last_error or "not connected to AMI"})}
+    if AGI_SERVER in app:
+        server = app[AGI_SERVER].server
+        ok = server is not None and server.is_serving()
+        checks["agi"] = {"ok": ok, **({} if ok else {"detail": "the FastAGI server is not listening"})}
+    failing = [name for name, check in checks.items() if not check["ok"]]
+    body = {"status": "not ready" if failing else "ready", "checks": checks}
+    if failing:
+        body["error"] = "Not ready: " + ", ".join(f"{name} ({checks[name].get('detail', 'failing')})"
+                                                  for name in failing)
+    return json_response(body, status=503 if failing else 200)
 
 
 def database_url_of(db) -> str:
@@ -212,6 +255,7 @@ def create_app(config: Config, db=None, *, api: bool = True, controller: bool = 
     app[OPENAPI] = build_openapi(RESOURCES, ACTIONS)
     app.cleanup_ctx.append(database_context(config, db))
     app.router.add_get("/api/health", health, allow_head=False)
+    app.router.add_get("/api/ready", ready, allow_head=False)
     if api:
         app.router.add_get("/api/openapi.json", openapi_document, allow_head=False)
         for action in ACTIONS:
@@ -220,7 +264,9 @@ def create_app(config: Config, db=None, *, api: bool = True, controller: bool = 
             app.router.add_routes(resource_routes(resource))
     if controller:
         from ivr.controller import add_controller_routes, controller_context
+        from ivr.services import add_dialplan_services
 
         app.cleanup_ctx.append(controller_context(config))
         add_controller_routes(app)
+        add_dialplan_services(app, config)  # AMI, FastAGI, notification calls
     return app

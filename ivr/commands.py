@@ -1,4 +1,4 @@
-"""Core subcommands: migrate, project, apikey, config, oncall, number, sync, serve."""
+"""Core subcommands: migrate, project, apikey, config, oncall, number, sync, serve, doctor."""
 
 from __future__ import annotations
 
@@ -332,8 +332,8 @@ def add_cli(sub) -> None:
     p = sub.add_parser("number", help="users' incoming-call numbers")
     nsub = p.add_subparsers(dest="number_command", metavar="ACTION")
     nsub.required = True
-    c = nsub.add_parser("code", help="print the verification code waiting to be delivered to a number "
-                                     "(until codes are delivered by phone calls)")
+    c = nsub.add_parser("code", help="print the verification code of a number that has not yet been "
+                                     "delivered by its phone call")
     c.add_argument("number", metavar="NUMBER", help="number id, phone number or SIP URI")
     c.add_argument("--project", help="project id (when the number is in several projects)")
     c.set_defaults(func=cmd_number_code)
@@ -349,3 +349,7 @@ def add_cli(sub) -> None:
     p.add_argument("--api-only", action="store_true", help="run only the REST API")
     p.add_argument("--controller-only", action="store_true", help="run only the call controller")
     p.set_defaults(func=cmd_serve)
+
+    from ivr import doctor
+
+    doctor.add_cli(sub)

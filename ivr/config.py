@@ -27,7 +27,7 @@ class Setting:
     section: str
     key: str
     default: Any
-    type: str  # "str" | "int" | "float" | "bool" | "list"
+    type: str  # "str" | "int" | "float" | "bool" | "list" | "map" (of str to number)
     help: str
     secret: bool = False
 
@@ -67,11 +67,38 @@ class Setting:
                 if isinstance(raw, (list, tuple)):
                     return [str(part) for part in raw]
                 raise ValueError(raw)
+            if self.type == "map":
+                return _parse_map(raw)
         except (TypeError, ValueError):
             raise ConfigError(
                 f"{origin}: {self.name} must be of type {self.type}, got {raw!r}"
             ) from None
         raise AssertionError(f"unknown setting type {self.type}")
+
+
+def _parse_map(raw: Any) -> dict[str, float]:
+    """A mapping of names to numbers: a YAML mapping, or ``key=value,key=value`` in the environment."""
+    if isinstance(raw, str):
+        pairs = []
+        for part in raw.split(","):
+            if part.strip():
+                key, sep, value = part.partition("=")
+                if not sep:
+                    raise ValueError(raw)
+                pairs.append((key, value))
+    elif isinstance(raw, dict):
+        pairs = list(raw.items())
+    else:
+        raise ValueError(raw)
+    out: dict[str, float] = {}
+    for key, value in pairs:
+        if isinstance(value, bool):
+            raise ValueError(raw)
+        number = float(value)
+        if not number >= 0 or number == float("inf"):
+            raise ValueError(raw)
+        out[str(key).strip()] = int(number) if number.is_integer() else number
+    return out
 
 
 def _default_data_dir() -> str:
@@ -104,6 +131,10 @@ SETTINGS: tuple[Setting, ...] = (
             "AMI secret. Empty: a random one generated for the local lab and kept in the data directory.",
             secret=True),
     Setting("agi", "host", "127.0.0.1", "str", "Address the FastAGI server listens on."),
+    Setting("ami", "action_timeout", 5.0, "float",
+            "Seconds Hotline waits for Asterisk to answer an AMI action before giving up on it."),
+    Setting("ami", "ping_interval", 10.0, "float",
+            "Seconds between keep-alive Pings on the AMI connection (one unanswered Ping reconnects)."),
     Setting("agi", "port", 4573, "int", "Port the FastAGI server listens on."),
     Setting("sip", "default_region", "US", "str",
             "Region used to read national-format numbers (ISO 3166 code, e.g. US, GB, FR)."),
@@ -132,6 +163,26 @@ SETTINGS: tuple[Setting, ...] = (
             "Where `hotline asterisk up` builds and caches the lab's Debian root with Asterisk."),
     Setting("asterisk", "suite", "sid", "str", "Debian suite the lab root is built from (Asterisk 22 is in sid)."),
     Setting("asterisk", "mirror", "", "str", "Debian mirror for debootstrap; empty means debootstrap's default."),
+    Setting("notify", "from_number", "", "str",
+            "Caller ID (E.164) of notification calls when the request gives no fromNumber; empty: none."),
+    Setting("notify", "ring_timeout", 30.0, "float", "Seconds a notification call rings before it is a Missed Call."),
+    Setting("notify", "digit_timeout", 5.0, "float",
+            "Seconds a notification call waits for a key after \"press 1 to acknowledge\"."),
+    Setting("notify", "max_prompts", 3, "int",
+            "How many times the acknowledgement prompt is said without an answer before hanging up."),
+    Setting("notify", "rates", {}, "map",
+            "Cost of notification calls: number prefix to USD cents per started minute, e.g. "
+            "{\"1\": 1, \"44\": 2, \"sip:\": 0} (the longest prefix wins; no match costs 0). "
+            "In the environment: 1=1,44=2."),
+    Setting("notify", "webhook_url", "", "str",
+            "URL that receives a POST for every acknowledged notification call; empty: none."),
+    Setting("notify", "webhook_secret", "", "str",
+            "Key of the webhook's HMAC-SHA256 signature (header X-Hotline-Signature: sha256=<hex>).",
+            secret=True),
+    Setting("notify", "webhook_retries", 5, "int",
+            "Further attempts (with exponential back-off) when the webhook does not answer 2xx."),
+    Setting("notify", "verification_calls", True, "bool",
+            "Deliver numbers' verification codes by a phone call that speaks them."),
     Setting("controller", "confirm_timeout", 10.0, "float",
             "Seconds an answered on-call leg has to press 1 before it counts as not answered."),
     Setting("controller", "reconnect_max_delay", 10.0, "float",
@@ -324,5 +375,7 @@ def settings_markdown() -> str:
             default = "~/.local/share/hotline"
         if isinstance(default, list):
             default = ",".join(default)
+        elif isinstance(default, dict):
+            default = ",".join(f"{k}={v}" for k, v in default.items())
         lines.append(f"| `{s.name}` | `{s.env}` | `{default}` | {s.help} |")
     return "\n".join(lines) + "\n"

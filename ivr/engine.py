@@ -105,7 +105,9 @@ TERMINAL_STATUSES: frozenset[CallStatus] = frozenset(
 #: ``Play.target`` for the caller's channel (any other target is a leg id).
 CALLER = "caller"
 DISABLED_MESSAGE = "Sorry, this service is currently disabled."
-LEG_END_CAUSES = frozenset({"busy", "failed", "no_answer", "hangup"})
+#: "cut_off": the leg stopped ringing because a dialplan Dial ringing it with others gave the
+#: call to another leg that answered first (the FastAGI shell; ARI never reports it).
+LEG_END_CAUSES = frozenset({"busy", "failed", "no_answer", "hangup", "cut_off"})
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 ACCEPT_DIGIT = "1"
 _SCHEMA_VERSION = 1
@@ -265,7 +267,7 @@ class DigitPressed:
 @dataclass(frozen=True)
 class LegEnded:
     """A leg is gone; ``cause`` is one of :data:`LEG_END_CAUSES` ("failed" covers a refused
-    originate)."""
+    originate; "cut_off": another leg of the same Dial answered first)."""
 
     leg_id: str
     cause: str
@@ -1115,6 +1117,10 @@ class _Transition:
                 leg,
                 CallStatus.NO_ANSWER,
                 f"Not answered within {_seconds(leg.escalate_after_seconds)} s",
+            )
+        elif cause == "cut_off":
+            self.end_leg(
+                leg, CallStatus.NO_ANSWER, detail or "Stopped ringing: another number answered first"
             )
         else:
             self.end_leg(leg, CallStatus.NO_ANSWER, "Hung up (declined) without answering")

@@ -41,6 +41,25 @@ class Metrics:
                                      buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.ari_connected = Gauge("hotline_ari_connected", "1 while the controller is connected to ARI",
                                    registry=self.registry)
+        self.ami_connected = Gauge("hotline_ami_connected", "1 while Hotline is logged in to AMI",
+                                   registry=self.registry)
+        self.escalation_latency = Histogram(
+            "hotline_escalation_latency_seconds",
+            "FastAGI shell: from the end of a rule (its time up, or its last leg gone) to the next rule's Dial",
+            buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.agi_sessions = Gauge("hotline_agi_sessions_in_progress", "FastAGI sessions running now, by route",
+                                  ["route"], registry=self.registry)
+        self.agi_rejected = Counter("hotline_agi_rejected_connections_total",
+                                    "Connections to the FastAGI port closed without running a route "
+                                    "(port scans, health checks, garbage)", registry=self.registry)
+        self.notifications_in_progress = Gauge("hotline_notification_calls_in_progress",
+                                               "Outbound notification calls being placed now", registry=self.registry)
+        self.notifications = Counter("hotline_notification_calls_total",
+                                     "Outbound notification calls by final Call Log status", ["status"],
+                                     registry=self.registry)
+        self.webhook_deliveries = Counter("hotline_webhook_deliveries_total",
+                                          "Acknowledgement webhooks by outcome (delivered, failed)", ["outcome"],
+                                          registry=self.registry)
         self.recent_loop_lag: collections.deque[float] = collections.deque(maxlen=20000)
         self.recent_timer_error: collections.deque[float] = collections.deque(maxlen=20000)
 

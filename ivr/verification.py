@@ -9,10 +9,11 @@ Storage (table ``user_incoming_call_number_verification``, which no API resource
 * the code is checked only against ``codeHash``, a SHA-256 of a random per-code salt and the code,
   compared in constant time;
 * the code itself is kept in ``undeliveredCode`` only until it has been delivered, like a message in
-  an outbox: the calling side speaks it and calls ``mark_delivered``. Until the outbound calls over
-  AMI exist, nothing delivers it: an administrator with access to the server reads it with
-  ``hotline number code NUMBER`` and passes it on. It is cleared as soon as the number is verified,
-  the code is replaced, or the number is locked;
+  an outbox: the notification service (ivr/notify.py) calls the number, speaks the code and calls
+  ``mark_delivered`` once it was heard in full. Until then (no controller running, the call not
+  answered) an administrator with access to the server can read it with ``hotline number code
+  NUMBER``. It is cleared as soon as the number is verified, the code is replaced, or the number is
+  locked;
 * the code works for ``CODE_LIFETIME``; wrong codes are counted, and after ``MAX_ATTEMPTS`` wrong
   codes the number is locked. Only a Project Owner or Admin re-sending a code unlocks it (and resets
   the count): neither a new code sent by someone else nor a change of the number does.

@@ -1,0 +1,809 @@
+"""The FastAGI shell of the escalation engine: Incoming Call Policies for dialplan-first installs.
+
+The dialplan sends a caller with ``AGI(agi://HOST:4573/incoming-call-policy,<dialed>,<caller ID>)``
+(extensions.conf does it when the ARI controller is not connected). The same engine as the ARI
+shell (ivr/engine.py) decides; this file turns its commands into AGI commands on the caller's
+channel and turns what Asterisk reports into its events:
+
+==========================  ==================================================================
+engine command              over FastAGI
+==========================  ==================================================================
+Answer / Play(caller)       ``ANSWER`` (``Answer(,i)``, not waiting for media, when the legs ring
+                            next) / ``STREAM FILE <prompt>``, then ``PlaybackFinished``
+Dial (all legs of a rule)   one ``EXEC Dial(<legs joined by &>,<rule's seconds>,rg b(...) U(...))``
+StartRingback               Dial's ``r`` option (in-band ring tone); StopRingback: nothing to do
+Play(leg) / Bridge(leg)     the leg's own FastAGI session, run by Dial's ``U()`` subroutine when
+                            the leg answers (route ``leg-answered``): ``STREAM FILE <prompt> "1"``;
+                            bridging = returning from the subroutine with GOSUB_RESULT empty
+HangupLeg(leg)              confirming leg: ``GOSUB_RESULT=CONTINUE`` (Dial hangs it up and returns);
+                            its confirmation window is also armed as ``SET AUTOHANGUP`` so that a
+                            prompt being played cannot make it late; a ringing leg: nothing
+                            (Dial ends it)
+HangupCaller                ``HANGUP``
+StartTimer("rule:n")        Dial's own timeout: ``DIALSTATUS=NOANSWER`` becomes ``TimerFired``
+StartTimer("confirm:leg")   a timer on the event loop (and the leg's autohangup)
+==========================  ==================================================================
+
+How legs end: Dial's ``b()`` subroutine pushes a hangup handler on every leg before it rings;
+when the leg ends, the handler calls the route ``leg-ended`` with the leg
+(``DIALEDPEERNUMBER``), ``HANGUPCAUSE`` and ``CHANNEL(hangupsource)``. A leg the far end ended
+(busy, declined, hung up) is reported at once with its cause; a leg Asterisk ended (Dial's
+timeout, the caller gone) is decided by Dial's return (``DIALSTATUS``, or the caller's hang-up);
+cause 26 with no far-end source is Dial cutting a leg off because another one answered.
+
+Where the dialplan shell cannot behave like the ARI shell (the logs say which happened):
+
+* Dial rings a rule's legs in parallel and gives the call to the *first leg that answers*: it
+  ends the others' ringing at that moment, before that leg pressed 1. Their items say
+  "Stopped ringing: ... answered first" (not "answered elsewhere by user X"), and if the
+  answering leg then fails to confirm, the rule has no candidate left and the call escalates at
+  once (ARI would let the others ring until the rule's time is up).
+* One application runs on the caller's channel at a time: the next rule cannot ring while a leg
+  of the current rule is still deciding whether to press 1; it rings when that leg is done.
+* A caller who hangs up while a leg hears the confirmation prompt is seen at once only when AMI
+  is connected (its HangupRequest event); without AMI, when the confirmation ends.
+* A FastAGI session ends with the process: a call is not resumed after a restart (the ARI
+  controller resumes its calls). The dialplan continues after ``AGI()`` (AGISTATUS=FAILURE: the
+  fallback number or the apology), and the FastAGI server closes such logs as lost when it
+  starts again.
+* The legs show the caller's caller ID (Dial passes it on), like ARI does for E.164 callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from aiohttp import web
+
+from ivr import callstore
+from ivr.asterisk.agi import AgiChannel, AgiError, AgiHangup, AgiServer
+from ivr.asterisk.ami import AmiError, cause_text, int_or_none
+from ivr.asterisk.endpoints import dial_target, safe_in_dialplan
+from ivr.controller import NOT_IN_SERVICE, SORRY, leg_end_cause
+from ivr.db import run_and_release
+from ivr.engine import (
+    CALLER,
+    TERMINAL_STATUSES,
+    Answer,
+    Bridge,
+    CallerHungUp,
+    CallSetup,
+    CallStarted,
+    CancelTimer,
+    Dial,
+    DigitPressed,
+    EscalationCall,
+    HangupCaller,
+    HangupLeg,
+    IllegalEvent,
+    LegAnswered,
+    LegEnded,
+    LegPhase,
+    Play,
+    PlaybackFinished,
+    StartRingback,
+    StartTimer,
+    StopPlayback,
+    StopRingback,
+    TimerFired,
+    UpdateItem,
+    UpdateLog,
+    confirmation_prompt,
+)
+from ivr.metrics import Metrics
+from ivr.tts import Synthesizer, TTSError
+
+log = logging.getLogger(__name__)
+
+ROUTE_INCOMING = "incoming-call-policy"
+ROUTE_LEG_ANSWERED = "leg-answered"
+ROUTE_LEG_ENDED = "leg-ended"
+LEG_SUBROUTINE = "hotline-agi-leg"
+CONFIRM_SUBROUTINE = "hotline-agi-confirm"
+CAUSE_ANSWERED_ELSEWHERE = 26
+CUT_OFF_MESSAGE = ("Stopped ringing: another number of this rule answered first (the dialplan's Dial ends "
+                   "the other calls at the first answer, before anyone pressed 1)")
+LOST_MESSAGE = ("The call was lost: its FastAGI session ended when Hotline stopped (a call run over "
+                "FastAGI cannot be resumed).")
+STOPPED_MESSAGE = "Hotline stopped during the call (a call run over FastAGI ends with the process)."
+#: A far-end hang-up of a confirming leg this close to its confirmation deadline is the autohangup.
+DEADLINE_SLACK = 0.25
+RECONCILE_EVERY = 60.0   # seconds between two looks for FastAGI call logs left open
+_UNANSWERED = (LegPhase.DIALING, LegPhase.RINGING)
+
+
+# -- the shell's own events (facts of the FastAGI world, turned into engine events) ---------
+
+
+@dataclass
+class DialOp:
+    """One ``EXEC Dial`` on the caller's channel: a rule's legs, by Dial target."""
+
+    legs: dict[str, str]              # DIALEDPEERNUMBER -> leg id
+    timeout: int
+    rule_timer: str | None
+    decided_at: float
+    escalation: bool                  # not the call's first Dial (for the latency histogram)
+    started_at: float | None = None
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class _DialDone:
+    op: DialOp
+    result: int | None
+    status: str
+
+
+@dataclass(frozen=True)
+class _LegReport:
+    target: str
+    cause: int | None
+    by_far_end: bool
+    channel: str
+
+
+@dataclass(frozen=True)
+class _LegSessionStarted:
+    leg_id: str
+
+
+@dataclass(frozen=True)
+class _CallerGone:
+    why: str
+
+
+@dataclass
+class LegSession:
+    """The FastAGI session of an answered leg (Dial's U() subroutine), fed instructions."""
+
+    chan: AgiChannel
+    leg_id: str
+    instructions: asyncio.Queue = field(default_factory=asyncio.Queue)
+    playing: bool = False
+
+
+class AgiCalls:
+    """The routes ``incoming-call-policy``, ``leg-answered`` and ``leg-ended``, and their calls."""
+
+    def __init__(self, config, db, tts: Synthesizer, metrics: Metrics | None = None, reads=None, ami=None):
+        self.config = config
+        self.db = db
+        self.reads = reads or (lambda fn, *args: run_and_release(db, fn, *args))
+        self.tts = tts
+        self.metrics = metrics or Metrics()
+        self.ami = ami
+        self.actors: set[AgiCallActor] = set()
+        self.by_call: dict[str, AgiCallActor] = {}
+        self.by_uniqueid: dict[str, AgiCallActor] = {}
+        self._tasks: set[asyncio.Task] = set()
+        if ami is not None:
+            ami.add_listener(self._ami_event)
+
+    def add_routes(self, server: AgiServer) -> None:
+        server.add_route(ROUTE_INCOMING, self.incoming)
+        server.add_route(ROUTE_LEG_ANSWERED, self.leg_answered)
+        server.add_route(ROUTE_LEG_ENDED, self.leg_ended)
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        if self.ami is not None:
+            self.ami.remove_listener(self._ami_event)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def start(self) -> None:
+        self.spawn(self._reconcile_loop())
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            if self.ami is not None and self.ami.connected.is_set():
+                try:
+                    await self.close_lost_logs()
+                except Exception:  # noqa: BLE001 - tried again later
+                    log.exception("reconciling the FastAGI call logs failed")
+                await asyncio.sleep(RECONCILE_EVERY)
+            else:
+                await asyncio.sleep(0.5)
+
+    async def close_lost_logs(self) -> int:
+        """Close the open logs of FastAGI calls whose channel Asterisk no longer has and that no
+        session here runs (their FastAGI server stopped: a previous process). A call whose channel
+        still exists may belong to another Hotline's FastAGI server: it is looked at again later."""
+        rows = await run_and_release(self.db, callstore.open_agi_logs)
+        live = {actor.caller_channel for actor in self.actors}
+        rows = [row for row in rows if row.callProviderCallId not in live]
+        if not rows:
+            return 0
+        try:
+            channels = {event.uniqueid for event in
+                        await self.ami.send_list({"Action": "CoreShowChannels"}, "CoreShowChannelsComplete")}
+        except AmiError as exc:
+            log.warning("cannot list Asterisk's channels to reconcile FastAGI call logs: %s", exc)
+            return 0
+        closed = 0
+        for row in rows:
+            if row.callProviderCallId[len(callstore.AGI_CALL_PREFIX):] in channels:
+                continue
+            log.warning("FastAGI call %s (%s) ended while no FastAGI session ran it; closing its log",
+                        row.id, row.callProviderCallId)
+            await run_and_release(self.db, callstore.close_lost_call, row.id, LOST_MESSAGE, time.time())
+            closed += 1
+        return closed
+
+    # -- routes ------------------------------------------------------------------------
+
+    async def incoming(self, chan: AgiChannel) -> None:
+        actor = AgiCallActor(self, chan)
+        self.metrics.agi_sessions.labels(ROUTE_INCOMING).inc()
+        try:
+            await actor.run()
+        finally:
+            self.metrics.agi_sessions.labels(ROUTE_INCOMING).dec()
+
+    async def leg_answered(self, chan: AgiChannel) -> None:
+        call_id, target = (chan.args + ["", ""])[:2]
+        actor = self.by_call.get(call_id)
+        self.metrics.agi_sessions.labels(ROUTE_LEG_ANSWERED).inc()
+        try:
+            if actor is None:
+                log.warning("FastAGI leg %s (%s) answered for call %r, which is not running here: hanging it up",
+                            target, chan.channel, call_id)
+                await _reject_leg(chan)
+                return
+            await actor.leg_session(chan, target)
+        finally:
+            self.metrics.agi_sessions.labels(ROUTE_LEG_ANSWERED).dec()
+
+    async def leg_ended(self, chan: AgiChannel) -> None:
+        """Run from a leg's hangup handler: report and return at once (Dial waits for it)."""
+        call_id, target, cause, source = (chan.args + ["", "", "", ""])[:4]
+        actor = self.by_call.get(call_id)
+        if actor is not None:
+            actor.post(_LegReport(target, int_or_none(cause), bool(source) and source == chan.channel,
+                                  chan.channel))
+
+    def _ami_event(self, event) -> None:
+        # The caller's own hang-up, seen at once even while Dial runs a leg's confirmation.
+        if event.event == "HangupRequest":
+            actor = self.by_uniqueid.get(event.uniqueid)
+            if actor is not None:
+                actor.post(_CallerGone("the caller hung up (AMI HangupRequest)"))
+
+
+async def _reject_leg(chan: AgiChannel) -> None:
+    try:
+        await chan.set_variable("GOSUB_RESULT", "CONTINUE")
+    except AgiError:
+        pass
+
+
+class AgiCallActor:
+    """One incoming call over FastAGI: its engine, its Dial operations, its leg sessions, its writes."""
+
+    def __init__(self, calls: AgiCalls, chan: AgiChannel):
+        self.c = calls
+        self.chan = chan
+        self.uniqueid = chan.uniqueid
+        self.caller_channel = callstore.AGI_CALL_PREFIX + (chan.uniqueid or chan.channel)
+        args = chan.args
+        self.dialed = args[0] if args else chan.headers.get("agi_extension", "")
+        self.caller = args[1] if len(args) > 1 else chan.headers.get("agi_callerid", "")
+        if self.caller in ("unknown", "<unknown>"):
+            self.caller = ""
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.ops: asyncio.Queue = asyncio.Queue()
+        self.writes: asyncio.Queue = asyncio.Queue()
+        self.engine: EscalationCall | None = None
+        self.log_id = None
+        self.project_id = None
+        self.final_status: str | None = None
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.timer_due: dict[str, float] = {}
+        self.deadlines: dict[str, float] = {}       # leg id -> confirmation deadline
+        self.dial_ops: list[DialOp] = []
+        self.op_of: dict[str, DialOp] = {}         # leg id -> its Dial
+        self.sessions: dict[str, LegSession] = {}
+        self.caller_gone = False
+        self._plays_to_caller = False
+        self.event_at = time.time()                 # when the event being handled arrived
+        self.caller_task: asyncio.Task | None = None
+        self.writer: asyncio.Task | None = None
+
+    def post(self, event) -> None:
+        self.queue.put_nowait(event)
+
+    # -- the call --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.c.metrics.calls_in_progress.inc()
+        self.c.actors.add(self)
+        if self.uniqueid:
+            self.c.by_uniqueid[self.uniqueid] = self
+        try:
+            setup = await self._open()
+            if setup is None:
+                return
+            self.engine = EscalationCall(setup)
+            self.c.by_call[setup.call_id] = self
+            self.caller_task = asyncio.get_running_loop().create_task(self._caller_loop())
+            await self._feed(CallStarted())
+            self._start_writer()
+            self.c.spawn(self._warm_prompts(setup))
+            while not self.engine.is_finished:
+                event = await self.queue.get()
+                self.event_at = time.time()
+                await self._handle(event)
+            await self._drain_caller()
+        except asyncio.CancelledError:
+            if self.log_id is not None and self.final_status is None:
+                self.writes.put_nowait((callstore.close_lost_call, self.log_id, STOPPED_MESSAGE, time.time()))
+            raise
+        except Exception:
+            log.exception("FastAGI call on %s failed inside Hotline", self.chan.channel)
+            await self._fail_safe()
+        finally:
+            await self._finish()
+
+    async def _open(self) -> CallSetup | None:
+        cfg = self.c.config
+        started = time.time()
+        incoming = await self.c.reads(callstore.prepare_call, self.dialed, self.caller, cfg.sip.default_region,
+                                      cfg.controller.confirm_timeout)
+        if incoming is None:
+            log.warning("call from %s to %s: no Incoming Call Policy has this routing number; "
+                        "playing the not-in-service message", self.caller or "unknown", self.dialed)
+            await self._announce_and_hang_up(NOT_IN_SERVICE)
+            return None
+        self.log_id, self.project_id = incoming.log_id, incoming.project_id
+        self.writes.put_nowait((callstore.open_log, incoming, self.caller_channel, started))
+        log.info("call %s from %s to %s over FastAGI: policy %r with %d rule(s)", self.log_id,
+                 self.caller or "unknown", self.dialed, incoming.setup.policy_name, len(incoming.setup.rules))
+        return incoming.setup
+
+    async def _handle(self, event) -> None:
+        if isinstance(event, _DialDone):
+            await self._dial_done(event)
+        elif isinstance(event, _LegReport):
+            await self._leg_report(event)
+        elif isinstance(event, _LegSessionStarted):
+            await self._feed(LegAnswered(event.leg_id))
+        elif isinstance(event, _CallerGone):
+            if not self.caller_gone:
+                self.caller_gone = True
+                log.debug("call %s: %s", self.log_id, event.why)
+            await self._feed(CallerHungUp())
+        else:
+            await self._feed(event)
+
+    async def _feed(self, event) -> None:
+        if self.engine.is_finished:
+            return
+        if isinstance(event, TimerFired) and event.timer_id in self.timer_due:
+            self.c.metrics.observe_timer_error(max(0.0, time.time() - self.timer_due.pop(event.timer_id)))
+        try:
+            commands = self.engine.handle(event, time.time())
+        except IllegalEvent as exc:
+            log.warning("call %s: ignoring an impossible event %r: %s", self.log_id, event, exc)
+            return
+        # A leg's confirmation deadline goes to its session before the prompt it plays.
+        for command in commands:
+            if isinstance(command, StartTimer) and command.timer_id.startswith("confirm:"):
+                session = self.sessions.get(command.timer_id.partition(":")[2])
+                if session is not None:
+                    session.instructions.put_nowait(("deadline", command.at))
+        self._plays_to_caller = any(isinstance(c, Play) and c.target == CALLER for c in commands)
+        dials = [c for c in commands if isinstance(c, Dial)]
+        rule_timer = next((c.timer_id for c in commands
+                           if isinstance(c, StartTimer) and c.timer_id.startswith("rule:")), None)
+        for command in commands:
+            await self._execute(command)
+        if dials:
+            self._queue_dial(dials, rule_timer)
+
+    async def _execute(self, command) -> None:
+        if isinstance(command, UpdateLog):
+            if command.fields.get("status") in TERMINAL_STATUSES:
+                self.final_status = str(command.fields["status"])
+            self.writes.put_nowait((callstore.update_log, self.log_id, command.fields))
+        elif isinstance(command, UpdateItem):
+            fields = command.fields
+            if fields.get("status") in TERMINAL_STATUSES:
+                self.c.metrics.ring_attempts.labels(str(fields["status"])).inc()
+            op = self.op_of.get(command.leg_id)
+            late = (op.started_at - op.decided_at) if op is not None and op.started_at is not None else 0.0
+            if late > 0.25 and fields.get("dialDurationInSeconds") is not None:
+                # The engine counts from its decision; the leg rang from when Dial started.
+                fields = {**fields, "dialDurationInSeconds": round(max(0.0, fields["dialDurationInSeconds"] - late), 3)}
+            self.writes.put_nowait((callstore.update_item, self.log_id, command.leg_id, fields))
+        elif isinstance(command, StartTimer):
+            if command.timer_id.startswith("confirm:"):
+                self.deadlines[command.timer_id.partition(":")[2]] = command.at
+                self._start_timer(command.timer_id, command.at)
+            # rule timers: Dial's own timeout is the rule's (see _dial_done)
+        elif isinstance(command, CancelTimer):
+            self.timer_due.pop(command.timer_id, None)
+            handle = self.timers.pop(command.timer_id, None)
+            if handle:
+                handle.cancel()
+        elif isinstance(command, Answer):
+            self.ops.put_nowait(("answer", not self._plays_to_caller))
+        elif isinstance(command, Play):
+            if command.target == CALLER:
+                self.ops.put_nowait(("play", command.playback_id, command.text))
+            else:
+                session = self.sessions.get(command.target)
+                if session is not None:
+                    session.instructions.put_nowait(("play", command.playback_id, command.text))
+        elif isinstance(command, Bridge):
+            session = self.sessions.get(command.leg_id)
+            if session is not None:
+                session.instructions.put_nowait(("bridge",))
+        elif isinstance(command, HangupLeg):
+            await self._hang_up_leg(command.leg_id)
+        elif isinstance(command, HangupCaller):
+            self.ops.put_nowait(("hangup",))
+        elif isinstance(command, (StartRingback, StopRingback, StopPlayback, Dial)):
+            pass  # Dial's r option rings back; a prompt stops at the key that ends it; Dial: below
+        else:
+            log.error("call %s: unknown command %r", self.log_id, command)
+
+    def _start_timer(self, timer_id: str, at: float) -> None:
+        old = self.timers.pop(timer_id, None)
+        if old:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self.timer_due[timer_id] = at
+        self.timers[timer_id] = loop.call_at(loop.time() + max(0.0, at - time.time()), self._timer_fired, timer_id)
+
+    def _timer_fired(self, timer_id: str) -> None:
+        self.timers.pop(timer_id, None)
+        self.post(TimerFired(timer_id))
+
+    async def _hang_up_leg(self, leg_id: str) -> None:
+        session = self.sessions.get(leg_id)
+        if session is None:
+            return  # still ringing inside Dial (which ends it), or already gone
+        session.instructions.put_nowait(("reject",))
+        ami = self.c.ami
+        if session.playing and ami is not None and ami.connected.is_set() and session.chan.channel:
+            # The session is inside STREAM FILE and cannot take a command until it ends.
+            try:
+                await ami.send({"Action": "Hangup", "Channel": session.chan.channel, "Cause": "16"})
+            except Exception as exc:  # noqa: BLE001 - the confirmation's autohangup ends it anyway
+                log.debug("call %s: AMI could not hang up %s: %s", self.log_id, session.chan.channel, exc)
+
+    # -- Dial ------------------------------------------------------------------------------
+
+    def _queue_dial(self, dials: list[Dial], rule_timer: str | None) -> None:
+        trunk = self.c.config.sip.outbound_trunk
+        legs: dict[str, str] = {}
+        now = time.time()
+        for command in dials:
+            self.writes.put_nowait((callstore.create_item, self.log_id, self.project_id, command.leg_id,
+                                    command.contact, command.rule_id, command.rule_order, now))
+            target = dial_target(command.contact.address, trunk)
+            if target is None:
+                log.error("call %s: cannot ring %s: no sip.outbound_trunk is configured for phone numbers",
+                          self.log_id, command.contact.address)
+                self.post(LegEnded(command.leg_id, "failed",
+                                   "no outbound trunk is configured for phone numbers (sip.outbound_trunk)"))
+            elif not safe_in_dialplan(target) or target in legs:
+                self.post(LegEnded(command.leg_id, "failed",
+                                   f"{command.contact.address} cannot be dialed through the dialplan"))
+            else:
+                legs[target] = command.leg_id
+        if not legs:
+            return
+        timeout = max(1, math.ceil(max(d.timeout for d in dials)))
+        op = DialOp(legs, timeout, rule_timer, self.event_at, escalation=bool(self.dial_ops))
+        self.dial_ops.append(op)
+        for leg_id in legs.values():
+            self.op_of[leg_id] = op
+        self.ops.put_nowait(("dial", op))
+
+    async def _run_dial(self, op: DialOp) -> None:
+        call_id = self.engine.setup.call_id
+        op.started_at = time.time()
+        if op.escalation:
+            self.c.metrics.escalation_latency.observe(max(0.0, op.started_at - op.decided_at))
+        if op.started_at - op.decided_at > 0.25:
+            # It waited for the previous Dial (a leg deciding whether to press 1): say when it rang.
+            for leg_id in op.legs.values():
+                self.writes.put_nowait((callstore.update_item, self.log_id, leg_id, {"startedAt": op.started_at}))
+        targets = "&".join(f"PJSIP/{target}" for target in op.legs)
+        options = f"rgb({LEG_SUBROUTINE}^s^1({call_id}))U({CONFIRM_SUBROUTINE}^{call_id})"
+        try:
+            result = await self.chan.exec("Dial", f"{targets},{op.timeout},{options}", timeout=None)
+        except AgiHangup:
+            self.post(_DialDone(op, -1, "CANCEL"))
+            return
+        try:
+            if self.chan.hung_up or ((result is None or result < 0) and not await self.chan.is_up()):
+                self.post(_DialDone(op, -1, "CANCEL"))  # Dial returns -1 when the caller hangs up
+                return
+            status = await self.chan.get_variable("${DIALSTATUS}") or ""
+        except AgiHangup:
+            self.post(_DialDone(op, -1, "CANCEL"))
+            return
+        self.post(_DialDone(op, max(0, result or 0), status))  # the caller is still there
+
+    def _leg_for(self, target: str) -> str | None:
+        for op in reversed(self.dial_ops):
+            if target in op.legs:
+                return op.legs[target]
+        return None
+
+    async def _dial_done(self, done: _DialDone) -> None:
+        op = done.op
+        op.done = True
+        if done.result is None or done.result < 0:
+            await self._handle(_CallerGone("the caller hung up (Dial returned -1)"))
+            return
+        state = self.engine.state
+        unanswered = [leg_id for leg_id in op.legs.values()
+                      if (leg := state.leg(leg_id)) is not None and leg.phase in _UNANSWERED]
+        if done.status == "NOANSWER" and unanswered and op.rule_timer in self.engine.pending_timers:
+            await self._feed(TimerFired(op.rule_timer))
+        # Whatever the reports did not say: no leg of a finished Dial is still ringing.
+        for leg_id in op.legs.values():
+            leg = self.engine.state.leg(leg_id)
+            if leg is None or not (leg.is_live or leg.phase is LegPhase.BRIDGED):
+                continue
+            if leg.phase in _UNANSWERED:
+                cause = {"BUSY": "busy", "NOANSWER": "no_answer"}.get(done.status, "failed")
+                await self._feed(LegEnded(leg_id, cause, f"Asterisk's Dial ended with DIALSTATUS {done.status}"))
+            else:
+                await self._feed(LegEnded(leg_id, "hangup"))
+
+    async def _leg_report(self, report: _LegReport) -> None:
+        leg_id = self._leg_for(report.target)
+        leg = self.engine.state.leg(leg_id) if leg_id else None
+        if leg is None or not (leg.is_live or leg.phase is LegPhase.BRIDGED):
+            return
+        if report.by_far_end:
+            deadline = self.deadlines.get(leg_id)
+            timer_id = f"confirm:{leg_id}"
+            if (leg.phase is LegPhase.CONFIRMING and deadline is not None
+                    and time.time() >= deadline - DEADLINE_SLACK and timer_id in self.engine.pending_timers):
+                await self._feed(TimerFired(timer_id))   # its autohangup: the confirmation window closed
+            elif leg.phase in _UNANSWERED:
+                await self._feed(LegEnded(leg_id, leg_end_cause(report.cause, False), cause_text(report.cause)))
+            else:
+                await self._feed(LegEnded(leg_id, "hangup"))
+        elif report.cause == CAUSE_ANSWERED_ELSEWHERE and leg.phase in _UNANSWERED:
+            await self._feed(LegEnded(leg_id, "cut_off", CUT_OFF_MESSAGE))
+        # else: Asterisk ended it (Dial's timeout, the caller gone, Hotline's decision): Dial's end says why
+
+    # -- the answered leg's session -----------------------------------------------------------
+
+    async def leg_session(self, chan: AgiChannel, target: str) -> None:
+        leg_id = self._leg_for(target)
+        leg = self.engine.state.leg(leg_id) if (leg_id and self.engine) else None
+        if leg is None or leg.phase not in _UNANSWERED or self.engine.is_finished or leg_id in self.sessions:
+            await _reject_leg(chan)
+            return
+        session = LegSession(chan, leg_id)
+        self.sessions[leg_id] = session
+        self.post(_LegSessionStarted(leg_id))
+        bridged = False
+        try:
+            while True:
+                kind, *data = await session.instructions.get()
+                if kind == "deadline":
+                    await chan.set_autohangup(data[0] - time.time())
+                elif kind == "play":
+                    playback_id, text = data
+                    try:
+                        path = _path(await self.c.tts.media(text))
+                    except TTSError as exc:
+                        log.error("call %s: could not synthesize the confirmation prompt: %s", self.log_id, exc)
+                        continue  # the confirmation window decides
+                    session.playing = True
+                    try:
+                        result = await chan.stream_file(path, "1")
+                    finally:
+                        session.playing = False
+                    if result.digit:
+                        self.post(DigitPressed(leg_id, result.digit))
+                    self.post(PlaybackFinished(playback_id))
+                elif kind == "bridge":
+                    await chan.set_autohangup(0)
+                    bridged = True
+                    return
+                elif kind == "reject":
+                    return
+        except AgiHangup:
+            return  # the leg's hang-up handler reports it
+        finally:
+            self.sessions.pop(leg_id, None)
+            if not bridged and not chan.hung_up:
+                await _reject_leg(chan)
+
+    # -- the caller's channel ----------------------------------------------------------------
+
+    async def _caller_loop(self) -> None:
+        """Run the caller's operations one after the other (one AGI command at a time)."""
+        while True:
+            op = await self.ops.get()
+            if op is None:
+                return
+            kind = op[0]
+            if self.chan.hung_up or self.caller_gone:
+                if not self.caller_gone:
+                    self.post(_CallerGone("the caller's channel is gone"))
+                continue
+            try:
+                if kind == "answer":
+                    if op[1]:
+                        # Nothing is played first (the legs ring next): no need to wait up to 500 ms
+                        # for the caller's media, as ANSWER does.
+                        await self.chan.exec("Answer", ",i")
+                    else:
+                        await self.chan.answer()
+                elif kind == "play":
+                    await self._play_to_caller(op[1], op[2])
+                elif kind == "dial":
+                    await self._run_dial(op[1])
+                elif kind == "hangup":
+                    await self._done_with_caller()
+                    await self.chan.hangup()
+            except AgiHangup:
+                self.post(_CallerGone("the caller hung up"))
+            except AgiError as exc:
+                log.error("call %s: %s failed: %s", self.log_id, kind, exc)
+                if kind == "play":
+                    self.post(PlaybackFinished(op[1]))
+                elif kind == "dial":
+                    self.post(_DialDone(op[1], 0, "ERROR"))
+
+    async def _play_to_caller(self, playback_id: str, text: str) -> None:
+        try:
+            path = _path(await self.c.tts.media(text))
+            await self.chan.stream_file(path, "")
+        except TTSError as exc:
+            log.error("call %s: could not play a prompt to the caller: %s", self.log_id, exc)
+        self.post(PlaybackFinished(playback_id))
+
+    async def _drain_caller(self) -> None:
+        """The engine is done; let the caller's last operations (a hang-up) run."""
+        self.ops.put_nowait(None)
+        if self.caller_task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.caller_task), 30)
+            except asyncio.TimeoutError:
+                self.caller_task.cancel()
+
+    async def _done_with_caller(self) -> None:
+        """Tell the dialplan that Hotline finished with the call (extensions.conf: a caller still
+        there without it was abandoned by a FastAGI server that stopped, and gets the last resort)."""
+        await self.chan.set_variable("HOTLINE_CALL_DONE", "1")
+
+    async def _announce_and_hang_up(self, text: str) -> None:
+        try:
+            await self._done_with_caller()
+            await self.chan.answer()
+            await self.chan.stream_file(_path(await self.c.tts.media(text)), "")
+            await self.chan.hangup()
+        except (AgiError, TTSError) as exc:
+            log.warning("could not play an announcement on %s: %s", self.chan.channel, exc)
+
+    async def _warm_prompts(self, setup: CallSetup) -> None:
+        texts = [setup.greeting, setup.no_answer_message, setup.no_one_available_message]
+        if setup.require_confirmation:
+            texts.append(confirmation_prompt(setup))
+        for text in texts:
+            if text:
+                try:
+                    await self.c.tts.media(text)
+                except TTSError as exc:
+                    log.error("speech synthesis failed: %s", exc)
+
+    async def _fail_safe(self) -> None:
+        if self.log_id is not None:
+            self.writes.put_nowait((callstore.close_lost_call, self.log_id,
+                                    "Hotline hit an internal error during this call (see the server log).",
+                                    time.time()))
+        for session in list(self.sessions.values()):
+            session.instructions.put_nowait(("reject",))
+        if self.caller_task is not None:
+            self.caller_task.cancel()
+        if not self.chan.hung_up:
+            try:
+                await asyncio.wait_for(self._announce_and_hang_up(SORRY), 35)
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def _finish(self) -> None:
+        self.c.metrics.calls_in_progress.dec()
+        if self.final_status:
+            self.c.metrics.calls.labels(self.final_status).inc()
+        for handle in self.timers.values():
+            handle.cancel()
+        self.timers.clear()
+        for session in list(self.sessions.values()):
+            session.instructions.put_nowait(("reject",))
+        if self.caller_task is not None and not self.caller_task.done():
+            self.caller_task.cancel()
+        self.writes.put_nowait(None)
+        self._start_writer()
+        try:
+            await asyncio.shield(self.writer)
+        finally:
+            if self.engine is not None and self.c.by_call.get(self.engine.setup.call_id) is self:
+                del self.c.by_call[self.engine.setup.call_id]
+            if self.c.by_uniqueid.get(self.uniqueid) is self:
+                del self.c.by_uniqueid[self.uniqueid]
+            self.c.actors.discard(self)
+
+    def _start_writer(self) -> None:
+        if self.writer is None:
+            self.writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def _write_loop(self) -> None:
+        while True:
+            job = await self.writes.get()
+            if job is None:
+                return
+            fn, *args = job
+            try:
+                await run_and_release(self.c.db, fn, *args)
+            except Exception:
+                log.exception("call %s: a log write failed (%s); the call goes on", self.log_id, fn.__name__)
+
+
+def _path(media: str) -> str:
+    """``sound:/dir/hl-abc`` (the ARI media URI) -> ``/dir/hl-abc`` (STREAM FILE's argument)."""
+    return media.split(":", 1)[1] if media.startswith("sound:") else media
+
+
+# -- the aiohttp context ----------------------------------------------------------------------
+
+AGI_SERVER = web.AppKey("agi_server", AgiServer)
+AGI_CALLS = web.AppKey("agi_calls", AgiCalls)
+
+
+def agi_context(config, metrics_of):
+    """aiohttp cleanup context: the FastAGI server (and its escalation routes) for the app's lifetime.
+
+    ``metrics_of(app)`` gives the Metrics to use; the notification route is added by the
+    notification context when it runs.
+    """
+    from api.app import DB, READ
+    from ivr.asterisk.ami import AMI_CLIENT
+    from ivr.tts import synthesizer_from_config
+
+    async def ctx(app: web.Application):
+        metrics = metrics_of(app)
+        tts = synthesizer_from_config(config)
+        tts.check()
+        server = AgiServer(config.agi.host, config.agi.port, on_reject=lambda why: metrics.agi_rejected.inc())
+        calls = AgiCalls(config, app[DB], tts, metrics, app[READ], ami=app.get(AMI_CLIENT))
+        calls.add_routes(server)
+        server.add_route("health", _health_route)
+        app[AGI_SERVER] = server
+        app[AGI_CALLS] = calls
+        await server.start()
+        calls.start()
+        try:
+            yield
+        finally:
+            await server.close()
+            await calls.close()
+
+    return ctx
+
+
+async def _health_route(chan: AgiChannel) -> None:
+    """``hotline doctor`` checks that this is Hotline's FastAGI server: one NOOP, answered."""
+    await chan.command('NOOP "hotline"', timeout=2)
+

@@ -1,0 +1,286 @@
+"""``hotline doctor``: checks what Hotline needs and says what to fix.
+
+The database (reachable, migrated), ARI (answers, accepts the credentials, and whether a call
+controller is connected), AMI (accepts the login; the dialplan contexts Hotline's FastAGI routes
+and notification calls need are loaded and point at ``agi.host``/``agi.port``), FastAGI (Hotline's
+server answers there), TTS (the synthesizer and sox run, the prompt is 8 kHz mono and readable by
+Asterisk) and SIP (the transport answers an OPTIONS; the outbound trunk's endpoint exists).
+
+Each check is ``ok``, ``warn`` (works, with a limitation) or ``FAIL`` (with the fix); the command
+exits 1 when one fails. Every network check is bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import socket
+import uuid
+import wave
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import aiohttp
+
+from ivr.config import Config
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+TIMEOUT = 3.0
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+async def check_database(config: Config) -> Check:
+    from ivr.db import open_database, pending_migrations
+    from ivr.models import Project
+
+    url = config.database_url
+    shown = url.split("@")[-1] if "@" in url else url
+    try:
+        db = open_database(url, pool_size=1)
+    except Exception as exc:  # noqa: BLE001 - a bad URL, a missing driver
+        return Check("database", FAIL, f"{shown}: {exc}", "set database.url (DATABASE_URL)")
+    try:
+        pending = await asyncio.wait_for(pending_migrations(db), TIMEOUT * 2)
+        if pending:
+            return Check("database", FAIL, f"{shown}: {len(pending)} migration(s) pending ({', '.join(pending)})",
+                         "run `hotline migrate`")
+        await asyncio.wait_for(db.run(lambda: list(Project.select(Project.id).limit(1))), TIMEOUT)
+        return Check("database", OK, f"{shown} (reachable, migrated)")
+    except Exception as exc:  # noqa: BLE001
+        return Check("database", FAIL, f"{shown}: {exc or type(exc).__name__}",
+                     "check that the database server runs and database.url (DATABASE_URL) is right")
+    finally:
+        await db.close_pool()
+
+
+async def _ari_get(config: Config, path: str) -> tuple[int, dict | list | None]:
+    token = base64.b64encode(f"{config.ari.username}:{config.ari.password}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT), headers=headers) as session:
+        async with session.get(config.ari.url.rstrip("/") + "/ari" + path) as resp:
+            try:
+                body = await resp.json(content_type=None)
+            except ValueError:
+                body = None
+            return resp.status, body
+
+
+async def check_ari(config: Config) -> list[Check]:
+    fix_reach = "start Asterisk (`hotline asterisk up` for the local lab) or set ari.url (HOTLINE_ARI_URL)"
+    try:
+        status, info = await _ari_get(config, "/asterisk/info")
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        return [Check("ari", FAIL, f"{config.ari.url}: no answer ({exc or type(exc).__name__})", fix_reach)]
+    if status == 401:
+        return [Check("ari", FAIL, f"{config.ari.url}: refuses user {config.ari.username!r}",
+                      "make ari.username/ari.password (HOTLINE_ARI_PASSWORD) match ari.conf")]
+    if status != 200:
+        return [Check("ari", FAIL, f"{config.ari.url}: HTTP {status}", fix_reach)]
+    version = ((info or {}).get("system") or {}).get("version", "?")
+    checks = [Check("ari", OK, f"{config.ari.url}: Asterisk {version}")]
+    status, _ = await _ari_get(config, f"/applications/{config.ari.app}")
+    if status == 200:
+        checks.append(Check("controller", OK, f"a call controller is connected (Stasis application {config.ari.app!r})"))
+    else:
+        checks.append(Check("controller", WARN, f"no call controller is connected (Stasis application "
+                                                f"{config.ari.app!r}): calls fall back to FastAGI",
+                            "run `hotline serve`"))
+    if config.sip.outbound_trunk:
+        trunk = config.sip.outbound_trunk
+        status, endpoint = await _ari_get(config, f"/endpoints/PJSIP/{trunk}")
+        if status == 404:
+            checks.append(Check("sip trunk", FAIL, f"the outbound trunk endpoint {trunk!r} is not defined: "
+                                                   "phone numbers cannot be rung",
+                                f"define [{trunk}] in pjsip.conf from the hotline-outbound-trunk template"))
+        elif status == 200:
+            state = (endpoint or {}).get("state", "unknown")
+            checks.append(Check("sip trunk", OK if state != "offline" else WARN,
+                                f"outbound trunk {trunk!r} is defined (state {state})",
+                                "" if state != "offline" else f"check the carrier's address in [{trunk}]'s AOR"))
+    else:
+        checks.append(Check("sip trunk", WARN, "no outbound trunk: only SIP URIs can be rung",
+                            "set sip.outbound_trunk to ring phone numbers"))
+    return checks
+
+
+async def check_ami(config: Config) -> list[Check]:
+    from ivr.asterisk.ami import AmiClient, AmiError
+    from ivr.asterisk.lab import connect_host
+
+    host = connect_host(config.ami.host)
+    quiet = logging.getLogger("ivr.asterisk.ami")   # the outcome is reported below, not as log lines
+    level, quiet.level = quiet.level, logging.CRITICAL
+    client = AmiClient(host, config.ami.port, config.ami.username, config.ami.secret, action_timeout=TIMEOUT,
+                       connect_timeout=TIMEOUT, reconnect_max_delay=1.0, events="off")
+    task = asyncio.get_running_loop().create_task(client.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while not client.connected.is_set() and client.last_error is None:
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        if not client.connected.is_set():
+            why = client.last_error or "no answer"
+            fix = ("make ami.username/ami.secret (HOTLINE_AMI_SECRET) match manager.conf" if "login" in why else
+                   "start Asterisk, or set ami.host/ami.port (manager.conf must enable AMI there)")
+            return [Check("ami", FAIL, f"{client.address}: {why}", fix)]
+        status = await client.send({"Action": "CoreStatus"})
+        checks = [Check("ami", OK, f"{client.address}: logged in as {config.ami.username} "
+                                   f"({status.get('CoreCurrentCalls', '?')} call(s) now)")]
+        expected = f"agi://{connect_host(config.agi.host)}:{config.agi.port}/"
+        for context, route, what in (("hotline-fallback", "incoming-call-policy", "the FastAGI fallback"),
+                                     ("hotline-agi-confirm", "leg-answered", "FastAGI escalation legs"),
+                                     ("hotline-notify", "notification", "notification calls")):
+            try:
+                steps = await client.send_list({"Action": "ShowDialPlan", "Context": context}, "ShowDialPlanComplete")
+            except AmiError:
+                checks.append(Check("dialplan", FAIL, f"the context [{context}] is not loaded: {what} cannot work",
+                                    "render Hotline's extensions.conf into Asterisk (`hotline asterisk render DIR`, "
+                                    "or `hotline asterisk up` for the lab) and `dialplan reload`"))
+                continue
+            agi = [s.appdata for s in steps if s.application == "AGI" and f"/{route}" in (s.appdata or "")]
+            if agi and not any(data.startswith(expected) for data in agi):
+                checks.append(Check("dialplan", FAIL, f"[{context}] sends FastAGI to {agi[0].split(',')[0]!r}, not "
+                                                      f"{expected}{route} (agi.host/agi.port)",
+                                    "render the configuration again with these settings and `dialplan reload`"))
+        if not any(c.name == "dialplan" for c in checks):
+            checks.append(Check("dialplan", OK, f"Hotline's contexts are loaded and point at {expected}"))
+        return checks
+    except AmiError as exc:
+        return [Check("ami", FAIL, f"{client.address}: {exc}", "check manager.conf's permissions for Hotline's user")]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()
+        quiet.level = level
+
+
+async def check_agi(config: Config) -> Check:
+    from ivr.asterisk.lab import connect_host
+
+    host, port = connect_host(config.agi.host), int(config.agi.port)
+    address = f"{host}:{port}"
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), TIMEOUT)
+    except (OSError, asyncio.TimeoutError) as exc:
+        return Check("fastagi", FAIL, f"{address}: nothing listens ({exc or type(exc).__name__}); the dialplan's "
+                                      "FastAGI fallback and notification calls need it", "run `hotline serve`")
+    try:
+        writer.write(f"agi_network: yes\nagi_network_script: health\nagi_request: agi://{address}/health\n"
+                     f"agi_channel: doctor\nagi_uniqueid: doctor-{uuid.uuid4().hex[:8]}\n\n".encode())
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+        if line.strip() != b'NOOP "hotline"':
+            return Check("fastagi", FAIL, f"{address}: something that is not Hotline's FastAGI server listens there "
+                                          f"(it said {line[:40]!r})", "free the port or set agi.port")
+        writer.write(b"200 result=0\n")
+        await writer.drain()
+        return Check("fastagi", OK, f"{address}: Hotline's FastAGI server answers")
+    except (OSError, asyncio.TimeoutError) as exc:
+        return Check("fastagi", FAIL, f"{address}: no FastAGI answer ({exc or type(exc).__name__})",
+                     "free the port or set agi.port")
+    finally:
+        writer.close()
+
+
+async def check_tts(config: Config) -> Check:
+    from ivr.tts import TTSError, synthesizer_from_config
+
+    tts = synthesizer_from_config(config)
+    try:
+        tts.check()
+        media = await asyncio.wait_for(tts.media("This is Hotline's speech check."), 30)
+    except (TTSError, asyncio.TimeoutError) as exc:
+        return Check("tts", FAIL, f"{config.tts.engine}: {exc or 'too slow'}",
+                     "install the synthesizer and sox (`apt-get install espeak-ng sox`) or set tts.engine")
+    path = Path(config.sounds_dir) / (media.rsplit("/", 1)[1] + ".wav")
+    try:
+        with wave.open(str(path)) as wav:
+            shape = (wav.getframerate(), wav.getnchannels(), wav.getsampwidth())
+    except (OSError, wave.Error) as exc:
+        return Check("tts", FAIL, f"{path}: not a readable WAV ({exc})", "check tts.cache_dir")
+    if shape != (8000, 1, 2):
+        return Check("tts", FAIL, f"{path}: {shape[0]} Hz, {shape[1]} channel(s), {8 * shape[2]} bits",
+                     "prompts must be 8 kHz 16-bit mono: check that sox works")
+    readable = os.stat(path).st_mode & 0o004 and os.stat(path.parent).st_mode & 0o001
+    if not readable:
+        return Check("tts", WARN, f"{path} may not be readable by Asterisk's user",
+                     f"make {path.parent} world-readable (mode 755)")
+    return Check("tts", OK, f"{config.tts.engine} ({config.tts.voice}) -> {path.parent}, which Asterisk reads as "
+                            f"{config.asterisk_sounds_dir}")
+
+
+def _sip_options(host: str, port: int, timeout: float = 1.0) -> str | None:
+    """The status line of the answer to a SIP OPTIONS, or None."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        lhost, lport = sock.getsockname()[:2]
+        call_id = uuid.uuid4().hex
+        sock.send((f"OPTIONS sip:{host}:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {lhost}:{lport};branch=z9hG4bK{call_id[:16]}"
+                   f";rport\r\nMax-Forwards: 70\r\nFrom: <sip:doctor@{lhost}>;tag={call_id[:8]}\r\n"
+                   f"To: <sip:{host}:{port}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                   ).encode())
+        data = sock.recv(65535)
+        first = data.split(b"\r\n", 1)[0].decode(errors="replace")
+        return first[8:] if first.startswith("SIP/2.0 ") else None
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
+async def check_sip(config: Config) -> Check:
+    from ivr.asterisk.lab import connect_host
+
+    host, port = connect_host(config.sip.bind), int(config.sip.port)
+    answer = await asyncio.get_running_loop().run_in_executor(None, _sip_options, host, port)
+    if answer is None:
+        return Check("sip", FAIL, f"udp {host}:{port}: no answer to an OPTIONS",
+                     "check that Asterisk runs with Hotline's pjsip.conf (sip.bind/sip.port)")
+    if not config.sip.trunk_addresses:
+        return Check("sip", FAIL, f"udp {host}:{port} answers ({answer}), but sip.trunk_addresses is empty: no "
+                                  "inbound call is accepted", "list the carrier's addresses in sip.trunk_addresses")
+    return Check("sip", OK, f"udp {host}:{port} answers ({answer}); inbound calls accepted from "
+                            f"{', '.join(config.sip.trunk_addresses)}")
+
+
+async def run_checks(config: Config) -> list[Check]:
+    config = config.with_lab_secrets()
+    results = await asyncio.gather(check_database(config), check_ari(config), check_ami(config), check_agi(config),
+                                   check_tts(config), check_sip(config))
+    checks: list[Check] = []
+    for result in results:
+        checks.extend(result if isinstance(result, list) else [result])
+    return checks
+
+
+def cmd_doctor(config: Config, args) -> int:
+    checks = asyncio.run(run_checks(config))
+    failing = [c for c in checks if c.status == FAIL]
+    if args.json:
+        print(json.dumps({"ok": not failing, "checks": [asdict(c) for c in checks]}, indent=2))
+        return 1 if failing else 0
+    print(f"hotline doctor: {len(checks)} checks, {len(failing)} failing")
+    for check in checks:
+        print(f"  {check.status:<5} {check.name:<11} {check.detail}")
+        if check.fix and check.status != OK:
+            print(f"  {'':<5} {'':<11} fix: {check.fix}")
+    return 1 if failing else 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("doctor", help="check the database, ARI, AMI, FastAGI, TTS and SIP, and say what to fix")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    p.set_defaults(func=cmd_doctor)

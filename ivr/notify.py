@@ -1,0 +1,717 @@
+"""Outbound notification calls: "Incident 42 is critical. Press 1 to acknowledge."
+
+``POST /api/call-log/send`` (or a verification code waiting for delivery) becomes a Call Log
+row and a call:
+
+1. The row is created with the request, ``status`` null ("being placed") until the outcome is
+   known; the API answers with it at once and the call proceeds in a task the
+   :class:`NotificationService` owns.
+2. AMI ``Originate`` (asynchronous, tracked by its ActionID, ``ChannelId`` chosen by Hotline)
+   rings ``PJSIP/hotline-direct/<sip uri>`` or ``PJSIP/<E.164>@<sip.outbound_trunk>`` into the
+   dialplan context ``hotline-notify`` with the variable ``HOTLINE_CALL_LOG``; that context runs
+   ``AGI(agi://HOST:PORT/notification,<call log id>)``. (A context, not ``Application=AGI``:
+   Asterisk only lets AMI users holding the ``system`` write class originate into AGI, and
+   Hotline's AMI user deliberately does not hold it.)
+3. The FastAGI route ``notification`` speaks the message, then "Press 1 to acknowledge, press 9
+   to hear this again", reads one key (``WAIT FOR DIGIT``), replays on 9, thanks and hangs up on
+   1, and gives up after ``notify.max_prompts`` prompts without an answer.
+4. The row then records what happened: ``Success`` (answered and the message heard; acknowledged
+   or not, ``callData`` says), ``Missed Call`` (not answered, declined, or hung up before the
+   message was heard in full), ``Busy``, or ``Error`` (with the reason: refused, congestion,
+   AMI not connected, lost with Asterisk, ...). The hang-up cause comes from the channel's
+   HangupRequest/Hangup events (OriginateResponse's Reason alone says 0 for "busy").
+   ``callCostInUSDCents`` applies ``notify.rates`` to the answered time (whole minutes rounded
+   up; the longest matching prefix; nothing answered costs 0).
+5. An acknowledgement is POSTed to ``notify.webhook_url``, signed
+   (``X-Hotline-Signature: sha256=<hex HMAC-SHA256 of the body>`` with ``notify.webhook_secret``),
+   retried with exponential back-off by a task of the service, never holding up the call.
+
+Verification codes (ivr/verification.py) are delivered the same way ("Your Hotline verification
+code is 1, 2, 3, 4, 5, 6"), with a Call Log row that never shows the code; a code heard in full
+is marked delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import math
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ivr import models as m
+from ivr import verification
+from ivr.asterisk.agi import AgiChannel, AgiError, AgiHangup
+from ivr.asterisk.ami import (
+    REASON_ANSWERED,
+    REASON_BUSY,
+    REASON_CONGESTION,
+    REASON_RINGING,
+    AmiClient,
+    AmiConnectionLost,
+    AmiError,
+    cause_text,
+    int_or_none,
+)
+from ivr.asterisk.endpoints import endpoint_for
+from ivr.db import on_reader, run_and_release
+from ivr.metrics import Metrics
+from ivr.phone import InvalidNumber, to_e164, validate_sip_uri
+from ivr.tts import Synthesizer, TTSError
+
+log = logging.getLogger(__name__)
+
+ROUTE = "notification"
+CONTEXT = "hotline-notify"
+PROMPT = "Press 1 to acknowledge, press 9 to hear this again."
+VERIFICATION_PROMPT = "Press 9 to hear the code again."
+ACKNOWLEDGED = "Acknowledged. Thank you, goodbye."
+GOODBYE = "Goodbye."
+MAX_MESSAGE = 1000
+MAX_REPLAYS = 5
+MAX_CALL_SECONDS = 900         # a notification call longer than this is cut short
+PHONE_COLUMN = 32              # CallLog.toNumber / fromNumber keep 32 characters
+VERIFICATION_ATTEMPTS = 3      # calls per code before giving up on it
+VERIFICATION_RETRY = 300.0     # seconds between two calls for the same code
+LINK_FIELDS = ("incidentId", "alertId", "monitorId", "scheduledMaintenanceId", "statusPageId",
+               "statusPageAnnouncementId", "onCallDutyPolicyId", "onCallDutyPolicyEscalationRuleId",
+               "onCallDutyPolicyScheduleId", "teamId")
+REQUEST_FIELDS = ("toNumber", "userId", "message", "fromNumber", *LINK_FIELDS)
+SUCCESS, ERROR, MISSED, BUSY = (m.CallLogStatus.SUCCESS.value, m.CallLogStatus.ERROR.value,
+                                m.CallLogStatus.MISSED_CALL.value, m.CallLogStatus.BUSY.value)
+#: Q.850 causes of a call that rang but was not answered (the controller's, plus "rejected").
+NOT_ANSWERED_CAUSES = {16, 18, 19, 21, 31}
+CONGESTION_CAUSES = {34, 38, 41, 42, 44, 47}
+
+
+# -- pure parts ------------------------------------------------------------------------------
+
+
+def rate_for(address: str, rates: dict[str, float]) -> float:
+    """Cents per minute for ``address``: the longest matching prefix of ``notify.rates``.
+
+    Prefixes of phone numbers are digits (a leading ``+`` is ignored on both sides); a prefix
+    like ``sip:`` or ``sip:alice@`` matches SIP URIs as text. No match: 0.
+    """
+    is_sip = address.lower().startswith(("sip:", "sips:"))
+    subject = address.lower() if is_sip else address.lstrip("+")
+    best, best_len = 0.0, -1
+    for prefix, rate in rates.items():
+        key = str(prefix).strip()
+        key = key.lower() if is_sip else key.lstrip("+")
+        if (is_sip == key.startswith(("sip:", "sips:"))) and subject.startswith(key) and len(key) > best_len:
+            best, best_len = float(rate), len(key)
+    return best
+
+
+def call_cost(address: str, answered_seconds: float | None, rates: dict[str, float]) -> int:
+    """USD cents of an answered call: started minutes (at least one) times the rate, rounded up."""
+    if answered_seconds is None or answered_seconds < 0:
+        return 0
+    minutes = max(1, math.ceil(answered_seconds / 60 - 1e-9))
+    return int(math.ceil(minutes * rate_for(address, rates) - 1e-9))
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The ``X-Hotline-Signature`` header of a webhook body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_is_valid(secret: str, body: bytes, header: str | None) -> bool:
+    """What a receiver checks (constant-time)."""
+    return bool(header) and hmac.compare_digest(sign(secret, body), header)
+
+
+def classify_unanswered(reason: int | None, cause: int | None, ring_timeout: float) -> tuple[str, str]:
+    """The Call Log status and message of a call that was not answered.
+
+    OriginateResponse's Reason is the last state Asterisk saw (3: still ringing at the timeout,
+    5: busy, 8: congestion, 0/1: failed or hung up); the channel's Q.850 cause says more.
+    """
+    if cause == 17 or reason == REASON_BUSY:
+        return BUSY, "Line busy" + (f": {cause_text(cause)}" if cause is not None else "")
+    if reason == REASON_RINGING:
+        return MISSED, f"Not answered within {ring_timeout:g} s"
+    if cause == 21:
+        return MISSED, f"Declined: {cause_text(cause)}"
+    if cause in NOT_ANSWERED_CAUSES:
+        return MISSED, f"Not answered: {cause_text(cause)}"
+    if reason == REASON_CONGESTION or cause in CONGESTION_CAUSES:
+        return ERROR, f"The network is congested: {cause_text(cause)}"
+    if cause is None:
+        return ERROR, f"The call could not be placed (Asterisk's OriginateResponse reason {reason})"
+    return ERROR, f"The call could not be placed: {cause_text(cause)}"
+
+
+def spoken_code(code: str) -> str:
+    digits = ", ".join(code)
+    return f"Your Hotline verification code is {digits}. Again: {digits}."
+
+
+# -- the request and the row -------------------------------------------------------------------
+
+
+class NotifyInputError(ValueError):
+    """Bad input for a notification call (the API answers 400)."""
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A call to place: its Call Log row's id, who, what to say."""
+
+    call_log_id: uuid.UUID
+    project_id: uuid.UUID
+    to: str
+    from_number: str | None
+    message: str
+    kind: str = "notification"               # or "verification"
+    links: dict[str, str] = field(default_factory=dict)
+    user_id: uuid.UUID | None = None
+    number_id: uuid.UUID | None = None       # verification: the number whose code is spoken
+
+    def call_data(self) -> dict[str, Any]:
+        if self.kind == "verification":
+            return {"message": "Your Hotline verification code is ******", "kind": "verification",
+                    "userIncomingCallNumberId": str(self.number_id)}
+        return {"message": self.message, "kind": self.kind, **self.links}
+
+    def response(self) -> dict[str, Any]:
+        return {"_id": str(self.call_log_id), "toNumber": self.to, "fromNumber": self.from_number, "status": None,
+                "callData": self.call_data()}
+
+
+def _uuid(body: dict, name: str) -> uuid.UUID | None:
+    raw = body.get(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise NotifyInputError(f"{name}: must be an ID (a UUID string)")
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise NotifyInputError(f"{name}: {raw!r} is not a valid ID (a UUID)") from None
+
+
+def _address(text: str, region: str, name: str) -> str:
+    if text.strip().lower().startswith(("sip:", "sips:")):
+        try:
+            address = validate_sip_uri(text)
+        except InvalidNumber as exc:
+            raise NotifyInputError(f"{name}: {exc}") from None
+    else:
+        try:
+            address = to_e164(text, region)
+        except InvalidNumber as exc:
+            raise NotifyInputError(f"{name}: {exc}") from None
+    if len(address) > PHONE_COLUMN:
+        raise NotifyInputError(f"{name}: {address!r} is longer than the {PHONE_COLUMN} characters a Call Log keeps")
+    return address
+
+
+def plan_notification(project_id, body: dict, default_region: str, default_from: str = "") -> Notification:
+    """Validate a ``POST /api/call-log/send`` body (reads only); the row is created by
+    :func:`create_call_log`. Raises :class:`NotifyInputError`."""
+    unknown = sorted(set(body) - set(REQUEST_FIELDS))
+    if unknown:
+        raise NotifyInputError(f"unknown field {unknown[0]!r}. Fields: {', '.join(REQUEST_FIELDS)}")
+    message = body.get("message")
+    if not isinstance(message, str) or not message.strip():
+        raise NotifyInputError("message: the text to speak is required (a non-empty string)")
+    message = " ".join(message.split())
+    if len(message) > MAX_MESSAGE:
+        raise NotifyInputError(f"message: at most {MAX_MESSAGE} characters")
+    to_number, user_id = body.get("toNumber"), _uuid(body, "userId")
+    if (to_number is None) == (user_id is None):
+        raise NotifyInputError("give either toNumber (an E.164 number or a sip: URI) or userId (a user whose "
+                               "first verified number is called), not both")
+    if to_number is not None:
+        if not isinstance(to_number, str):
+            raise NotifyInputError("toNumber: must be a string (an E.164 number or a sip: URI)")
+        address = _address(to_number, default_region, "toNumber")
+    else:
+        user = on_reader(m.User.select(m.User.id).where(m.User.id == user_id, m.User.project == project_id)).first()
+        if user is None:
+            raise NotifyInputError(f"userId: no user {user_id} in this project")
+        Number = m.UserIncomingCallNumber
+        number = on_reader(Number.select().where(Number.user == user_id, Number.project == project_id,
+                                                 Number.isVerified == True)  # noqa: E712
+                           .order_by(Number.createdAt, Number.id)).first()
+        if number is None:
+            raise NotifyInputError(f"userId: user {user_id} has no verified number to call")
+        address = number.phoneNumber or number.sipUri
+        if len(address) > PHONE_COLUMN:
+            raise NotifyInputError(f"userId: the user's number {address!r} is longer than the {PHONE_COLUMN} "
+                                   "characters a Call Log keeps")
+    from_number = body.get("fromNumber")
+    if from_number is not None:
+        if not isinstance(from_number, str):
+            raise NotifyInputError("fromNumber: must be an E.164 number")
+        try:
+            from_number = to_e164(from_number, default_region)
+        except InvalidNumber as exc:
+            raise NotifyInputError(f"fromNumber: {exc}") from None
+    elif default_from:
+        from_number = default_from
+    links = {name: str(value) for name in LINK_FIELDS if (value := _uuid(body, name)) is not None}
+    return Notification(uuid.uuid4(), project_id, address, from_number or None, message, "notification", links,
+                        user_id)
+
+
+def create_call_log(note: Notification) -> Notification:
+    """The Call Log row of a notification, status null while the call is placed."""
+    m.CallLog.create(id=note.call_log_id, project=note.project_id, toNumber=note.to, fromNumber=note.from_number,
+                     callData=note.call_data(), status=None, statusMessage="The call is being placed.",
+                     callCostInUSDCents=0, user=note.user_id,
+                     **{name: uuid.UUID(value) for name, value in note.links.items()})
+    return note
+
+
+def finish_call_log(call_log_id, status: str, message: str, cost: int, data: dict[str, Any]) -> None:
+    row = m.CallLog.get_or_none(m.CallLog.id == call_log_id)
+    if row is None:
+        return
+    call_data = dict(row.callData or {})
+    call_data.update(data)
+    m.CallLog.update(status=status, statusMessage=message, callCostInUSDCents=cost, callData=call_data,
+                     updatedAt=m.utcnow()).where(m.CallLog.id == call_log_id).execute()
+
+
+def open_call_logs(created_before: dt.datetime) -> list[uuid.UUID]:
+    """Rows still waiting for an outcome, created before ``created_before`` (naive UTC)."""
+    Log = m.CallLog
+    return [row.id for row in Log.select(Log.id).where(Log.status.is_null(True), Log.createdAt < created_before)]
+
+
+# -- the running calls -----------------------------------------------------------------------
+
+
+@dataclass
+class AgiOutcome:
+    """What the FastAGI route saw of an answered notification call."""
+
+    answered_at: float
+    ended_at: float | None = None
+    heard: bool = False           # the message played to its end at least once (or a key answered it)
+    key: str | None = None        # "1": acknowledged
+    replays: int = 0
+    lost: bool = False            # the connection to Asterisk closed without a hang-up notice
+    error: str | None = None
+
+
+@dataclass
+class _Call:
+    note: Notification
+    channel_id: str
+    agi_started: asyncio.Event = field(default_factory=asyncio.Event)
+    agi_done: asyncio.Future | None = None
+    hangup: asyncio.Future | None = None      # (cause, time) of the channel's Hangup event
+    cause: int | None = None                  # from HangupRequest (before the Hangup event)
+
+
+class NotificationService:
+    connect_wait = 10.0          # seconds a call waits for AMI to be connected
+    verification_poll = 5.0      # seconds between two looks for codes to deliver
+    webhook_base_delay = 1.0     # first retry after this many seconds, then doubling
+
+    def __init__(self, config, db, ami: AmiClient, tts: Synthesizer, metrics: Metrics | None = None):
+        self.config = config
+        self.db = db
+        self.ami = ami
+        self.tts = tts
+        self.metrics = metrics or Metrics()
+        self.calls: dict[str, _Call] = {}
+        self._by_channel: dict[str, _Call] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._verification: dict[Any, tuple[str, int, float]] = {}   # number id -> (code hash, calls, next)
+        self._session: aiohttp.ClientSession | None = None
+        ami.add_listener(self._ami_event)
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def start(self) -> None:
+        self.spawn(self._maintenance_loop())
+
+    async def close(self) -> None:
+        self.ami.remove_listener(self._ami_event)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    # -- placing calls -------------------------------------------------------------------
+
+    def submit(self, note: Notification) -> asyncio.Task:
+        """Create the row and place the call in a task of the service (the request may go away)."""
+
+        async def go() -> Notification:
+            await run_and_release(self.db, create_call_log, note)
+            self.place(note)
+            return note
+
+        return self.spawn(go())
+
+    def place(self, note: Notification) -> asyncio.Task:
+        call = _Call(note, str(uuid.uuid4()))
+        loop = asyncio.get_running_loop()
+        call.agi_done, call.hangup = loop.create_future(), loop.create_future()
+        self.calls[str(note.call_log_id)] = call
+        self._by_channel[call.channel_id] = call
+        return self.spawn(self._run(call))
+
+    async def _run(self, call: _Call) -> None:
+        note = call.note
+        self.metrics.notifications_in_progress.inc()
+        status, message, data, answered_seconds = ERROR, "Hotline hit an internal error (see the server log).", {}, None
+        try:
+            status, message, data, answered_seconds = await self._call(call)
+        except asyncio.CancelledError:
+            status, message = ERROR, "Hotline stopped before the call's outcome was known."
+            raise
+        except Exception:
+            log.exception("notification call %s failed inside Hotline", note.call_log_id)
+        finally:
+            cost = call_cost(note.to, answered_seconds, self.config.notify.rates)
+            try:
+                await asyncio.shield(run_and_release(self.db, finish_call_log, note.call_log_id, status, message,
+                                                     cost, data))
+            except Exception:  # noqa: BLE001
+                log.exception("could not record the outcome of notification call %s", note.call_log_id)
+            self.metrics.notifications_in_progress.dec()
+            self.metrics.notifications.labels(status).inc()
+            self.calls.pop(str(note.call_log_id), None)
+            self._by_channel.pop(call.channel_id, None)
+            log.info("notification call %s to %s: %s (%s)", note.call_log_id, note.to, status, message)
+        if data.get("acknowledged"):
+            self.spawn(self._deliver_webhook(note, data))
+        if note.kind == "verification" and status == SUCCESS and note.number_id is not None:
+            try:
+                await run_and_release(self.db, verification.mark_delivered, note.number_id)
+            except Exception:  # noqa: BLE001
+                log.exception("could not mark the verification code of number %s delivered", note.number_id)
+
+    async def _call(self, call: _Call) -> tuple[str, str, dict, float | None]:
+        note, cfg = call.note, self.config
+        if not self.ami.connected.is_set():
+            try:
+                await asyncio.wait_for(self.ami.connected.wait(), self.connect_wait)
+            except asyncio.TimeoutError:
+                return ERROR, (f"Hotline is not connected to Asterisk's AMI at {self.ami.address} "
+                               f"({self.ami.last_error or 'not connected'}): the call was not placed."), {}, None
+        endpoint = endpoint_for(note.to, cfg.sip.outbound_trunk)
+        if endpoint is None:
+            return ERROR, "No outbound trunk is configured for phone numbers (sip.outbound_trunk).", {}, None
+        caller_id = f'"Hotline" <{note.from_number}>' if note.from_number else None
+        ring = float(cfg.notify.ring_timeout)
+        try:
+            originate = await self.ami.originate(
+                channel=endpoint, context=CONTEXT, timeout=ring, caller_id=caller_id,
+                variables={"HOTLINE_CALL_LOG": str(note.call_log_id)}, channel_id=call.channel_id)
+        except AmiConnectionLost:
+            return await self._after_ami_lost(call, "before Asterisk accepted the Originate")
+        except AmiError as exc:
+            return ERROR, f"Asterisk refused the call: {exc}", {}, None
+        started = time.time()
+        waiter = asyncio.ensure_future(call.agi_started.wait())
+        try:
+            done, _ = await asyncio.wait({originate.response, waiter}, timeout=ring + 15,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if call.agi_started.is_set():
+            return await self._answered(call)
+        if originate.response in done:
+            try:
+                response = originate.response.result()
+            except AmiConnectionLost:
+                return await self._after_ami_lost(call, "before Asterisk reported the call's outcome")
+            reason = int_or_none(response.reason)
+            if reason == REASON_ANSWERED:
+                return await self._answered(call)
+            cause = await self._cause(call, 1.0)
+            status, message = classify_unanswered(reason, cause, ring)
+            return status, message, {"hangupCause": cause}, None
+        return ERROR, f"Asterisk reported no outcome within {time.time() - started:.0f} s.", {}, None
+
+    async def _after_ami_lost(self, call: _Call, when: str) -> tuple[str, str, dict, float | None]:
+        """The AMI connection dropped: the Originate is never sent again. If Asterisk did place
+        it, its FastAGI session may still come; otherwise the row says what is known."""
+        try:
+            await asyncio.wait_for(call.agi_started.wait(), float(self.config.notify.ring_timeout) + 5)
+        except asyncio.TimeoutError:
+            return ERROR, (f"The AMI connection to Asterisk was lost {when}; the outcome is unknown and the "
+                           "call was not placed again."), {}, None
+        return await self._answered(call)
+
+    async def _cause(self, call: _Call, wait: float) -> int | None:
+        if call.hangup.done():
+            return call.hangup.result()[0]
+        try:
+            return (await asyncio.wait_for(asyncio.shield(call.hangup), wait))[0]
+        except asyncio.TimeoutError:
+            return call.cause
+
+    async def _answered(self, call: _Call) -> tuple[str, str, dict, float | None]:
+        if not call.agi_started.is_set():
+            # Answered: the FastAGI session follows at once, unless Asterisk cannot reach it.
+            waiter = asyncio.ensure_future(call.agi_started.wait())
+            try:
+                await asyncio.wait({waiter, call.hangup}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+                if not call.agi_started.is_set():
+                    await asyncio.wait({waiter}, timeout=2)
+            finally:
+                waiter.cancel()
+            if not call.agi_started.is_set():
+                return ERROR, ("Answered, but the message could not be played: Asterisk did not reach Hotline's "
+                               f"FastAGI server (agi.host {self.config.agi.host}, agi.port {self.config.agi.port})."
+                               ), {"answered": True}, 0.0
+        try:
+            outcome: AgiOutcome = await asyncio.wait_for(asyncio.shield(call.agi_done), MAX_CALL_SECONDS)
+        except asyncio.TimeoutError:
+            return ERROR, f"The call did not end within {MAX_CALL_SECONDS} s.", {"answered": True}, None
+        ended = outcome.ended_at or time.time()
+        seconds = max(0.0, ended - outcome.answered_at)
+        data = {"answered": True, "keyPressed": outcome.key, "acknowledged": outcome.key == "1",
+                "replays": outcome.replays, "durationInSeconds": round(seconds, 1),
+                "answeredAt": _iso(outcome.answered_at)}
+        if outcome.error:
+            return ERROR, f"Answered, but the message could not be played: {outcome.error}", data, seconds
+        if outcome.lost and not outcome.heard:
+            return ERROR, ("The call was lost: the connection to Asterisk closed during the call "
+                           "(Asterisk stopped or restarted)."), data, seconds
+        if outcome.key == "1":
+            return SUCCESS, "Answered; the message was heard and acknowledged (key 1).", data, seconds
+        if outcome.heard:
+            if call.note.kind == "verification":
+                return SUCCESS, "Answered; the verification code was read out.", data, seconds
+            return SUCCESS, "Answered and the message was heard; not acknowledged.", data, seconds
+        return MISSED, "Answered, but hung up before the message was heard in full.", data, seconds
+
+    def _ami_event(self, event) -> None:
+        call = self._by_channel.get(event.uniqueid)
+        if call is None:
+            return
+        if event.event in ("HangupRequest", "SoftHangupRequest"):
+            cause = int_or_none(event.cause)
+            if cause:
+                call.cause = call.cause or cause
+        elif event.event == "Hangup" and not call.hangup.done():
+            cause = int_or_none(event.cause)
+            call.hangup.set_result((cause if cause else call.cause, time.time()))
+
+    # -- the FastAGI route -------------------------------------------------------------------
+
+    async def agi_route(self, chan: AgiChannel) -> None:
+        call_id = chan.args[0] if chan.args else ""
+        call = self.calls.get(call_id)
+        if call is None or call.agi_started.is_set():
+            log.warning("FastAGI notification for call log %r, which this server is not placing: hanging up",
+                        call_id)
+            await chan.hangup()
+            return
+        call.agi_started.set()
+        outcome = AgiOutcome(answered_at=time.time())
+        self.metrics.agi_sessions.labels(ROUTE).inc()
+        try:
+            await self._converse(chan, call, outcome)
+        except AgiHangup:
+            outcome.lost = not chan.hangup_notice
+        except (AgiError, TTSError) as exc:
+            outcome.error = str(exc)
+            log.error("notification call %s: %s", call_id, exc)
+            await chan.hangup()
+        finally:
+            outcome.ended_at = time.time()
+            self.metrics.agi_sessions.labels(ROUTE).dec()
+            if not call.agi_done.done():
+                call.agi_done.set_result(outcome)
+
+    async def _converse(self, chan: AgiChannel, call: _Call, outcome: AgiOutcome) -> None:
+        cfg = self.config.notify
+        note = call.note
+        verifying = note.kind == "verification"
+        keys = "9" if verifying else "19"
+        message = _path(await self.tts.media(note.message))
+        prompt = _path(await self.tts.media(VERIFICATION_PROMPT if verifying else PROMPT))
+        unanswered_prompts = 0
+        while True:
+            key = (await chan.stream_file(message, keys)).digit
+            if key is None:
+                outcome.heard = True
+            while key not in ("1", "9") or (verifying and key == "1"):
+                key = (await chan.stream_file(prompt, keys)).digit
+                if key is None:
+                    key = await chan.wait_for_digit(float(cfg.digit_timeout))
+                if key is not None and key in keys:
+                    break
+                unanswered_prompts += 1
+                if unanswered_prompts >= int(cfg.max_prompts):
+                    await chan.stream_file(_path(await self.tts.media(GOODBYE)), "")
+                    await chan.hangup()
+                    return
+            if key == "1":
+                outcome.key = "1"
+                outcome.heard = True
+                await chan.stream_file(_path(await self.tts.media(ACKNOWLEDGED)), "")
+                await chan.hangup()
+                return
+            outcome.replays += 1
+            if outcome.replays > MAX_REPLAYS:
+                await chan.stream_file(_path(await self.tts.media(GOODBYE)), "")
+                await chan.hangup()
+                return
+
+    # -- webhooks ---------------------------------------------------------------------------
+
+    def webhook_payload(self, note: Notification, data: dict) -> dict:
+        return {"event": "call-log.acknowledged", "callLogId": str(note.call_log_id),
+                "projectId": str(note.project_id), "toNumber": note.to, "keyPressed": data.get("keyPressed"),
+                "acknowledgedAt": _iso(time.time()), "message": note.message, **note.links}
+
+    async def _deliver_webhook(self, note: Notification, data: dict) -> bool:
+        cfg = self.config.notify
+        if not cfg.webhook_url:
+            return False
+        if not cfg.webhook_secret:
+            log.error("notify.webhook_url is set but notify.webhook_secret is empty: acknowledgements are not "
+                      "sent unsigned (set HOTLINE_NOTIFY_WEBHOOK_SECRET)")
+            self.metrics.webhook_deliveries.labels("failed").inc()
+            return False
+        body = json.dumps(self.webhook_payload(note, data), separators=(",", ":"), sort_keys=True).encode()
+        headers = {"Content-Type": "application/json", "User-Agent": "Hotline",
+                   "X-Hotline-Event": "call-log.acknowledged", "X-Hotline-Delivery": str(uuid.uuid4()),
+                   "X-Hotline-Signature": sign(cfg.webhook_secret, body)}
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        attempts = 1 + max(0, int(cfg.webhook_retries))
+        problem = ""
+        for attempt in range(attempts):
+            if attempt:
+                delay = min(self.webhook_base_delay * 2 ** (attempt - 1), 300.0)
+                await asyncio.sleep(delay + random.uniform(0, delay / 4))
+            try:
+                async with self._session.post(cfg.webhook_url, data=body, headers=headers) as resp:
+                    if 200 <= resp.status < 300:
+                        self.metrics.webhook_deliveries.labels("delivered").inc()
+                        log.info("acknowledgement of call %s delivered to the webhook", note.call_log_id)
+                        return True
+                    problem = f"HTTP {resp.status}"
+                    if 400 <= resp.status < 500 and resp.status not in (408, 425, 429):
+                        break  # the receiver refuses it: retrying would not help
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                problem = str(exc) or type(exc).__name__
+        self.metrics.webhook_deliveries.labels("failed").inc()
+        log.error("could not deliver the acknowledgement of call %s to %s (%s) after %d attempt(s)",
+                  note.call_log_id, cfg.webhook_url, problem, attempt + 1)
+        return False
+
+    # -- verification codes ------------------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        """Every minute, rows left without an outcome; every few seconds, codes to deliver."""
+        orphans_checked = float("-inf")
+        while True:
+            if time.monotonic() - orphans_checked >= 60:
+                orphans_checked = time.monotonic()
+                try:
+                    await self.close_orphans()
+                except Exception:  # noqa: BLE001 - tried again later
+                    log.exception("closing the Call Log rows left without an outcome failed")
+            if self.config.notify.verification_calls and self.ami.connected.is_set():
+                try:
+                    await self.deliver_codes()
+                except Exception:  # noqa: BLE001 - tried again at the next poll
+                    log.exception("delivering verification codes failed")
+            await asyncio.sleep(self.verification_poll)
+
+    async def deliver_codes(self) -> int:
+        """Call the numbers whose verification code waits for delivery; returns how many calls started."""
+        pending = await run_and_release(self.db, verification.undelivered_codes)
+        now = time.time()
+        placed = 0
+        busy = {call.note.number_id for call in self.calls.values() if call.note.number_id is not None}
+        for number, code in pending:
+            if number.id in busy:
+                continue
+            digest = hashlib.sha256(code.encode()).hexdigest()
+            seen_digest, calls, next_at = self._verification.get(number.id, (digest, 0, 0.0))
+            if seen_digest != digest:
+                calls, next_at = 0, 0.0          # a new code: start over
+            if calls >= VERIFICATION_ATTEMPTS or now < next_at:
+                continue
+            address = number.phoneNumber or number.sipUri
+            if not address or len(address) > PHONE_COLUMN:
+                continue
+            self._verification[number.id] = (digest, calls + 1, now + VERIFICATION_RETRY)
+            note = Notification(uuid.uuid4(), number.projectId, address, self.config.notify.from_number or None,
+                                spoken_code(code), "verification", {}, number.userId, number.id)
+            await run_and_release(self.db, create_call_log, note)
+            self.place(note)
+            placed += 1
+        return placed
+
+    async def close_orphans(self) -> int:
+        """Rows left without an outcome for longer than any call lasts: the process placing them
+        stopped. (Only old ones: another Hotline sharing the database may be placing the recent ones.)"""
+        cutoff = m.utcnow() - dt.timedelta(seconds=MAX_CALL_SECONDS + float(self.config.notify.ring_timeout) + 60)
+        orphans = await run_and_release(self.db, open_call_logs, cutoff)
+        closed = 0
+        for call_log_id in orphans:
+            if str(call_log_id) in self.calls:
+                continue
+            await run_and_release(self.db, finish_call_log, call_log_id, ERROR,
+                                  "Hotline stopped before the call's outcome was known.", 0, {})
+            closed += 1
+        return closed
+
+
+def _path(media: str) -> str:
+    return media.split(":", 1)[1] if media.startswith("sound:") else media
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# -- the aiohttp context ----------------------------------------------------------------------
+
+NOTIFIER = web.AppKey("notifier", NotificationService)
+
+
+def notify_context(config, metrics_of):
+    """aiohttp cleanup context: notification calls (AMI + the FastAGI route ``notification``)."""
+    from api.app import DB
+    from ivr.agi_calls import AGI_SERVER
+    from ivr.asterisk.ami import AMI_CLIENT
+    from ivr.tts import synthesizer_from_config
+
+    async def ctx(app: web.Application):
+        tts = synthesizer_from_config(config)
+        service = NotificationService(config, app[DB], app[AMI_CLIENT], tts, metrics_of(app))
+        app[AGI_SERVER].add_route(ROUTE, service.agi_route)
+        app[NOTIFIER] = service
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.close()
+
+    return ctx
+
+
+__all__ = ["NOTIFIER", "Notification", "NotificationService", "NotifyInputError", "call_cost", "classify_unanswered",
+           "create_call_log", "notify_context", "plan_notification", "rate_for", "sign", "signature_is_valid"]

@@ -1,0 +1,189 @@
+"""``POST /api/call-log/send``: permissions, bad input (a 400 that places no call), the row it creates,
+and a 503 from a server that does not run the call controller. The calls themselves are placed by a
+stand-in for the notification service (the end-to-end tests place real ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from api.app import create_app
+from ivr import models as m
+from ivr.db import open_database, run_and_release
+from ivr.notify import NOTIFIER, create_call_log
+from tests.api.conftest import ApiClient
+
+SEND = "/api/call-log/send"
+INCIDENT = "6a1a3c52-8f4f-4c55-9a07-5d7c1d7e0b11"
+
+
+class FakeNotifier:
+    """Creates the row like the real service, and records the calls it would place."""
+
+    def __init__(self, db):
+        self.db = db
+        self.placed = []
+
+    def submit(self, note):
+        async def go():
+            await run_and_release(self.db, create_call_log, note)
+            self.placed.append(note)
+            return note
+
+        return asyncio.get_running_loop().create_task(go())
+
+
+@pytest.fixture
+async def calling(database_url, config, aiohttp_client):
+    """The API with a notification service (as `hotline serve` has), and that service's calls."""
+    db = open_database(database_url, pool_size=2)
+    app = create_app(config, db=db)
+    notifier = FakeNotifier(db)
+    app[NOTIFIER] = notifier
+    client = await aiohttp_client(app)
+    try:
+        yield ApiClient(client, db), notifier
+    finally:
+        await client.close()
+        await db.close_pool()
+
+
+async def test_a_call_is_placed_and_its_row_created_at_once(calling):
+    api, notifier = calling
+    tenant = await api.tenant("Calls")
+    sent = await api.post(SEND, tenant.keys["member"], {"toNumber": "(415) 555-2671", "message": " Disk  full on db-1 ",
+                                                        "incidentId": INCIDENT, "fromNumber": "+1 212 555 0100"})
+    assert sent["status"] is None and sent["toNumber"] == "+14155552671" and sent["fromNumber"] == "+12125550100"
+    assert sent["callData"] == {"message": "Disk full on db-1", "kind": "notification", "incidentId": INCIDENT}
+    [note] = notifier.placed
+    assert str(note.call_log_id) == sent["_id"] and note.message == "Disk full on db-1"
+    row = await api.post(f"/api/call-log/{sent['_id']}/get-item", tenant.keys["viewer"],
+                         {"select": {"status": True, "statusMessage": True, "toNumber": True, "incidentId": True,
+                                     "callCostInUSDCents": True, "projectId": True}})
+    assert row["status"] is None and row["statusMessage"] == "The call is being placed."
+    assert row["incidentId"] == INCIDENT and row["callCostInUSDCents"] == 0 and row["projectId"] == tenant.project_id
+
+
+async def test_a_user_is_called_on_their_first_verified_number(calling):
+    api, notifier = calling
+    tenant = await api.tenant("Users")
+    user = await api.create("user", tenant.owner, {"name": "Ada"})
+    for data in ({"sipUri": "sip:ada-unverified@10.0.0.7"}, {"sipUri": "sip:ada@10.0.0.8", "isVerified": True},
+                 {"phoneNumber": "+14155550111", "isVerified": True}):
+        await api.create("user-incoming-call-number", tenant.owner, {"userId": user["_id"], **data})
+    sent = await api.post(SEND, tenant.owner, {"userId": user["_id"], "message": "Page"})
+    assert sent["toNumber"] == "sip:ada@10.0.0.8" and notifier.placed[-1].user_id == uuid.UUID(user["_id"])
+    row = await api.db.run(m.CallLog.get_by_id, uuid.UUID(sent["_id"]))
+    assert row.userId == uuid.UUID(user["_id"])
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"toNumber": "+14155552671"}, "message: the text to speak is required"),
+    ({"toNumber": "+14155552671", "message": "   "}, "message: the text to speak is required"),
+    ({"toNumber": "+14155552671", "message": "x" * 1001}, "message: at most 1000 characters"),
+    ({"message": "Hi"}, "give either toNumber"),
+    ({"toNumber": "+14155552671", "userId": str(uuid.uuid4()), "message": "Hi"}, "give either toNumber"),
+    ({"toNumber": "12", "message": "Hi"}, "toNumber: '12' is not a valid phone number"),
+    ({"toNumber": "sip:", "message": "Hi"}, "toNumber: 'sip:' is not a SIP URI"),
+    ({"toNumber": "sip:a-very-long-user-name@sip.example.com:5060", "message": "Hi"}, "longer than the 32"),
+    ({"toNumber": 14155552671, "message": "Hi"}, "toNumber: must be a string"),
+    ({"userId": str(uuid.uuid4()), "message": "Hi"}, "userId: no user"),
+    ({"userId": "nope", "message": "Hi"}, "userId: 'nope' is not a valid ID"),
+    ({"toNumber": "+14155552671", "message": "Hi", "fromNumber": "abc"}, "fromNumber: 'abc' is not a phone number"),
+    ({"toNumber": "+14155552671", "message": "Hi", "incidentId": 42}, "incidentId: must be an ID"),
+    ({"toNumber": "+14155552671", "message": "Hi", "colour": "red"}, "unknown field 'colour'"),
+])
+async def test_bad_input_is_a_400_and_places_no_call(calling, body, message):
+    api, notifier = calling
+    tenant = await api.tenant("Bad")
+    status, payload = await api.call("POST", SEND, tenant.owner, body, expect=None)
+    assert status == 400 and message in payload["error"], payload
+    assert notifier.placed == []
+    assert await api.post("/api/call-log/count", tenant.owner, {}) == {"count": 0}
+
+
+async def test_a_user_without_a_verified_number_is_a_400(calling):
+    api, notifier = calling
+    tenant = await api.tenant("Unverified")
+    user = await api.create("user", tenant.owner, {"name": "Bo"})
+    await api.create("user-incoming-call-number", tenant.owner, {"userId": user["_id"], "sipUri": "sip:bo@10.0.0.9"})
+    status, payload = await api.call("POST", SEND, tenant.owner, {"userId": user["_id"], "message": "Hi"}, expect=None)
+    assert status == 400 and "has no verified number" in payload["error"] and notifier.placed == []
+    other = await api.tenant("Other")  # a user of another project is unknown here
+    status, payload = await api.call("POST", SEND, other.owner, {"userId": user["_id"], "message": "Hi"}, expect=None)
+    assert status == 400 and "no user" in payload["error"]
+
+
+async def test_permissions(calling):
+    api, notifier = calling
+    tenant = await api.tenant("Perms")
+    body = {"toNumber": "+14155552671", "message": "Hi"}
+    for role in ("owner", "admin", "member"):
+        await api.post(SEND, tenant.keys[role], body)
+    status, payload = await api.call("POST", SEND, tenant.keys["viewer"], body, expect=None)
+    assert status == 403 and "Create Call Log" in payload["error"]
+    project = uuid.UUID(tenant.project_id)
+    reader = await api.key(project, permissions=["Read Call Log"])
+    assert (await api.call("POST", SEND, reader, body, expect=None))[0] == 403
+    creator = await api.key(project, permissions=["Create Call Log"])
+    await api.post(SEND, creator, body)
+    assert (await api.call("POST", SEND, None, body, expect=None))[0] == 401
+    assert len(notifier.placed) == 4
+    # The log itself stays read-only.
+    status, payload = await api.call("POST", "/api/call-log", tenant.owner, {"data": {"toNumber": "+14155552671"}},
+                                     expect=None)
+    assert status == 405
+
+
+async def test_without_the_call_controller_it_is_a_503_after_validation(api, acme):
+    status, payload = await api.call("POST", SEND, acme.owner, {"toNumber": "+14155552671", "message": "Hi"},
+                                     expect=None)
+    assert status == 503 and "call controller" in payload["error"]
+    status, payload = await api.call("POST", SEND, acme.owner, {"toNumber": "12", "message": "Hi"}, expect=None)
+    assert status == 400
+    assert await api.post("/api/call-log/count", acme.owner, {}) == {"count": 0}
+
+
+async def test_ready_and_health(api):
+    response = await api.client.get("/api/ready")
+    assert response.status == 200
+    assert await response.json() == {"status": "ready", "checks": {"database": {"ok": True}}}
+    assert await (await api.client.get("/api/health")).json() == {"status": "ok"}
+
+
+async def test_the_operation_is_documented(api):
+    document = await (await api.client.get("/api/openapi.json")).json()
+    operation = document["paths"][SEND]["post"]
+    assert operation["operationId"] == "sendCallLog"
+    assert set(operation["responses"]) == {"200", "400", "401", "403", "429", "503"}
+    assert "Project Member" in operation["description"] and "Create Call Log" in operation["description"]
+
+
+async def test_rows_left_without_an_outcome_are_closed_once_no_call_can_still_be_running(calling, config):
+    import datetime as dt
+
+    from ivr.notify import NotificationService
+
+    api, _ = calling
+    tenant = await api.tenant("Orphans")
+
+    def rows():
+        project = uuid.UUID(tenant.project_id)
+        old = m.CallLog.create(project=project, toNumber="+14155550100", status=None,
+                               createdAt=m.utcnow() - dt.timedelta(hours=1))
+        recent = m.CallLog.create(project=project, toNumber="+14155550100", status=None)
+        return old.id, recent.id
+
+    old_id, recent_id = await api.db.run(rows)
+
+    class Ami:
+        def add_listener(self, fn):
+            pass
+
+    service = NotificationService(config, api.db, Ami(), tts=None)
+    assert await service.close_orphans() >= 1
+    old, recent = [await api.db.run(m.CallLog.get_by_id, row_id) for row_id in (old_id, recent_id)]
+    assert (old.status, old.statusMessage) == ("Error", "Hotline stopped before the call's outcome was known.")
+    assert recent.status is None   # maybe another Hotline is placing it right now

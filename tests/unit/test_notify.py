@@ -1,0 +1,264 @@
+"""Notification calls without Asterisk: rates, signatures, outcomes, the spoken conversation (a fake
+FastAGI channel), the webhook's retries (a real HTTP server on loopback), the rate-table setting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from aiohttp import web
+
+from ivr.asterisk.agi import AgiHangup, AgiResult
+from ivr.config import ConfigError, load_config
+from ivr.notify import (
+    ACKNOWLEDGED,
+    GOODBYE,
+    PROMPT,
+    VERIFICATION_PROMPT,
+    Notification,
+    NotificationService,
+    _Call,
+    call_cost,
+    classify_unanswered,
+    rate_for,
+    sign,
+    signature_is_valid,
+    spoken_code,
+)
+
+RATES = {"1": 1, "44": 2, "4420": 3.5, "sip:": 0.25}
+
+
+@pytest.mark.parametrize(("address", "rate"), [
+    ("+14155550100", 1), ("+442079460000", 3.5), ("+441632960000", 2), ("+33142685300", 0),
+    ("sip:alice@10.0.0.5:5060", 0.25), ("SIP:bob@example.com", 0.25), ("sips:bob@example.com", 0),
+])
+def test_the_longest_prefix_wins(address, rate):
+    assert rate_for(address, RATES) == rate
+
+
+@pytest.mark.parametrize(("seconds", "cents"), [(None, 0), (0.0, 4), (59.9, 4), (60.0, 4), (60.5, 7),
+                                                (125, 11)])
+def test_whole_minutes_rounded_up(seconds, cents):
+    # +4420: 3.5 cents a minute; 1 minute -> 4 (cents rounded up), 2 -> 7, 3 -> 11; never answered -> 0
+    assert call_cost("+442079460000", seconds, RATES) == cents
+
+
+def test_no_rate_costs_nothing():
+    assert call_cost("+33142685300", 300, RATES) == 0
+    assert call_cost("+14155550100", 300, {}) == 0
+    assert call_cost("+14155550100", 300, {"+1": 2}) == 10   # a leading + in the table is fine
+
+
+def test_signature():
+    body = b'{"callLogId":"x","event":"call-log.acknowledged"}'
+    header = sign("s3cret", body)
+    assert header.startswith("sha256=") and len(header) == 7 + 64
+    assert signature_is_valid("s3cret", body, header)
+    assert not signature_is_valid("other", body, header)
+    assert not signature_is_valid("s3cret", body + b" ", header)
+    assert not signature_is_valid("s3cret", body, None)
+
+
+@pytest.mark.parametrize(("reason", "cause", "status", "text"), [
+    (0, 17, "Busy", "Line busy: User busy (cause 17)"),                 # recorded: 486 -> Reason 0, cause 17
+    (5, None, "Busy", "Line busy"),
+    (3, 19, "Missed Call", "Not answered within 30 s"),               # recorded: rang until the timeout
+    (0, 19, "Missed Call", "Not answered: User alerting, no answer (cause 19)"),   # recorded: 480
+    (0, 21, "Missed Call", "Declined: Call Rejected (cause 21)"),    # recorded: 603
+    (8, 34, "Error", "The network is congested: Circuit/channel congestion (cause 34)"),
+    (0, 1, "Error", "The call could not be placed: Unallocated (unassigned) number (cause 1)"),
+    (0, None, "Error", "The call could not be placed (Asterisk's OriginateResponse reason 0)"),
+])
+def test_unanswered_outcomes(reason, cause, status, text):
+    assert classify_unanswered(reason, cause, 30.0) == (status, text)
+
+
+def test_spoken_code_is_read_digit_by_digit_twice():
+    assert spoken_code("123456") == ("Your Hotline verification code is 1, 2, 3, 4, 5, 6. "
+                                     "Again: 1, 2, 3, 4, 5, 6.")
+
+
+def test_the_rate_table_setting(tmp_path):
+    config = load_config(env={"HOTLINE_NOTIFY_RATES": "1=1, 44=2.5,sip:=0"})
+    assert config.notify.rates == {"1": 1, "44": 2.5, "sip:": 0}
+    path = tmp_path / "hotline.yaml"
+    path.write_text("notify:\n  rates:\n    '+1': 1\n    44: 2\n")
+    assert load_config(path, env={}).notify.rates == {"+1": 1, "44": 2}
+    with pytest.raises(ConfigError, match="notify.rates must be of type map"):
+        load_config(env={"HOTLINE_NOTIFY_RATES": "1=-3"})
+    with pytest.raises(ConfigError, match="notify.rates"):
+        load_config(env={"HOTLINE_NOTIFY_RATES": "oops"})
+
+
+# -- the conversation of the FastAGI route ---------------------------------------------------------
+
+
+class FakeChannel:
+    """An answered channel: each playback or wait takes the next scripted key (None: nothing pressed;
+    "hangup": the callee hangs up then)."""
+
+    def __init__(self, call_log_id: str, keys: list):
+        self.args = [call_log_id]
+        self.keys = list(keys)
+        self.played: list[str] = []
+        self.hung_up = False
+        self.hangup_notice = False
+
+    def _next(self):
+        key = self.keys.pop(0) if self.keys else None
+        if key == "hangup":
+            self.hung_up = self.hangup_notice = True
+            raise AgiHangup("hung up")
+        return key
+
+    async def stream_file(self, path: str, escape: str = "") -> AgiResult:
+        self.played.append(path.rsplit("/", 1)[1])
+        key = self._next() if escape else None
+        if key is not None and key not in escape:
+            key = None  # Asterisk ignores a key that is not an escape digit
+        return AgiResult(200, str(ord(key)) if key else "0")
+
+    async def wait_for_digit(self, seconds: float):
+        self.played.append("(wait)")
+        return self._next()
+
+    async def hangup(self) -> None:
+        self.played.append("(hangup)")
+
+
+class FakeTts:
+    async def media(self, text: str) -> str:
+        return f"sound:/sounds/{text}"
+
+
+class FakeAmi:
+    address = "127.0.0.1:5038"
+    last_error = None
+
+    def __init__(self):
+        self.connected = asyncio.Event()
+
+    def add_listener(self, fn):
+        pass
+
+    def remove_listener(self, fn):
+        pass
+
+
+def service(**env) -> NotificationService:
+    config = load_config(env={"HOTLINE_NOTIFY_MAX_PROMPTS": "2", **env})
+    return NotificationService(config, db=None, ami=FakeAmi(), tts=FakeTts())
+
+
+async def converse(keys: list, kind: str = "notification"):
+    svc = service()
+    note = Notification(uuid.uuid4(), uuid.uuid4(), "+14155550100", None, "Incident 42 is critical.", kind)
+    call = _Call(note, "chan")
+    loop = asyncio.get_running_loop()
+    call.agi_done, call.hangup = loop.create_future(), loop.create_future()
+    svc.calls[str(note.call_log_id)] = call
+    chan = FakeChannel(str(note.call_log_id), keys)
+    await svc.agi_route(chan)
+    outcome = call.agi_done.result()
+    status, message, data, seconds = await svc._answered(call)
+    return chan.played, outcome, status, message, data
+
+
+MSG = "Incident 42 is critical."
+
+
+async def test_pressing_1_during_the_message_acknowledges():
+    played, outcome, status, message, data = await converse(["1"])
+    assert played == [MSG, ACKNOWLEDGED, "(hangup)"]
+    assert (outcome.key, outcome.heard, status) == ("1", True, "Success")
+    assert data["acknowledged"] is True and data["keyPressed"] == "1"
+    assert message == "Answered; the message was heard and acknowledged (key 1)."
+
+
+async def test_9_replays_then_1_acknowledges():
+    played, outcome, status, _, data = await converse([None, None, "9", None, "1"])
+    assert played == [MSG, PROMPT, "(wait)", MSG, PROMPT, ACKNOWLEDGED, "(hangup)"]
+    assert (outcome.replays, outcome.key, status, data["replays"]) == (1, "1", "Success", 1)
+
+
+async def test_no_answer_to_the_prompt_hangs_up_after_max_prompts_heard_but_not_acknowledged():
+    played, outcome, status, message, data = await converse([None, None, None, None, "7"])
+    assert played == [MSG, PROMPT, "(wait)", PROMPT, "(wait)", GOODBYE, "(hangup)"]
+    assert (outcome.heard, outcome.key, status) == (True, None, "Success")
+    assert message == "Answered and the message was heard; not acknowledged." and data["acknowledged"] is False
+
+
+async def test_hanging_up_during_the_message_is_a_missed_call():
+    played, outcome, status, message, _ = await converse(["hangup"])
+    assert (outcome.heard, outcome.lost, status) == (False, False, "Missed Call")
+    assert message == "Answered, but hung up before the message was heard in full."
+
+
+async def test_verification_calls_only_offer_a_replay():
+    played, outcome, status, message, _ = await converse([None, "1", "1", None, None], kind="verification")
+    assert played == [MSG, VERIFICATION_PROMPT, "(wait)", VERIFICATION_PROMPT, "(wait)", GOODBYE, "(hangup)"]
+    assert (outcome.key, status, message) == (None, "Success", "Answered; the verification code was read out.")
+
+
+async def test_a_route_for_an_unknown_call_hangs_up():
+    svc = service()
+    chan = FakeChannel(str(uuid.uuid4()), [])
+    await svc.agi_route(chan)
+    assert chan.played == ["(hangup)"]
+
+
+# -- the webhook ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def receiver(aiohttp_server):
+    got: list[tuple[bytes, dict]] = []
+    plan: list[int] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append((await request.read(), dict(request.headers)))
+        return web.Response(status=plan.pop(0) if plan else 200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    server = await aiohttp_server(app)
+    return server, got, plan
+
+
+async def test_an_acknowledgement_is_signed_and_retried_with_back_off(receiver):
+    server, got, plan = receiver
+    plan.extend([500, 503])
+    svc = service(HOTLINE_NOTIFY_WEBHOOK_URL=str(server.make_url("/hook")), HOTLINE_NOTIFY_WEBHOOK_SECRET="k3y",
+                  HOTLINE_NOTIFY_WEBHOOK_RETRIES="3")
+    svc.webhook_base_delay = 0.01
+    note = Notification(uuid.uuid4(), uuid.uuid4(), "+14155550100", None, "Disk full", links={"incidentId": "i-1"})
+    try:
+        assert await svc._deliver_webhook(note, {"keyPressed": "1", "acknowledged": True})
+    finally:
+        await svc.close()
+    assert len(got) == 3
+    body, headers = got[-1]
+    assert signature_is_valid("k3y", body, headers["X-Hotline-Signature"])
+    payload = json.loads(body)
+    assert payload["event"] == "call-log.acknowledged" and payload["callLogId"] == str(note.call_log_id)
+    assert payload["keyPressed"] == "1" and payload["incidentId"] == "i-1"
+    assert len({h["X-Hotline-Delivery"] for _, h in got}) == 1   # one delivery, several attempts
+
+
+async def test_a_refusing_receiver_is_not_retried_and_no_secret_means_no_delivery(receiver):
+    server, got, plan = receiver
+    plan.append(401)
+    svc = service(HOTLINE_NOTIFY_WEBHOOK_URL=str(server.make_url("/hook")), HOTLINE_NOTIFY_WEBHOOK_SECRET="k3y")
+    svc.webhook_base_delay = 0.01
+    note = Notification(uuid.uuid4(), uuid.uuid4(), "+14155550100", None, "Disk full")
+    try:
+        assert not await svc._deliver_webhook(note, {"keyPressed": "1"})
+        assert len(got) == 1
+        unsigned = service(HOTLINE_NOTIFY_WEBHOOK_URL=str(server.make_url("/hook")))
+        assert not await unsigned._deliver_webhook(note, {"keyPressed": "1"})
+        assert len(got) == 1
+    finally:
+        await svc.close()
