@@ -224,6 +224,7 @@ class CallActor:
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.timer_due: dict[str, float] = {}
         self.final_status: str | None = None
+        self.has_dialed = False
         self.legs: set[str] = set()
         self.answered_legs: set[str] = set()
         self.ringback_id: str | None = None
@@ -330,8 +331,11 @@ class CallActor:
         return setup
 
     async def _feed(self, event) -> None:
+        # When what this event reports happened: a timer's due time, else now (escalation latency).
+        origin = time.time()
         if isinstance(event, TimerFired) and event.timer_id in self.timer_due:
-            self.c.metrics.observe_timer_error(max(0.0, time.time() - self.timer_due.pop(event.timer_id)))
+            origin = self.timer_due.pop(event.timer_id)
+            self.c.metrics.observe_timer_error(max(0.0, time.time() - origin))
         try:
             commands = self.engine.handle(event, time.time())
         except IllegalEvent as exc:
@@ -343,6 +347,9 @@ class CallActor:
                  if isinstance(cmd, Dial) and self._register_leg(cmd)]
         if dials:
             await asyncio.sleep(0)  # let the originate requests leave first
+            if self.has_dialed:  # a later rule (or round) starting: how long after the rule before ended
+                self.c.metrics.escalation_latency.observe(max(0.0, time.time() - origin))
+            self.has_dialed = True
         try:
             for command in commands:
                 if not isinstance(command, Dial):

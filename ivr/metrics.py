@@ -45,7 +45,7 @@ class Metrics:
                                    registry=self.registry)
         self.escalation_latency = Histogram(
             "hotline_escalation_latency_seconds",
-            "FastAGI shell: from the end of a rule (its time up, or its last leg gone) to the next rule's Dial",
+            "From the end of a rule (its time up, or its last leg gone) to the next rule's first ring",
             buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.agi_sessions = Gauge("hotline_agi_sessions_in_progress", "FastAGI sessions running now, by route",
                                   ["route"], registry=self.registry)

@@ -51,6 +51,9 @@ async def test_first_rule_never_answers_second_accepts(hotline, sip_target):
     waited = (second.startedAt - first.startedAt).total_seconds()
     assert abs(waited - 2.0) <= 0.5, waited
     assert (await silent.wait(5)).canceled
+    registry = hotline.controller.metrics.registry
+    assert registry.get_sample_value("hotline_escalation_latency_seconds_count") == 1
+    assert registry.get_sample_value("hotline_escalation_latency_seconds_sum") < 0.5
 
 
 async def test_voicemail_like_leg_is_not_an_answer(hotline, sip_target):
