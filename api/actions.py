@@ -17,6 +17,7 @@ database (placing a call) has an async ``handler(request, ctx, call)`` instead.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
@@ -172,8 +173,6 @@ _ON_CALL_RESPONSE = {
 async def send_call(request, ctx: Context, call: Request) -> dict:
     """Validate, then hand the call to the notification service (which creates the row and places the
     call in a task of its own: a client that goes away changes nothing)."""
-    import asyncio
-
     from api.app import READ
     from ivr.notify import NOTIFIER, NotifyInputError, plan_notification
 
