@@ -219,8 +219,9 @@ class AgiCalls:
         """Close the open logs of FastAGI calls whose channel Asterisk no longer has and that no
         session here runs (their FastAGI server stopped: a previous process). A call whose channel
         still exists may belong to another Hotline's FastAGI server: it is looked at again later."""
-        rows = await run_and_release(self.db, callstore.open_agi_logs)
+        # Taken before the read: a call that ends meanwhile still counts as live here.
         live = {actor.caller_channel for actor in self.actors}
+        rows = await run_and_release(self.db, callstore.open_agi_logs)
         rows = [row for row in rows if row.callProviderCallId not in live]
         if not rows:
             return 0

@@ -285,9 +285,10 @@ def close_lost_call(log_id, message: str, ended_at: float) -> None:
     duration = 0
     if row.status == m.CallStatus.CONNECTED.value and row.startedAt is not None:
         duration = max(0, int((ended - row.startedAt).total_seconds()))
+    # Only if still open: the call may have ended, and its log been closed truthfully, since the caller looked.
     m.IncomingCallLog.update(status=m.CallStatus.FAILED.value, statusMessage=message, endedAt=ended,
                              callDurationInSeconds=duration, updatedAt=m.utcnow()).where(
-        m.IncomingCallLog.id == log_id).execute()
+        m.IncomingCallLog.id == log_id, m.IncomingCallLog.status.in_(OPEN_STATUSES)).execute()
 
 
 def close_open_items(log_id, message: str, ended_at: float) -> list[str]:

@@ -60,6 +60,7 @@ from ivr.asterisk.ami import (
     AmiClient,
     AmiConnectionLost,
     AmiError,
+    AmiTimeout,
     cause_text,
     int_or_none,
 )
@@ -178,6 +179,7 @@ class Notification:
     links: dict[str, str] = field(default_factory=dict)
     user_id: uuid.UUID | None = None
     number_id: uuid.UUID | None = None       # verification: the number whose code is spoken
+    code: str | None = None                  # verification: that code (a resend may replace it meanwhile)
 
     def call_data(self) -> dict[str, Any]:
         if self.kind == "verification":
@@ -282,8 +284,9 @@ def finish_call_log(call_log_id, status: str, message: str, cost: int, data: dic
         return
     call_data = dict(row.callData or {})
     call_data.update(data)
+    # A row gets one outcome: the first to record it (the call, or the sweep of orphaned rows) wins.
     m.CallLog.update(status=status, statusMessage=message, callCostInUSDCents=cost, callData=call_data,
-                     updatedAt=m.utcnow()).where(m.CallLog.id == call_log_id).execute()
+                     updatedAt=m.utcnow()).where(m.CallLog.id == call_log_id, m.CallLog.status.is_null(True)).execute()
 
 
 def open_call_logs(created_before: dt.datetime) -> list[uuid.UUID]:
@@ -316,6 +319,7 @@ class _Call:
     agi_done: asyncio.Future | None = None
     hangup: asyncio.Future | None = None      # (cause, time) of the channel's Hangup event
     cause: int | None = None                  # from HangupRequest (before the Hangup event)
+    media: dict[str, str] = field(default_factory=dict)  # what the call says, synthesized before dialing
 
 
 class NotificationService:
@@ -385,6 +389,10 @@ class NotificationService:
         except Exception:
             log.exception("notification call %s failed inside Hotline", note.call_log_id)
         finally:
+            # Forget the call before recording it: a FastAGI session arriving now is hung up,
+            # rather than talked to with nobody left to record what it hears.
+            self.calls.pop(str(note.call_log_id), None)
+            self._by_channel.pop(call.channel_id, None)
             cost = call_cost(note.to, answered_seconds, self.config.notify.rates)
             try:
                 await asyncio.shield(run_and_release(self.db, finish_call_log, note.call_log_id, status, message,
@@ -393,14 +401,12 @@ class NotificationService:
                 log.exception("could not record the outcome of notification call %s", note.call_log_id)
             self.metrics.notifications_in_progress.dec()
             self.metrics.notifications.labels(status).inc()
-            self.calls.pop(str(note.call_log_id), None)
-            self._by_channel.pop(call.channel_id, None)
             log.info("notification call %s to %s: %s (%s)", note.call_log_id, note.to, status, message)
         if data.get("acknowledged"):
             self.spawn(self._deliver_webhook(note, data))
         if note.kind == "verification" and status == SUCCESS and note.number_id is not None:
             try:
-                await run_and_release(self.db, verification.mark_delivered, note.number_id)
+                await run_and_release(self.db, verification.mark_delivered, note.number_id, note.code)
             except Exception:  # noqa: BLE001
                 log.exception("could not mark the verification code of number %s delivered", note.number_id)
 
@@ -415,6 +421,12 @@ class NotificationService:
         endpoint = endpoint_for(note.to, cfg.sip.outbound_trunk)
         if endpoint is None:
             return ERROR, "No outbound trunk is configured for phone numbers (sip.outbound_trunk).", {}, None
+        try:
+            # Before dialing: whoever answers hears the message at once, and speech that cannot be
+            # synthesized places no call.
+            call.media = await self.synthesize(note)
+        except TTSError as exc:
+            return ERROR, f"The message could not be synthesized ({exc}): the call was not placed.", {}, None
         caller_id = f'"Hotline" <{note.from_number}>' if note.from_number else None
         ring = float(cfg.notify.ring_timeout)
         try:
@@ -422,7 +434,10 @@ class NotificationService:
                 channel=endpoint, context=CONTEXT, timeout=ring, caller_id=caller_id,
                 variables={"HOTLINE_CALL_LOG": str(note.call_log_id)}, channel_id=call.channel_id)
         except AmiConnectionLost:
-            return await self._after_ami_lost(call, "before Asterisk accepted the Originate")
+            return await self._after_ami_lost(
+                call, "The AMI connection to Asterisk was lost before Asterisk accepted the Originate")
+        except AmiTimeout as exc:  # Asterisk may still place it
+            return await self._after_ami_lost(call, f"Asterisk did not acknowledge the Originate ({exc})")
         except AmiError as exc:
             return ERROR, f"Asterisk refused the call: {exc}", {}, None
         started = time.time()
@@ -438,7 +453,8 @@ class NotificationService:
             try:
                 response = originate.response.result()
             except AmiConnectionLost:
-                return await self._after_ami_lost(call, "before Asterisk reported the call's outcome")
+                return await self._after_ami_lost(
+                    call, "The AMI connection to Asterisk was lost before Asterisk reported the call's outcome")
             reason = int_or_none(response.reason)
             if reason == REASON_ANSWERED:
                 return await self._answered(call)
@@ -447,15 +463,22 @@ class NotificationService:
             return status, message, {"hangupCause": cause}, None
         return ERROR, f"Asterisk reported no outcome within {time.time() - started:.0f} s.", {}, None
 
-    async def _after_ami_lost(self, call: _Call, when: str) -> tuple[str, str, dict, float | None]:
-        """The AMI connection dropped: the Originate is never sent again. If Asterisk did place
-        it, its FastAGI session may still come; otherwise the row says what is known."""
+    async def _after_ami_lost(self, call: _Call, problem: str) -> tuple[str, str, dict, float | None]:
+        """The Originate's fate is unknown (the AMI connection dropped, or its answer came too
+        late): it is never sent again. If Asterisk did place it, its FastAGI session may still
+        come; otherwise the row says what is known."""
         try:
             await asyncio.wait_for(call.agi_started.wait(), float(self.config.notify.ring_timeout) + 5)
         except asyncio.TimeoutError:
-            return ERROR, (f"The AMI connection to Asterisk was lost {when}; the outcome is unknown and the "
-                           "call was not placed again."), {}, None
+            return ERROR, f"{problem}; the outcome is unknown and the call was not placed again.", {}, None
         return await self._answered(call)
+
+    async def synthesize(self, note: Notification) -> dict[str, str]:
+        """The files the call plays (paths as Asterisk reads them); raises TTSError."""
+        verifying = note.kind == "verification"
+        texts = {"message": note.message, "prompt": VERIFICATION_PROMPT if verifying else PROMPT,
+                 "acknowledged": ACKNOWLEDGED, "goodbye": GOODBYE}
+        return {name: _path(await self.tts.media(text)) for name, text in texts.items()}
 
     async def _cause(self, call: _Call, wait: float) -> int | None:
         if call.hangup.done():
@@ -475,6 +498,8 @@ class NotificationService:
                     await asyncio.wait({waiter}, timeout=2)
             finally:
                 waiter.cancel()
+            if not call.agi_started.is_set() and call.hangup.done():
+                return MISSED, "Answered, but hung up at once, before the message could start.", {"answered": True}, 0.0
             if not call.agi_started.is_set():
                 return ERROR, ("Answered, but the message could not be played: Asterisk did not reach Hotline's "
                                f"FastAGI server (agi.host {self.config.agi.host}, agi.port {self.config.agi.port})."
@@ -488,17 +513,18 @@ class NotificationService:
         data = {"answered": True, "keyPressed": outcome.key, "acknowledged": outcome.key == "1",
                 "replays": outcome.replays, "durationInSeconds": round(seconds, 1),
                 "answeredAt": _iso(outcome.answered_at)}
-        if outcome.error:
-            return ERROR, f"Answered, but the message could not be played: {outcome.error}", data, seconds
-        if outcome.lost and not outcome.heard:
-            return ERROR, ("The call was lost: the connection to Asterisk closed during the call "
-                           "(Asterisk stopped or restarted)."), data, seconds
+        # What the callee heard and did decides; a fault after that (a closing prompt that failed) does not.
         if outcome.key == "1":
             return SUCCESS, "Answered; the message was heard and acknowledged (key 1).", data, seconds
         if outcome.heard:
             if call.note.kind == "verification":
                 return SUCCESS, "Answered; the verification code was read out.", data, seconds
             return SUCCESS, "Answered and the message was heard; not acknowledged.", data, seconds
+        if outcome.error:
+            return ERROR, f"Answered, but the message could not be played: {outcome.error}", data, seconds
+        if outcome.lost:
+            return ERROR, ("The call was lost: the connection to Asterisk closed during the call "
+                           "(Asterisk stopped or restarted)."), data, seconds
         return MISSED, "Answered, but hung up before the message was heard in full.", data, seconds
 
     def _ami_event(self, event) -> None:
@@ -530,7 +556,7 @@ class NotificationService:
             await self._converse(chan, call, outcome)
         except AgiHangup:
             outcome.lost = not chan.hangup_notice
-        except (AgiError, TTSError) as exc:
+        except AgiError as exc:
             outcome.error = str(exc)
             log.error("notification call %s: %s", call_id, exc)
             await chan.hangup()
@@ -542,36 +568,34 @@ class NotificationService:
 
     async def _converse(self, chan: AgiChannel, call: _Call, outcome: AgiOutcome) -> None:
         cfg = self.config.notify
-        note = call.note
-        verifying = note.kind == "verification"
+        verifying = call.note.kind == "verification"
         keys = "9" if verifying else "19"
-        message = _path(await self.tts.media(note.message))
-        prompt = _path(await self.tts.media(VERIFICATION_PROMPT if verifying else PROMPT))
+        media = call.media
         unanswered_prompts = 0
         while True:
-            key = (await chan.stream_file(message, keys)).digit
+            key = await _play(chan, media["message"], keys)
             if key is None:
                 outcome.heard = True
             while key not in ("1", "9") or (verifying and key == "1"):
-                key = (await chan.stream_file(prompt, keys)).digit
+                key = await _play(chan, media["prompt"], keys)
                 if key is None:
                     key = await chan.wait_for_digit(float(cfg.digit_timeout))
                 if key is not None and key in keys:
                     break
                 unanswered_prompts += 1
                 if unanswered_prompts >= int(cfg.max_prompts):
-                    await chan.stream_file(_path(await self.tts.media(GOODBYE)), "")
+                    await _play(chan, media["goodbye"])
                     await chan.hangup()
                     return
             if key == "1":
                 outcome.key = "1"
                 outcome.heard = True
-                await chan.stream_file(_path(await self.tts.media(ACKNOWLEDGED)), "")
+                await _play(chan, media["acknowledged"])
                 await chan.hangup()
                 return
             outcome.replays += 1
             if outcome.replays > MAX_REPLAYS:
-                await chan.stream_file(_path(await self.tts.media(GOODBYE)), "")
+                await _play(chan, media["goodbye"])
                 await chan.hangup()
                 return
 
@@ -658,7 +682,7 @@ class NotificationService:
                 continue
             self._verification[number.id] = (digest, calls + 1, now + VERIFICATION_RETRY)
             note = Notification(uuid.uuid4(), number.projectId, address, self.config.notify.from_number or None,
-                                spoken_code(code), "verification", {}, number.userId, number.id)
+                                spoken_code(code), "verification", {}, number.userId, number.id, code)
             await run_and_release(self.db, create_call_log, note)
             self.place(note)
             placed += 1
@@ -681,6 +705,16 @@ class NotificationService:
 
 def _path(media: str) -> str:
     return media.split(":", 1)[1] if media.startswith("sound:") else media
+
+
+async def _play(chan: AgiChannel, path: str, keys: str = "") -> str | None:
+    """Play a file; the key that stopped it. A file Asterisk cannot open is an error, not silence
+    taken for a message heard."""
+    result = await chan.stream_file(path, keys)
+    if result.value == -1:
+        raise AgiError(f"Asterisk could not play {path}: is Hotline's sounds directory readable by Asterisk "
+                       "at the same path? (hotline doctor checks it)")
+    return result.digit
 
 
 def _iso(ts: float) -> str:

@@ -132,10 +132,12 @@ def mark_verified(number_id) -> None:
         m.UserIncomingCallNumberVerification.userIncomingCallNumber == number_id).execute()
 
 
-def mark_delivered(number_id) -> None:
-    """The code was spoken to the number: the plain code is no longer kept."""
+def mark_delivered(number_id, code: str | None = None) -> None:
+    """The code was spoken to the number: the plain code is no longer kept. With ``code``, only if
+    it is still the number's code (a resend during the call made a new one, still to be delivered)."""
     V = m.UserIncomingCallNumberVerification
-    V.update(undeliveredCode=None, updatedAt=m.utcnow()).where(V.userIncomingCallNumber == number_id).execute()
+    where = [V.userIncomingCallNumber == number_id] + ([V.undeliveredCode == code] if code is not None else [])
+    V.update(undeliveredCode=None, updatedAt=m.utcnow()).where(*where).execute()
 
 
 def undelivered_codes() -> list[tuple[m.UserIncomingCallNumber, str]]:

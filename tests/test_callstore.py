@@ -72,3 +72,29 @@ async def test_prepare_write_and_read_back(database_url):
     finally:
         reads.close()
         await db.close_pool()
+
+
+async def test_closing_a_lost_call_never_overwrites_a_finished_one(database_url):
+    """The reconciliation reads open logs, then lists channels: a call may end in between."""
+    db = open_database(database_url, pool_size=2)
+    reads = Reads(db, database_url)
+    number = f"+1212{uuid.uuid4().int % 8000000 + 2000000:07d}"
+    try:
+        await db.run(build, number)
+        prepared = await reads(callstore.prepare_call, number, "4155550123", "US", 7.0)
+
+        def scenario():
+            callstore.open_log(prepared, "chan-2", 1795400000.0)
+            open_rows = callstore.open_logs()
+            callstore.update_log(prepared.log_id, {"status": m.CallStatus.COMPLETED, "endedAt": 1795400009.0,
+                                                   "callDurationInSeconds": 9})
+            for row in open_rows:
+                if row.id == prepared.log_id:
+                    callstore.close_lost_call(row.id, "lost", 1795400010.0)
+            return m.IncomingCallLog.get_by_id(prepared.log_id)
+
+        log = await db.run(scenario)
+        assert (log.status, log.callDurationInSeconds) == ("Completed", 9) and log.statusMessage != "lost"
+    finally:
+        reads.close()
+        await db.close_pool()

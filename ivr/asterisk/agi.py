@@ -186,7 +186,11 @@ class AgiChannel(fast_agi.Request):
                 return await self._read_result(command)
             return await asyncio.wait_for(self._read_result(command), timeout)
         except asyncio.TimeoutError:
-            raise AgiTimeout(f"Asterisk did not answer {command.split(' ', 1)[0]} within {timeout:g} s") from None
+            # Its late answer would be read as the next command's: the session cannot go on.
+            self.closed = True
+            self.writer.close()
+            raise AgiTimeout(f"Asterisk did not answer {command.split(' ', 1)[0]} within {timeout:g} s; "
+                             "the FastAGI session was closed") from None
 
     async def _read_result(self, command: str) -> AgiResult:
         while True:

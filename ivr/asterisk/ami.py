@@ -82,6 +82,10 @@ class AmiUnavailable(AmiError):
     """AMI is not connected, did not answer in time, or the connection was lost."""
 
 
+class AmiTimeout(AmiUnavailable):
+    """Asterisk did not answer in time: the action may or may not have been carried out."""
+
+
 class AmiConnectionLost(AmiUnavailable):
     """The connection dropped before the answer; the action was *not* sent again."""
 
@@ -258,11 +262,13 @@ class AmiClient:
         for action in list(self._inflight.values()):
             if not action.future.done():
                 action.future.set_exception(AmiConnectionLost(why))
+                action.future.exception()  # its waiter may be gone: no "exception never retrieved"
         self._inflight.clear()
         for originate in list(self._originates.values()):
             if not originate.response.done():
                 originate.response.set_exception(AmiConnectionLost(
                     f"{why} before Asterisk reported the call's outcome (OriginateResponse)"))
+                originate.response.exception()
         self._originates.clear()
 
     def _notify(self, callbacks) -> None:
@@ -298,7 +304,7 @@ class AmiClient:
             future = manager.protocol.send(action, as_list=False)
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.TimeoutError:
-            raise AmiUnavailable(f"AMI did not answer {action['Action']} within {timeout:g} s") from None
+            raise AmiTimeout(f"AMI did not answer {action['Action']} within {timeout:g} s") from None
         finally:
             self._inflight.pop(action.id, None)
             if not action.future.done():

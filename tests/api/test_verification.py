@@ -134,6 +134,19 @@ async def test_the_code_is_stored_hashed_and_never_shown_by_the_api(api, acme, n
     await verify(api, acme.owner, number_id, code)
 
 
+async def test_a_code_resent_during_its_delivery_call_is_still_delivered(api, acme, number):
+    _, number_id = number
+    first = await code_of(api, number_id)
+    second = first
+    while second == first:  # (a new code is random: it may repeat, one time in a million)
+        await api.call("POST", RESEND, acme.owner, {"itemId": number_id})   # while the first code's call rings
+        second = await code_of(api, number_id)
+    await api.db.run(verification.mark_delivered, uuid.UUID(number_id), first)  # the first call ends
+    assert (await pending(api, number_id)).code == second  # the new code still waits for its call
+    await api.db.run(verification.mark_delivered, uuid.UUID(number_id), second)
+    assert "already delivered" in (await pending(api, number_id)).reason
+
+
 async def test_a_changed_number_must_be_verified_again(api, acme):
     user = await api.create("user", acme.owner, {"name": "Otto"})
     created = await api.create("user-incoming-call-number", acme.owner,

@@ -161,6 +161,9 @@ async def test_a_command_without_an_answer_times_out():
         with pytest.raises(AgiTimeout):
             await chan.command("ANSWER", timeout=0.2)
         assert time.monotonic() - started < 1
+        # Asterisk's late answer would be taken for the next command's: the session is over.
+        with pytest.raises(AgiHangup, match="closed"):
+            await chan.command("GET FULL VARIABLE ${DIALSTATUS}")
 
     server = await start_server()
     server.add_route("incoming-call-policy", route)

@@ -15,6 +15,7 @@ from ivr.asterisk.ami import (
     AmiClient,
     AmiConnectionLost,
     AmiError,
+    AmiTimeout,
     AmiUnavailable,
     cause_text,
 )
@@ -30,7 +31,7 @@ class FakeAmi:
     """Speaks enough AMI: banner, Login, Ping, Originate (queued, then OriginateResponse), CoreStatus.
 
     ``on_originate``: "answer" (queued + OriginateResponse), "queue" (queued only), "drop" (close
-    the connection before answering), "drop-after-queue" (queued, then close).
+    the connection before answering), "drop-after-queue" (queued, then close), "ignore" (no answer).
     """
 
     def __init__(self, secret: str = "s3cret"):
@@ -95,6 +96,8 @@ class FakeAmi:
         elif name == "Originate":
             if self.on_originate == "drop":
                 writer.close()
+                return
+            if self.on_originate == "ignore":
                 return
             writer.write(message(Response="Success", ActionID=action_id, Message="Originate successfully queued"))
             if self.on_originate == "drop-after-queue":
@@ -224,6 +227,17 @@ async def test_an_originate_is_never_sent_twice_after_a_reconnect(fake, client_o
     await wait_until(lambda: fake.logins >= 2)       # reconnected; the fake sent FullyBooted again
     await asyncio.sleep(0.2)
     assert fake.count("Originate") == 1
+
+
+async def test_an_originate_left_unanswered_is_a_timeout_whose_outcome_is_unknown(fake, client_of):
+    """Not "refused": Asterisk may still place it, so the caller must not treat it as never sent."""
+    client = await client_of(fake)
+    await asyncio.wait_for(client.connected.wait(), 3)
+    fake.on_originate = "ignore"
+    with pytest.raises(AmiTimeout, match="did not answer Originate"):
+        await client.originate(channel="PJSIP/hotline-direct/sip:a@127.0.0.1:5062", context="hotline-notify",
+                               timeout=20)
+    assert fake.count("Originate") == 1 and not client._originates
 
 
 async def test_a_shutdown_event_means_reconnecting(fake, client_of):

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 import pytest
 from aiohttp import web
 
 from ivr.asterisk.agi import AgiHangup, AgiResult
+from ivr.asterisk.ami import AmiTimeout
 from ivr.config import ConfigError, load_config
 from ivr.notify import (
     ACKNOWLEDGED,
     GOODBYE,
     PROMPT,
     VERIFICATION_PROMPT,
+    AgiOutcome,
     Notification,
     NotificationService,
     _Call,
@@ -27,6 +30,7 @@ from ivr.notify import (
     signature_is_valid,
     spoken_code,
 )
+from ivr.tts import TTSError
 
 RATES = {"1": 1, "44": 2, "4420": 3.5, "sip:": 0.25}
 
@@ -100,9 +104,10 @@ class FakeChannel:
     """An answered channel: each playback or wait takes the next scripted key (None: nothing pressed;
     "hangup": the callee hangs up then)."""
 
-    def __init__(self, call_log_id: str, keys: list):
+    def __init__(self, call_log_id: str, keys: list, unplayable: tuple[str, ...] = ()):
         self.args = [call_log_id]
         self.keys = list(keys)
+        self.unplayable = unplayable   # files Asterisk cannot open: STREAM FILE answers result=-1
         self.played: list[str] = []
         self.hung_up = False
         self.hangup_notice = False
@@ -116,6 +121,8 @@ class FakeChannel:
 
     async def stream_file(self, path: str, escape: str = "") -> AgiResult:
         self.played.append(path.rsplit("/", 1)[1])
+        if self.played[-1] in self.unplayable:
+            return AgiResult(200, "-1")
         key = self._next() if escape else None
         if key is not None and key not in escape:
             key = None  # Asterisk ignores a key that is not an escape digit
@@ -130,16 +137,32 @@ class FakeChannel:
 
 
 class FakeTts:
+    def __init__(self, broken: bool = False):
+        self.broken = broken
+
     async def media(self, text: str) -> str:
+        if self.broken:
+            raise TTSError("espeak-ng: not found")
         return f"sound:/sounds/{text}"
 
 
 class FakeAmi:
+    """Connected; an Originate raises ``originate_error`` if set (nothing else of AMI is used here)."""
+
     address = "127.0.0.1:5038"
     last_error = None
 
     def __init__(self):
         self.connected = asyncio.Event()
+        self.connected.set()
+        self.originate_error: Exception | None = None
+        self.originates: list[dict] = []
+
+    async def originate(self, **fields):
+        self.originates.append(fields)
+        if self.originate_error is not None:
+            raise self.originate_error
+        raise AssertionError("this fake only refuses")
 
     def add_listener(self, fn):
         pass
@@ -148,19 +171,26 @@ class FakeAmi:
         pass
 
 
-def service(**env) -> NotificationService:
+def service(tts=None, **env) -> NotificationService:
     config = load_config(env={"HOTLINE_NOTIFY_MAX_PROMPTS": "2", **env})
-    return NotificationService(config, db=None, ami=FakeAmi(), tts=FakeTts())
+    return NotificationService(config, db=None, ami=FakeAmi(), tts=tts or FakeTts())
 
 
-async def converse(keys: list, kind: str = "notification"):
-    svc = service()
-    note = Notification(uuid.uuid4(), uuid.uuid4(), "+14155550100", None, "Incident 42 is critical.", kind)
+def new_call(svc: NotificationService, kind: str = "notification", to: str = "+14155550100") -> _Call:
+    note = Notification(uuid.uuid4(), uuid.uuid4(), to, None, "Incident 42 is critical.", kind)
     call = _Call(note, "chan")
     loop = asyncio.get_running_loop()
     call.agi_done, call.hangup = loop.create_future(), loop.create_future()
     svc.calls[str(note.call_log_id)] = call
-    chan = FakeChannel(str(note.call_log_id), keys)
+    return call
+
+
+async def converse(keys: list, kind: str = "notification", unplayable: tuple[str, ...] = ()):
+    svc = service()
+    call = new_call(svc, kind)
+    note = call.note
+    call.media = await svc.synthesize(note)
+    chan = FakeChannel(str(note.call_log_id), keys, unplayable)
     await svc.agi_route(chan)
     outcome = call.agi_done.result()
     status, message, data, seconds = await svc._answered(call)
@@ -201,6 +231,52 @@ async def test_verification_calls_only_offer_a_replay():
     played, outcome, status, message, _ = await converse([None, "1", "1", None, None], kind="verification")
     assert played == [MSG, VERIFICATION_PROMPT, "(wait)", VERIFICATION_PROMPT, "(wait)", GOODBYE, "(hangup)"]
     assert (outcome.key, status, message) == (None, "Success", "Answered; the verification code was read out.")
+
+
+async def test_a_message_asterisk_cannot_play_is_an_error_not_a_message_heard():
+    played, outcome, status, message, data = await converse([None], unplayable=(MSG,))
+    assert played == [MSG, "(hangup)"] and not outcome.heard
+    assert status == "Error" and message.startswith(f"Answered, but the message could not be played: Asterisk "
+                                                    f"could not play /sounds/{MSG}")
+
+
+async def test_an_acknowledgement_stands_when_the_closing_prompt_fails():
+    played, outcome, status, message, data = await converse(["1"], unplayable=(ACKNOWLEDGED,))
+    assert outcome.error and (status, data["acknowledged"]) == ("Success", True)
+
+
+async def test_speech_that_cannot_be_synthesized_places_no_call():
+    svc = service(tts=FakeTts(broken=True))
+    call = new_call(svc, to="sip:alice@127.0.0.1:5062")
+    status, message, _, _ = await svc._call(call)
+    assert status == "Error" and svc.ami.originates == []
+    assert message == "The message could not be synthesized (espeak-ng: not found): the call was not placed."
+
+
+async def test_an_originate_acknowledged_too_late_is_followed_not_called_refused():
+    """Asterisk may place an Originate whose answer timed out: its FastAGI session is still awaited."""
+    svc = service()
+    svc.ami.originate_error = AmiTimeout("AMI did not answer Originate within 5 s")
+    call = new_call(svc, to="sip:alice@127.0.0.1:5062")
+
+    async def asterisk_placed_it_anyway():
+        await asyncio.sleep(0.05)
+        call.agi_started.set()
+        call.agi_done.set_result(AgiOutcome(answered_at=time.time() - 3, ended_at=time.time(), heard=True, key="1"))
+
+    placed = asyncio.create_task(asterisk_placed_it_anyway())
+    status, message, data, seconds = await svc._call(call)
+    await placed
+    assert (status, data["acknowledged"], len(svc.ami.originates)) == ("Success", True, 1)
+    assert 2.9 < seconds < 3.5
+
+
+async def test_answered_then_hung_up_before_the_message_started_is_a_missed_call():
+    svc = service()
+    call = new_call(svc)
+    call.hangup.set_result((16, time.time()))
+    status, message, _, _ = await svc._answered(call)
+    assert (status, message) == ("Missed Call", "Answered, but hung up at once, before the message could start.")
 
 
 async def test_a_route_for_an_unknown_call_hangs_up():
