@@ -28,6 +28,11 @@ def utc_from_timestamp(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).replace(tzinfo=None)
 
 
+def timestamp_of(moment: dt.datetime) -> float:
+    """The inverse of :func:`utc_from_timestamp` (the database keeps naive UTC)."""
+    return moment.replace(tzinfo=dt.timezone.utc).timestamp()
+
+
 Policy = m.IncomingCallPolicy
 Rule_ = m.IncomingCallPolicyEscalationRule
 Number = m.UserIncomingCallNumber
@@ -283,22 +288,51 @@ def close_lost_call(log_id, message: str, ended_at: float) -> None:
         Item.incomingCallLog == log_id, Item.status.in_(OPEN_STATUSES)).execute()
     row = m.IncomingCallLog.get_by_id(log_id)
     duration = 0
-    if row.status == m.CallStatus.CONNECTED.value and row.startedAt is not None:
-        duration = max(0, int((ended - row.startedAt).total_seconds()))
+    if row.status == m.CallStatus.CONNECTED.value:
+        # Talk time: from the connection (the log's last write before it was lost), not the greeting.
+        connected = row.updatedAt or row.startedAt
+        duration = max(0, int((ended - connected).total_seconds())) if connected else 0
     # Only if still open: the call may have ended, and its log been closed truthfully, since the caller looked.
     m.IncomingCallLog.update(status=m.CallStatus.FAILED.value, statusMessage=message, endedAt=ended,
                              callDurationInSeconds=duration, updatedAt=m.utcnow()).where(
         m.IncomingCallLog.id == log_id, m.IncomingCallLog.status.in_(OPEN_STATUSES)).execute()
 
 
-def close_open_items(log_id, message: str, ended_at: float) -> list[str]:
-    """Close the open items of a resumed call (their legs were lost); returns their leg ids."""
+def close_open_items(log_id, message: str, ended_at: float, keep: str | None = None) -> list[str]:
+    """Close the open items of a resumed call (their legs were lost), but the leg ``keep`` (the
+    conversation being taken over); returns the closed items' leg ids."""
     Item = m.IncomingCallLogItem
-    legs = [leg for (leg,) in Item.select(Item.callProviderCallId).where(
-        Item.incomingCallLog == log_id, Item.status.in_(OPEN_STATUSES)).tuples()]
+    where = [Item.incomingCallLog == log_id, Item.status.in_(OPEN_STATUSES)]
+    if keep is not None:
+        where.append(Item.callProviderCallId != keep)
+    legs = [leg for (leg,) in Item.select(Item.callProviderCallId).where(*where).tuples()]
     Item.update(status=m.CallStatus.FAILED.value, statusMessage=message, endedAt=utc_from_timestamp(ended_at),
-                updatedAt=m.utcnow()).where(Item.incomingCallLog == log_id, Item.status.in_(OPEN_STATUSES)).execute()
+                updatedAt=m.utcnow()).where(*where).execute()
     return legs
+
+
+@dataclass(frozen=True)
+class ConnectedLeg:
+    """The leg a Connected call is bridged with, as its log tells it."""
+
+    leg_id: str
+    contact: Contact
+    rule_order: int
+    dialed_at: float
+    connected_at: float
+
+
+def connected_leg(log_row: m.IncomingCallLog) -> ConnectedLeg | None:
+    Item = m.IncomingCallLogItem
+    item = (Item.select().where(Item.incomingCallLog == log_row.id, Item.status == m.CallStatus.CONNECTED.value)
+            .order_by(Item.startedAt.desc()).first())
+    if item is None or not item.callProviderCallId:
+        return None
+    contact = Contact(str(item.userId or ""), str(item.userIncomingCallNumberId or ""), item.numberDialed or "")
+    dialed_at = timestamp_of(item.startedAt) if item.startedAt else 0.0
+    # The log's last write before the restart was the one that said Connected.
+    connected_at = timestamp_of(log_row.updatedAt) if log_row.updatedAt else dialed_at
+    return ConnectedLeg(item.callProviderCallId, contact, item.escalationRuleOrder or 0, dialed_at, connected_at)
 
 
 def resume_setup(log_row: m.IncomingCallLog, call_id: str, confirm_timeout: float) -> CallSetup | None:

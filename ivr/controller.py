@@ -33,6 +33,7 @@ from ivr.engine import (
     Bridge,
     CallerHungUp,
     CallSetup,
+    CallStatus,
     CallStarted,
     CancelTimer,
     Dial,
@@ -180,23 +181,27 @@ class Controller:
             await self.ari.filter_events(EVENTS_USED)
         except AriError as exc:
             log.warning("could not filter ARI events (%s); every event type will be received", exc)
+        # Only what existed before the channels were listed is judged by the list: a call arriving
+        # (or a leg being originated) meanwhile is simply not in it yet.
+        known = {actor: actor.settled_legs() for actor in self.actors}
         try:
             logs = await run_and_release(self.db, callstore.open_logs)
             channels = {c["id"]: c for c in await self.ari.channels()}
         except (AriError, Exception) as exc:  # noqa: BLE001 - retried at the next connection
             log.error("reconciliation with Asterisk failed: %s", exc)
             return
-        for actor in list(self.actors):
-            actor.reconcile(channels)
+        for actor, legs in known.items():
+            actor.reconcile(channels, legs)
         now = time.time()
+        running = {actor.log_id for actor in self.actors}  # finishing ones included: their last write is coming
         for row in logs:
             channel_id = row.callProviderCallId
-            if channel_id in self.by_channel:
+            if channel_id in self.by_channel or row.id in running:
                 continue
             if channel_id in channels:
                 log.warning("resuming call %s (channel %s) at escalation rule %s after a controller restart",
                             row.id, channel_id, row.currentEscalationRuleOrder)
-                CallActor(self, channel_id, resume_log=row).start()
+                CallActor(self, channel_id, resume_log=row, live_channels=set(channels)).start()
             else:
                 log.warning("call %s (channel %s) ended while Hotline was not connected to Asterisk; closing its log",
                             row.id, channel_id)
@@ -210,12 +215,13 @@ class CallActor:
     """One incoming call: its engine, its channels, its timers and its ordered log writes."""
 
     def __init__(self, controller: Controller, caller_channel: str, *, dialed: str = "", caller: str = "",
-                 resume_log=None):
+                 resume_log=None, live_channels: set[str] = frozenset()):
         self.c = controller
         self.caller_channel = caller_channel
         self.dialed = dialed
         self.caller = caller
         self.resume_log = resume_log
+        self.live_channels = live_channels  # resuming: the channels Asterisk had
         self.queue: asyncio.Queue = asyncio.Queue()
         self.writes: asyncio.Queue = asyncio.Queue()
         self.engine: EscalationCall | None = None
@@ -226,6 +232,7 @@ class CallActor:
         self.final_status: str | None = None
         self.has_dialed = False
         self.legs: set[str] = set()
+        self.originating: set[str] = set()  # legs whose originate request has not been answered yet
         self.answered_legs: set[str] = set()
         self.ringback_id: str | None = None
         self.ringback_seq = 0
@@ -256,12 +263,17 @@ class CallActor:
         detail = f"{cause_txt} (cause {cause})" if cause is not None else ""
         return LegEnded(channel_id, leg_end_cause(cause, channel_id in self.answered_legs), detail)
 
-    def reconcile(self, channels: dict[str, dict]) -> None:
-        """Events lost while ARI was disconnected: whatever vanished ended, for a reason nobody saw."""
+    def settled_legs(self) -> set[str]:
+        """The legs Asterisk has surely heard of (their originate was answered)."""
+        return self.legs - self.originating
+
+    def reconcile(self, channels: dict[str, dict], legs: set[str]) -> None:
+        """Events lost while ARI was disconnected: whatever vanished ended, for a reason nobody saw.
+        ``legs``: the legs this call had before ``channels`` was listed."""
         if self.caller_channel not in channels:
             self.post(CALL_LOST)
             return
-        for leg in list(self.legs):
+        for leg in legs & self.legs:
             if leg not in channels:
                 self.post(LegEnded(leg, "hangup" if leg in self.answered_legs else "failed",
                                    "the leg vanished while Hotline was disconnected from Asterisk"))
@@ -276,8 +288,9 @@ class CallActor:
                 setup = await self._open()
             if setup is None:
                 return
-            self.engine = EscalationCall(setup)
-            await self._feed(CallStarted())
+            if self.engine is None:
+                self.engine = EscalationCall(setup)
+                await self._feed(CallStarted())
             # Only now the log writes and the prompt synthesis: nothing may run before the first
             # originates are on their way (the loop runs ready tasks in order).
             self._start_writer()
@@ -317,18 +330,46 @@ class CallActor:
         row = self.resume_log
         self.log_id, self.project_id = row.id, row.projectId
         now = time.time()
+        talking = None
+        if row.status == CallStatus.CONNECTED.value:
+            talking = await run_and_release(self.c.db, callstore.connected_leg, row)
         old_legs = await run_and_release(self.c.db, callstore.close_open_items, row.id,
-                                       "The controller restarted while this number was ringing.", now)
+                                         "The controller restarted while this number was ringing.", now,
+                                         talking.leg_id if talking else None)
         for leg in old_legs:
             await self._ignore_gone(self.c.ari.hangup(leg))
         setup = await run_and_release(self.c.db, callstore.resume_setup, row, f"{row.id}-r{secrets.token_hex(3)}",
-                                    self.c.config.controller.confirm_timeout)
+                                      self.c.config.controller.confirm_timeout)
         if setup is None:
             await run_and_release(self.c.db, callstore.close_lost_call, row.id,
-                                "The call's policy was deleted while the controller restarted.", now)
+                                  "The call's policy was deleted while the controller restarted.", now)
             await self._ignore_gone(self.c.ari.hangup(self.caller_channel))
+            if talking:
+                await self._ignore_gone(self.c.ari.hangup(talking.leg_id))
             return None
+        if talking is not None:
+            # The conversation goes on in its bridge (Asterisk keeps it): take it over, so that
+            # either side's hang-up completes the call.
+            leg = talking.leg_id
+            log.warning("call %s: taking over the conversation with %s after a controller restart",
+                        self.log_id, talking.contact.address)
+            self.engine = EscalationCall.resume_connected(setup, leg, talking.contact, talking.rule_order,
+                                                          talking.dialed_at, talking.connected_at)
+            self.legs.add(leg)
+            self.answered_legs.add(leg)
+            self.c.by_channel[leg] = self
+            self.bridge_id = await self._bridge_holding(self.caller_channel)
+            if leg not in self.live_channels:
+                self.post(LegEnded(leg, "hangup", "the on-call user hung up while the controller was restarting"))
         return setup
+
+    async def _bridge_holding(self, channel_id: str) -> str | None:
+        try:
+            bridges = await self.c.ari.bridges()
+        except AriError as exc:
+            log.warning("call %s: could not list the bridges: %s", self.log_id, exc)
+            return None
+        return next((b["id"] for b in bridges if channel_id in (b.get("channels") or [])), None)
 
     async def _feed(self, event) -> None:
         # When what this event reports happened: a timer's due time, else now (escalation latency).
@@ -436,12 +477,15 @@ class CallActor:
         leg = command.leg_id
         setup = self.engine.setup
         caller_id = setup.caller_number if setup.caller_number[:1] == "+" else None
+        self.originating.add(leg)
         try:
             await self.c.ari.originate(self.endpoint_for(command.contact.address), leg, f"leg,{setup.call_id}",
                                        timeout=int(command.timeout) + 5, caller_id=caller_id)
         except AriError as exc:
             log.warning("call %s: could not ring %s: %s", self.log_id, command.contact.address, exc)
             self.post(LegEnded(leg, "failed", f"Asterisk refused the call ({exc.message or exc.status})"))
+        finally:
+            self.originating.discard(leg)
 
     async def _play(self, command: Play) -> None:
         channel = self.caller_channel if command.target == CALLER else command.target
@@ -507,7 +551,7 @@ class CallActor:
         """The caller's channel vanished while ARI was disconnected: say so, not that someone hung up."""
         log.warning("call %s: its channel %s vanished while Hotline was disconnected from Asterisk; "
                     "closing its log", self.log_id, self.caller_channel)
-        for leg in list(self.legs):
+        for leg in [*self.legs, self.caller_channel]:  # whatever of the call is left must not wait in silence
             await self._ignore_gone(self.c.ari.hangup(leg))
         self.writes.put_nowait((callstore.close_lost_call, self.log_id, LOST_MESSAGE, time.time()))
 
@@ -531,6 +575,10 @@ class CallActor:
         for handle in self.timers.values():
             handle.cancel()
         self.timers.clear()
+        # From now on the call's channels are strays: a leg answering late is hung up by dispatch.
+        for channel in [self.caller_channel, *self.legs]:
+            if self.c.by_channel.get(channel) is self:
+                del self.c.by_channel[channel]
         if self.bridge_id:
             await self._ignore_gone(self.c.ari.destroy_bridge(self.bridge_id))
         self.writes.put_nowait(None)
@@ -538,9 +586,6 @@ class CallActor:
         try:
             await asyncio.shield(self.writer)
         finally:
-            for channel in [self.caller_channel, *self.legs]:
-                if self.c.by_channel.get(channel) is self:
-                    del self.c.by_channel[channel]
             self.c.actors.discard(self)
 
     def _start_writer(self) -> None:

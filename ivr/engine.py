@@ -1071,8 +1071,15 @@ class _Transition:
             self.put_leg(replace(leg, phase=LegPhase.RINGING))
 
     def on_leg_answered(self, leg: LegState) -> None:
+        if leg.phase is LegPhase.ENDED:
+            # Its end was decided without it (a lost event, a failed hang-up, an originate that timed
+            # out but went through): whoever picked up must not wait in silence. (After the end of
+            # the call, the shell hangs up such strays itself.)
+            if self.state.phase is not Phase.FINISHED:
+                self.emit(HangupLeg(leg.leg_id))
+            return
         if leg.phase not in _UNANSWERED_LEG_PHASES or self.state.phase is not Phase.HUNTING:
-            return  # a late answer from a leg that is already being hung up
+            return  # a duplicate, or a leg that is already being hung up
         if not self.setup.require_confirmation:
             self.accept(replace(leg, answered_at=self.now))
             return
@@ -1193,6 +1200,18 @@ class EscalationCall:
         call = cls.__new__(cls)
         call._state = state
         return call
+
+    @classmethod
+    def resume_connected(cls, setup: CallSetup, leg_id: str, contact: Contact, rule_order: int,
+                         dialed_at: float, connected_at: float) -> EscalationCall:
+        """Take over a call that was bridged when its controller stopped: either side's hang-up
+        completes it, with the talk time counted from ``connected_at``."""
+        leg = LegState(leg_id=leg_id, contact=contact, rule_order=rule_order, escalate_after_seconds=0.0,
+                       phase=LegPhase.BRIDGED, dialed_at=dialed_at, answered_at=connected_at,
+                       item_status=CallStatus.CONNECTED)
+        return cls.from_state(CallState(setup=setup, phase=Phase.CONNECTED, started=True, legs=(leg,),
+                                        bridged_leg_id=leg_id, connected_at=connected_at,
+                                        log_status=CallStatus.CONNECTED))
 
     @property
     def state(self) -> CallState:

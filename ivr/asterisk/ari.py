@@ -119,6 +119,9 @@ class AriClient:
     async def channels(self) -> list[dict]:
         return await self.request("GET", "/channels")
 
+    async def bridges(self) -> list[dict]:
+        return await self.request("GET", "/bridges")
+
     async def info(self) -> dict:
         return await self.request("GET", "/asterisk/info")
 

@@ -300,6 +300,33 @@ async def test_controller_killed_mid_escalation_resumes_the_call(builder, contro
     assert items[0].statusMessage == "The controller restarted while this number was ringing."
 
 
+async def test_a_conversation_goes_on_through_a_controller_restart(builder, controller_process, sip_target):
+    """Asterisk keeps the bridge: the restarted controller takes the call over, never cuts it."""
+    person = Phone.answer_and_press("1", delay=0.5)
+    async with person:
+        scenario = await builder.policy(Target([person], escalate_after=10))
+        await controller_process.start(builder.config.database_url)
+        await controller_process.wait_connected()
+        caller = Caller(scenario.number, sip_target, hangup_after=9)
+        await caller.start()
+        connected = await builder.log_status(scenario, "Connected")
+        await controller_process.kill()            # mid-conversation
+        await asyncio.sleep(0.5)
+        await controller_process.start(builder.config.database_url)
+        await controller_process.wait_connected()
+        log = await final_log_without_actor(builder, scenario)
+        caller_result = await caller.wait(20)
+        person_result = await person.wait(20)
+        await controller_process.stop()
+    items = await builder.items_of(log)
+    assert log.status == "Completed" and log.statusMessage == "Call completed; the caller hung up", log.statusMessage
+    assert [(i.status, i.statusMessage) for i in items] == [("Completed", "Call completed; the caller hung up")]
+    assert caller_result.hung_up_by == "local" and person_result.hung_up_by == "remote"
+    # The talk time runs from the connection to the caller's hang-up, across the restart.
+    talked = (log.endedAt - connected.updatedAt).total_seconds()
+    assert abs(log.callDurationInSeconds - talked) <= 1 and log.callDurationInSeconds >= 3
+
+
 async def final_log_without_actor(builder, scenario, timeout: float = 30.0):
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -698,7 +698,7 @@ def test_stale_events_are_ignored() -> None:
                          require_confirmation=True))
     shell.run(START + [(4, "ended", 1, "busy")])
     assert shell.send(LegEnded(leg(1), "hangup")) == []  # ended twice
-    assert shell.send(LegAnswered(leg(1))) == []  # late answer of an ended leg
+    assert shell.send(LegAnswered(leg(1))) == [HangupLeg(leg(1))]  # late answer of an ended leg: hung up
     assert shell.send(DigitPressed(leg(2), "1")) == []  # not confirming
     assert shell.send(LegRinging(leg(2))) == []  # recorded in the state, nothing to do
     assert shell.send(LegRinging(leg(2))) == []  # reported twice
@@ -851,3 +851,22 @@ def test_rule_needs_a_positive_timeout_and_accepts_lists() -> None:
     made = Rule(1, "r", "R", 5, [contact("alice")])  # type: ignore[arg-type]
     assert made.contacts == (contact("alice"),)
     assert hash(replace(policy(made), rules=[made]))  # type: ignore[arg-type]  # still hashable
+
+
+@pytest.mark.parametrize("who", ["caller", "on-call user"])
+def test_a_conversation_taken_over_after_a_restart_completes_on_either_hang_up(who: str) -> None:
+    alice = Contact("user-alice", "number-alice", "sip:alice@10.0.0.1")
+    call = EscalationCall.resume_connected(policy(rule(1, alice)), "old-leg", alice, 1, dialed_at=100.0,
+                                           connected_at=110.0)
+    event = CallerHungUp() if who == "caller" else LegEnded("old-leg", "hangup")
+    commands = call.handle(event, 170.0)
+    hang_up = HangupLeg("old-leg") if who == "caller" else HangupCaller()
+    message = f"Call completed; the {who} hung up"
+    assert commands == [
+        *([hang_up] if who == "caller" else []),
+        UpdateItem("old-leg", {"status": CallStatus.COMPLETED, "statusMessage": message, "endedAt": 170.0}),
+        *([hang_up] if who != "caller" else []),
+        UpdateLog({"status": CallStatus.COMPLETED, "statusMessage": message, "endedAt": 170.0,
+                   "callDurationInSeconds": 60.0}),
+    ]
+    assert call.is_finished

@@ -375,7 +375,8 @@ class World:
         return events
 
     def stale_events(self) -> list[Event]:
-        """Echoes of the past that real shells do deliver (races): all must be ignored."""
+        """Echoes of the past that real shells do deliver (races): all are ignored, but for an ended
+        leg answering, which is hung up."""
         events: list[Event] = []
         for leg_id in self.hung_up - self.echoed - self.gone:
             events.append(LegEnded(leg_id, "hangup"))  # Asterisk confirms our hang-up
@@ -429,7 +430,14 @@ def drive(world: World, data: st.DataObject, max_steps: int) -> None:
             if not echoes:
                 continue
             stale = data.draw(st.sampled_from(echoes), label="stale")
-            assert world.send(stale) == [], f"stale {stale!r} was not ignored"
+            before = world.call.state
+            # The one echo that acts: a leg whose end was decided answering anyway is hung up.
+            leg = before.leg(stale.leg_id) if isinstance(stale, LegAnswered) else None
+            if leg is not None and leg.phase == "ended" and before.phase != "finished":
+                assert world.call.handle(stale, world.now) == [HangupLeg(stale.leg_id)]
+                assert world.call.state == before
+            else:
+                assert world.send(stale) == [], f"stale {stale!r} was not ignored"
             continue
         if world.call.is_finished:
             return
