@@ -240,7 +240,10 @@ async def main_async(args) -> None:
     workdir = Path(args.workdir)
     config = make_lab_config(workdir / "data", offset=BENCH_OFFSET)
     url = f"sqlite:///{workdir / 'bench.db'}"
-    config = config.replace(database__url=url, controller__confirm_timeout=5.0)
+    # Every channel holds an RTP port pair, and a call of the escalation flow has up to three
+    # (caller, and the two rules' legs while they overlap): 300 calls need about 1,800 ports.
+    config = config.replace(database__url=url, controller__confirm_timeout=5.0,
+                            sip__rtp_end=config.sip.rtp_start + 3999)
     lab = Lab(config, instance="bench")
     lab.up(test_routes=True)
     db = open_database(url, pool_size=2)
