@@ -147,7 +147,7 @@ class Controller:
             playback = event.get("playback") or {}
             target = playback.get("target_uri", "")
             if target.startswith("channel:"):
-                self._post(target[len("channel:"):], lambda actor: PlaybackFinished(playback.get("id", "")))
+                self._post(target[len("channel:"):], lambda actor: actor.playback_finished(playback.get("id", "")))
             return
         if kind == "ChannelStateChange" and channel.get("state") == "Ringing":
             self._post(channel_id, lambda actor: None if actor.is_caller(channel_id) else LegRinging(channel_id))
@@ -253,6 +253,12 @@ class CallActor:
     def post(self, event) -> None:
         self.queue.put_nowait(event)
 
+    def playback_finished(self, playback_id: str) -> PlaybackFinished | None:
+        """None for the shell's own ringback, which the engine never asked for by id."""
+        if self.engine is not None and playback_id.startswith(f"{self.engine.setup.call_id}-ringback-"):
+            return None
+        return PlaybackFinished(playback_id)
+
     def leg_answered(self, leg: str) -> LegAnswered:
         self.answered_legs.add(leg)
         return LegAnswered(leg)
@@ -274,9 +280,24 @@ class CallActor:
             self.post(CALL_LOST)
             return
         for leg in legs & self.legs:
-            if leg not in channels:
+            channel = channels.get(leg)
+            if channel is None:
                 self.post(LegEnded(leg, "hangup" if leg in self.answered_legs else "failed",
                                    "the leg vanished while Hotline was disconnected from Asterisk"))
+            elif channel.get("state") == "Up" and leg not in self.answered_legs:
+                self.post(self.leg_answered(leg))  # its StasisStart was lost
+        # The engine waits for the end of the greeting or closing message: that event may be lost too.
+        playback = self.engine.state.caller_playback_id if self.engine is not None else None
+        if playback:
+            self.c.spawn(self._finished_if_gone(playback))
+
+    async def _finished_if_gone(self, playback_id: str) -> None:
+        try:
+            await self.c.ari.playback(playback_id)
+        except AriNotFound:
+            self.post(PlaybackFinished(playback_id))  # a stale one (already reported) is ignored
+        except AriError as exc:
+            log.warning("call %s: could not look up playback %s: %s", self.log_id, playback_id, exc)
 
     # -- the call --------------------------------------------------------------------
 

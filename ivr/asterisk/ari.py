@@ -122,6 +122,9 @@ class AriClient:
     async def bridges(self) -> list[dict]:
         return await self.request("GET", "/bridges")
 
+    async def playback(self, playback_id: str) -> dict:
+        return await self.request("GET", f"/playbacks/{playback_id}")
+
     async def info(self) -> dict:
         return await self.request("GET", "/asterisk/info")
 
