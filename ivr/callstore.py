@@ -274,6 +274,12 @@ def open_logs() -> list[m.IncomingCallLog]:
     return list(m.IncomingCallLog.select().where(m.IncomingCallLog.status.in_(OPEN_STATUSES), _ari_owned()))
 
 
+def logged_channels(channel_ids: list[str]) -> set[str]:
+    """Which of these caller channels have a log (of any status)."""
+    Log = m.IncomingCallLog
+    return {cid for (cid,) in Log.select(Log.callProviderCallId).where(Log.callProviderCallId.in_(channel_ids)).tuples()}
+
+
 def open_agi_logs() -> list[m.IncomingCallLog]:
     """The open logs of FastAGI calls (a FastAGI server starting closes those it does not run)."""
     Log = m.IncomingCallLog

@@ -28,6 +28,7 @@ from ivr.asterisk.ari import CONNECTED, AriClient, AriError, AriNotFound
 from ivr.db import run_and_release
 from ivr.engine import (
     CALLER,
+    LEG_ID_MARK,
     TERMINAL_STATUSES,
     Answer,
     Bridge,
@@ -209,6 +210,35 @@ class Controller:
                     await run_and_release(self.db, callstore.close_lost_call, row.id, LOST_MESSAGE, now)
                 except Exception:
                     log.exception("could not close the log of lost call %s", row.id)
+        await self._adopt_strays(channels)
+
+    async def _adopt_strays(self, channels: dict[str, dict]) -> None:
+        """Channels in this app that no call runs: a caller whose controller stopped before its log
+        was written gets its call now; anything else left there (a leg, a caller whose call is
+        over) is hung up. Channels newer than ``channels`` are left to their own StasisStart."""
+        try:
+            in_app = (await self.ari.application()).get("channel_ids") or []
+        except AriError as exc:
+            log.warning("could not list the channels in ARI application %s: %s", self.ari.app, exc)
+            return
+        strays = [cid for cid in in_app if cid not in self.by_channel and cid in channels]
+        if not strays:
+            return
+        try:
+            logged = await run_and_release(self.db, callstore.logged_channels, strays)
+        except Exception:  # noqa: BLE001 - retried at the next connection
+            log.exception("could not look up the logs of channels left in Stasis")
+            return
+        for channel_id in strays:
+            channel = channels[channel_id]
+            if LEG_ID_MARK in channel_id or channel_id in logged:
+                log.warning("hanging up channel %s, left in Stasis by a call that is over", channel_id)
+                self.spawn(self._hang_up_stray(channel_id))
+            elif channel_id not in self.by_channel:
+                log.warning("caller channel %s was in Stasis with no call running (the controller stopped "
+                            "before logging it): starting its call now", channel_id)
+                CallActor(self, channel_id, dialed=(channel.get("dialplan") or {}).get("exten", ""),
+                          caller=(channel.get("caller") or {}).get("number", "")).start()
 
 
 class CallActor:
@@ -522,12 +552,24 @@ class CallActor:
     async def _bridge(self, leg: str) -> None:
         self.answered_legs.add(leg)
         self.bridge_id = f"{self.engine.setup.call_id}-bridge"
-        try:
-            await self.c.ari.create_bridge(self.bridge_id)
-            await self.c.ari.add_to_bridge(self.bridge_id, [self.caller_channel, leg])
-        except AriError as exc:
-            # The party that left will show up as its own event; say what happened.
-            log.error("call %s: could not bridge the caller with %s: %s", self.log_id, leg, exc)
+        problem: AriError | None = None
+        created = False
+        for attempt in (1, 2):
+            try:
+                if not created:
+                    await self.c.ari.create_bridge(self.bridge_id)
+                    created = True
+                await self.c.ari.add_to_bridge(self.bridge_id, [self.caller_channel, leg])
+                return
+            except AriNotFound:
+                return  # a party left: its own event says so
+            except AriError as exc:
+                problem = exc
+                log.error("call %s: could not bridge the caller with %s (attempt %d): %s", self.log_id, leg,
+                          attempt, exc)
+                await asyncio.sleep(0.2)
+        # Both would wait in silence: end the call, and say why.
+        self.post(LegEnded(leg, "failed", f"Asterisk could not bridge them ({problem})"))
 
     async def _ignore_gone(self, coro) -> None:
         try:

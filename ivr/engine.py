@@ -36,6 +36,7 @@ __all__ = [
     "DISABLED_MESSAGE",
     "DTMF_DIGITS",
     "LEG_END_CAUSES",
+    "LEG_ID_MARK",
     "TERMINAL_STATUSES",
     "Answer",
     "Bridge",
@@ -107,6 +108,8 @@ CALLER = "caller"
 DISABLED_MESSAGE = "Sorry, this service is currently disabled."
 #: "cut_off": the leg stopped ringing because a dialplan Dial ringing it with others gave the
 #: call to another leg that answered first (the FastAGI shell; ARI never reports it).
+LEG_ID_MARK = "-leg-"  # in every leg id, never in an Asterisk-made (caller) channel id
+
 LEG_END_CAUSES = frozenset({"busy", "failed", "no_answer", "hangup", "cut_off"})
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 ACCEPT_DIGIT = "1"
@@ -858,7 +861,7 @@ class _Transition:
         for contact in rule.contacts:
             if contact.number_id in busy_numbers:
                 continue
-            leg_id = f"{self.setup.call_id}-leg-{len(self.state.legs) + len(new_legs) + 1}"
+            leg_id = f"{self.setup.call_id}{LEG_ID_MARK}{len(self.state.legs) + len(new_legs) + 1}"
             self.emit(Dial(leg_id, contact, rule.order, rule.escalate_after_seconds, rule.rule_id))
             new_legs.append(
                 LegState(
@@ -1002,6 +1005,16 @@ class _Transition:
             talk_seconds=_duration(self.state.connected_at, self.now),
         )
 
+    def connection_failed(self, leg: LegState, detail: str) -> None:
+        """The user accepted but the two could not be connected: say so on both records."""
+        reason = f": {detail}" if detail else ""
+        self.emit(HangupLeg(leg.leg_id))
+        self.emit(UpdateItem(leg.leg_id, {"status": CallStatus.FAILED, "endedAt": self.now,
+                                          "statusMessage": f"Accepted, but could not be connected with the caller{reason}"}))
+        self.put_leg(replace(leg, phase=LegPhase.ENDED, item_status=CallStatus.FAILED))
+        self.finish(CallStatus.FAILED, f"Could not connect the caller with the on-call user{reason}",
+                    hang_up_caller=True)
+
     # ---- event handlers ---------------------------------------------------------------------
 
     def on_call_started(self) -> None:
@@ -1106,7 +1119,10 @@ class _Transition:
         if leg.phase is LegPhase.ENDED or self.state.phase is Phase.FINISHED:
             return
         if leg.phase is LegPhase.BRIDGED:
-            self.complete(hung_up_by_caller=False)
+            if cause == "failed":  # the shell could not bridge them: nobody talked
+                self.connection_failed(leg, detail)
+            else:
+                self.complete(hung_up_by_caller=False)
             return
         if leg.phase is LegPhase.CONFIRMING:
             self.end_leg(

@@ -122,6 +122,10 @@ class AriClient:
     async def bridges(self) -> list[dict]:
         return await self.request("GET", "/bridges")
 
+    async def application(self) -> dict:
+        """This app's state in Asterisk, with the ids of the channels in it (``channel_ids``)."""
+        return await self.request("GET", f"/applications/{self.app}")
+
     async def playback(self, playback_id: str) -> dict:
         return await self.request("GET", f"/playbacks/{playback_id}")
 

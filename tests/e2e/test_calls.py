@@ -8,6 +8,7 @@ import signal
 
 import pytest
 
+from ivr.asterisk.ari import AriError
 from tests.e2e.hotline import Target
 from tests.sip.parties import Caller, Phone
 
@@ -387,6 +388,63 @@ async def test_a_leg_whose_answer_was_lost_with_the_websocket_is_connected_at_re
         controller.dispatch = dispatch
     assert log.status == "Completed", log.statusMessage
     assert [i.status for i in await hotline.items_of(log)] == ["Completed"]
+
+
+async def test_a_bridge_asterisk_refuses_ends_the_call_truthfully_not_in_silence(hotline, sip_target):
+    ari = hotline.controller.ari
+    add_to_bridge = ari.add_to_bridge
+    attempts = []
+
+    async def refuse(bridge_id, channel_ids):
+        attempts.append(bridge_id)
+        raise AriError(500, "Internal Server Error")
+
+    ari.add_to_bridge = refuse
+    phone = Phone.answer_and_press("1", delay=0.5)
+    try:
+        async with phone:
+            scenario = await hotline.policy(Target([phone]))
+            caller = Caller(scenario.number, sip_target, hangup_after=30)
+            await caller.start()
+            log = await hotline.final_log(scenario)
+            caller_result = await caller.wait(10)
+            phone_result = await phone.wait(10)
+    finally:
+        ari.add_to_bridge = add_to_bridge
+    assert len(attempts) == 2
+    assert log.status == "Failed" and log.statusMessage.startswith("Could not connect the caller with the on-call "
+                                                                   "user: Asterisk could not bridge them (ARI 500")
+    items = await hotline.items_of(log)
+    assert [i.status for i in items] == ["Failed"] and items[0].statusMessage.startswith("Accepted, but")
+    assert caller_result.hung_up_by == "remote" and phone_result.hung_up_by == "remote"
+
+
+async def test_a_caller_left_in_stasis_without_a_call_gets_one_at_reconciliation(hotline, sip_target):
+    """As after a controller that died between a caller's StasisStart and its log."""
+    controller = hotline.controller
+    dispatch = controller.dispatch
+
+    def lose_incoming(event):
+        if not (event.get("type") == "StasisStart" and (event.get("args") or [])[:1] == ["incoming"]):
+            dispatch(event)
+
+    controller.dispatch = lose_incoming
+    phone = Phone.answer_and_press("1", delay=0.5)
+    try:
+        async with phone:
+            scenario = await hotline.policy(Target([phone]))
+            caller = Caller(scenario.number, sip_target, caller_id="+14155550123", hangup_after=3)
+            await caller.start()
+            await asyncio.sleep(1.5)          # in Stasis, in silence, with no log
+            assert await hotline.logs_of(scenario) == []
+            controller.dispatch = dispatch
+            await controller.reconcile()
+            log = await hotline.final_log(scenario)
+            caller_result = await caller.wait(10)
+    finally:
+        controller.dispatch = dispatch
+    assert log.status == "Completed" and log.callerPhoneNumber == "+14155550123", log.statusMessage
+    assert caller_result.answered and caller_result.hung_up_by == "local"
 
 
 async def test_calls_lost_with_asterisk_are_closed_and_service_resumes(hotline, lab, sip_target):

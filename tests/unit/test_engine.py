@@ -870,3 +870,19 @@ def test_a_conversation_taken_over_after_a_restart_completes_on_either_hang_up(w
                    "callDurationInSeconds": 60.0}),
     ]
     assert call.is_finished
+
+
+def test_a_bridge_that_cannot_be_made_fails_the_call_truthfully() -> None:
+    alice = Contact("user-alice", "number-alice", "sip:alice@10.0.0.1")
+    call = EscalationCall.resume_connected(policy(rule(1, alice)), "leg-a", alice, 1, dialed_at=100.0,
+                                           connected_at=110.0)
+    commands = call.handle(LegEnded("leg-a", "failed", "ARI 500: boom"), 110.5)
+    assert commands == [
+        HangupLeg("leg-a"),
+        UpdateItem("leg-a", {"status": CallStatus.FAILED, "endedAt": 110.5,
+                             "statusMessage": "Accepted, but could not be connected with the caller: ARI 500: boom"}),
+        HangupCaller(),
+        UpdateLog({"status": CallStatus.FAILED, "statusMessage": "Could not connect the caller with the on-call "
+                   "user: ARI 500: boom", "endedAt": 110.5, "callDurationInSeconds": 0.0}),
+    ]
+    assert call.is_finished
