@@ -447,6 +447,34 @@ async def test_a_caller_left_in_stasis_without_a_call_gets_one_at_reconciliation
     assert caller_result.answered and caller_result.hung_up_by == "local"
 
 
+async def test_a_call_arriving_during_reconciliation_is_not_taken_for_lost(hotline, sip_target):
+    """The channel list is a snapshot: a caller whose StasisStart lands while it is fetched is new."""
+    controller = hotline.controller
+    list_channels = controller.ari.channels
+    phone = Phone.answer_and_press("1", delay=0.5)
+    async with phone:
+        scenario = await hotline.policy(Target([phone]))
+        caller = Caller(scenario.number, sip_target, hangup_after=2)
+
+        async def a_call_arrives_meanwhile():
+            listing = await list_channels()
+            before = set(controller.by_channel)
+            await caller.start()
+            while not set(controller.by_channel) - before:
+                await asyncio.sleep(0.01)
+            return listing
+
+        controller.ari.channels = a_call_arrives_meanwhile
+        try:
+            await controller.reconcile()
+        finally:
+            controller.ari.channels = list_channels
+        log = await hotline.final_log(scenario)
+        caller_result = await caller.wait(10)
+    assert log.status == "Completed", log.statusMessage
+    assert caller_result.hung_up_by == "local"
+
+
 async def test_calls_lost_with_asterisk_are_closed_and_service_resumes(hotline, lab, sip_target):
     ringing = Phone.never_answer()
     async with ringing:
