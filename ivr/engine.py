@@ -106,10 +106,10 @@ TERMINAL_STATUSES: frozenset[CallStatus] = frozenset(
 #: ``Play.target`` for the caller's channel (any other target is a leg id).
 CALLER = "caller"
 DISABLED_MESSAGE = "Sorry, this service is currently disabled."
-#: "cut_off": the leg stopped ringing because a dialplan Dial ringing it with others gave the
-#: call to another leg that answered first (the FastAGI shell; ARI never reports it).
 LEG_ID_MARK = "-leg-"  # in every leg id, never in an Asterisk-made (caller) channel id
-
+#: "cut_off": the leg stopped ringing because a dialplan Dial ringing it with others gave the
+#: call to another leg that answered first (the FastAGI shell; ARI never reports it). "failed"
+#: for a bridged leg: the shell could not bridge it with the caller.
 LEG_END_CAUSES = frozenset({"busy", "failed", "no_answer", "hangup", "cut_off"})
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 ACCEPT_DIGIT = "1"

@@ -342,50 +342,55 @@ async def final_log_without_actor(builder, scenario, timeout: float = 30.0):
         await asyncio.sleep(0.1)
 
 
+class Outage:
+    """An ARI websocket outage that loses the events ``lost`` selects, until ``reconnect()``."""
+
+    def __init__(self, controller, lost):
+        self.controller, self.lost, self.dispatch = controller, lost, controller.dispatch
+
+    def __enter__(self) -> "Outage":
+        self.controller.dispatch = lambda event: None if self.lost(event) else self.dispatch(event)
+        return self
+
+    async def reconnect(self) -> None:
+        self.controller.dispatch = self.dispatch
+        await self.controller.reconcile()  # what every (re)connection does
+
+    def __exit__(self, *exc) -> None:
+        self.controller.dispatch = self.dispatch
+
+
+def stasis_start(kind: str):
+    return lambda event: event.get("type") == "StasisStart" and (event.get("args") or [])[:1] == [kind]
+
+
 async def test_a_greeting_whose_end_was_lost_with_the_websocket_does_not_strand_the_caller(hotline, sip_target):
     """Events lost during an outage: reconciliation finds the greeting over and the hunt begins."""
-    controller = hotline.controller
-    dispatch = controller.dispatch
-    controller.dispatch = lambda event: None if event.get("type") == "PlaybackFinished" else dispatch(event)
     phone = Phone.answer_and_press("1", delay=0.5)
-    try:
+    with Outage(hotline.controller, lambda event: event.get("type") == "PlaybackFinished") as outage:
         async with phone:
             scenario = await hotline.policy(Target([phone]), greeting="Hello.")
             caller = Caller(scenario.number, sip_target, hangup_after=6)
             await caller.start()
             await asyncio.sleep(3)            # "Hello." is long over, but its end was never heard
             assert not await hotline.items_of((await hotline.logs_of(scenario))[-1])
-            controller.dispatch = dispatch    # the websocket is back: what a (re)connection does
-            await controller.reconcile()
+            await outage.reconnect()
             log = await hotline.final_log(scenario)
-    finally:
-        controller.dispatch = dispatch
     assert log.status == "Completed", log.statusMessage
     assert [i.status for i in await hotline.items_of(log)] == ["Completed"]
 
 
 async def test_a_leg_whose_answer_was_lost_with_the_websocket_is_connected_at_reconciliation(hotline, sip_target):
-    controller = hotline.controller
-    dispatch = controller.dispatch
-
-    def lose_leg_answers(event):
-        if not (event.get("type") == "StasisStart" and (event.get("args") or [])[:1] == ["leg"]):
-            dispatch(event)
-
-    controller.dispatch = lose_leg_answers
     phone = Phone.answer()
-    try:
+    with Outage(hotline.controller, stasis_start("leg")) as outage:
         async with phone:
             scenario = await hotline.policy(Target([phone], escalate_after=20), confirm=False)
             caller = Caller(scenario.number, sip_target, hangup_after=5)
             await caller.start()
             await asyncio.sleep(2)            # answered at once, but nobody heard of it
             assert (await hotline.logs_of(scenario))[-1].status == "Ringing"
-            controller.dispatch = dispatch
-            await controller.reconcile()
+            await outage.reconnect()
             log = await hotline.final_log(scenario)
-    finally:
-        controller.dispatch = dispatch
     assert log.status == "Completed", log.statusMessage
     assert [i.status for i in await hotline.items_of(log)] == ["Completed"]
 
@@ -421,28 +426,17 @@ async def test_a_bridge_asterisk_refuses_ends_the_call_truthfully_not_in_silence
 
 async def test_a_caller_left_in_stasis_without_a_call_gets_one_at_reconciliation(hotline, sip_target):
     """As after a controller that died between a caller's StasisStart and its log."""
-    controller = hotline.controller
-    dispatch = controller.dispatch
-
-    def lose_incoming(event):
-        if not (event.get("type") == "StasisStart" and (event.get("args") or [])[:1] == ["incoming"]):
-            dispatch(event)
-
-    controller.dispatch = lose_incoming
     phone = Phone.answer_and_press("1", delay=0.5)
-    try:
+    with Outage(hotline.controller, stasis_start("incoming")) as outage:
         async with phone:
             scenario = await hotline.policy(Target([phone]))
             caller = Caller(scenario.number, sip_target, caller_id="+14155550123", hangup_after=3)
             await caller.start()
             await asyncio.sleep(1.5)          # in Stasis, in silence, with no log
             assert await hotline.logs_of(scenario) == []
-            controller.dispatch = dispatch
-            await controller.reconcile()
+            await outage.reconnect()
             log = await hotline.final_log(scenario)
             caller_result = await caller.wait(10)
-    finally:
-        controller.dispatch = dispatch
     assert log.status == "Completed" and log.callerPhoneNumber == "+14155550123", log.statusMessage
     assert caller_result.answered and caller_result.hung_up_by == "local"
 
