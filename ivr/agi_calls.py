@@ -221,7 +221,13 @@ class AgiCalls:
         still exists may belong to another Hotline's FastAGI server: it is looked at again later."""
         # Taken before the read: a call that ends meanwhile still counts as live here.
         live = {actor.caller_channel for actor in self.actors}
-        rows = await run_and_release(self.db, callstore.open_agi_logs)
+        try:
+            # Asterisk prefixes its channel ids with its systemname, if set: this Asterisk's calls only.
+            name = (await self.ami.send({"Action": "CoreSettings"})).get("SystemName") or ""
+        except AmiError as exc:
+            log.warning("cannot ask Asterisk its system name to reconcile FastAGI call logs: %s", exc)
+            return 0
+        rows = await run_and_release(self.db, callstore.open_agi_logs, f"{name}-" if name else "")
         rows = [row for row in rows if row.callProviderCallId not in live]
         if not rows:
             return 0

@@ -269,9 +269,15 @@ def _ari_owned():
     return Log.callProviderCallId.is_null(True) | ~Log.callProviderCallId.startswith(AGI_CALL_PREFIX)
 
 
-def open_logs() -> list[m.IncomingCallLog]:
-    """The open logs of the calls the ARI controller runs (reconciled at every ARI connection)."""
-    return list(m.IncomingCallLog.select().where(m.IncomingCallLog.status.in_(OPEN_STATUSES), _ari_owned()))
+def open_logs(channel_prefix: str = "") -> list[m.IncomingCallLog]:
+    """The open logs of the calls the ARI controller runs (reconciled at every ARI connection).
+    ``channel_prefix``: only calls of the Asterisk whose channel ids start so (its ``systemname``):
+    controllers of other Asterisks may share the database."""
+    Log = m.IncomingCallLog
+    where = [Log.status.in_(OPEN_STATUSES), _ari_owned()]
+    if channel_prefix:
+        where.append(Log.callProviderCallId.startswith(channel_prefix))
+    return list(Log.select().where(*where))
 
 
 def logged_channels(channel_ids: list[str]) -> set[str]:
@@ -280,10 +286,12 @@ def logged_channels(channel_ids: list[str]) -> set[str]:
     return {cid for (cid,) in Log.select(Log.callProviderCallId).where(Log.callProviderCallId.in_(channel_ids)).tuples()}
 
 
-def open_agi_logs() -> list[m.IncomingCallLog]:
-    """The open logs of FastAGI calls (a FastAGI server starting closes those it does not run)."""
+def open_agi_logs(channel_prefix: str = "") -> list[m.IncomingCallLog]:
+    """The open logs of FastAGI calls (a FastAGI server starting closes those it does not run),
+    of the Asterisk whose channel ids start with ``channel_prefix``."""
     Log = m.IncomingCallLog
-    return list(Log.select().where(Log.status.in_(OPEN_STATUSES), Log.callProviderCallId.startswith(AGI_CALL_PREFIX)))
+    return list(Log.select().where(Log.status.in_(OPEN_STATUSES),
+                                   Log.callProviderCallId.startswith(AGI_CALL_PREFIX + channel_prefix)))
 
 
 def close_lost_call(log_id, message: str, ended_at: float) -> None:

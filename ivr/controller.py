@@ -186,7 +186,9 @@ class Controller:
         # (or a leg being originated) meanwhile is simply not in it yet.
         known = {actor: actor.settled_legs() for actor in self.actors}
         try:
-            logs = await run_and_release(self.db, callstore.open_logs)
+            # Asterisk prefixes its channel ids with its systemname, if set: this Asterisk's calls only.
+            name = ((await self.ari.info()).get("config") or {}).get("name") or ""
+            logs = await run_and_release(self.db, callstore.open_logs, f"{name}-" if name else "")
             channels = {c["id"]: c for c in await self.ari.channels()}
         except (AriError, Exception) as exc:  # noqa: BLE001 - retried at the next connection
             log.error("reconciliation with Asterisk failed: %s", exc)

@@ -98,3 +98,29 @@ async def test_closing_a_lost_call_never_overwrites_a_finished_one(database_url)
     finally:
         reads.close()
         await db.close_pool()
+
+
+async def test_open_logs_are_those_of_one_asterisk_when_it_has_a_system_name(database_url):
+    """Controllers of several Asterisks may share a database: each reconciles its own calls only."""
+    db = open_database(database_url, pool_size=2)
+    reads = Reads(db, database_url)
+    number = f"+1212{uuid.uuid4().int % 8000000 + 2000000:07d}"
+    try:
+        await db.run(build, number)
+        prepared = await reads(callstore.prepare_call, number, "4155550123", "US", 7.0)
+        tag = uuid.uuid4().hex[:8]
+
+        def scenario():
+            callstore.open_log(prepared, f"pbx-a{tag}-1795400000.1", 1795400000.0)
+            other = callstore.prepare_call(number, "4155550123", "US", 7.0)
+            callstore.open_log(other, f"pbx-b{tag}-1795400000.1", 1795400000.0)
+            mine = {row.callProviderCallId for row in callstore.open_logs(f"pbx-a{tag}-")}
+            every = {row.callProviderCallId for row in callstore.open_logs()}
+            return mine, every
+
+        mine, every = await db.run(scenario)
+        assert mine == {f"pbx-a{tag}-1795400000.1"}
+        assert {f"pbx-a{tag}-1795400000.1", f"pbx-b{tag}-1795400000.1"} <= every
+    finally:
+        reads.close()
+        await db.close_pool()

@@ -155,10 +155,14 @@ async def test_hotline_stopping_mid_call_closes_the_log_and_the_dialplan_takes_o
             # Without Hotline's word that it finished, the dialplan gives the caller its last resort.
             result = await caller.wait(20)
             assert result.answered and result.hung_up_by == "remote"
-        # A log a crashed process left open is closed when the FastAGI server starts again.
-        stale = await db.run(lambda: m.IncomingCallLog.create(
-            project=scenario.policy.projectId, incomingCallPolicyId=scenario.policy.id,
-            callProviderCallId=f"agi:crashed-{uuid.uuid4().hex[:6]}", status="Ringing"))
+        # A log a crashed process left open is closed when the FastAGI server starts again; the
+        # log of another Asterisk (another systemname) sharing the database is not its business.
+        def stale_log(channel: str) -> m.IncomingCallLog:
+            return m.IncomingCallLog.create(project=scenario.policy.projectId, status="Ringing",
+                                            incomingCallPolicyId=scenario.policy.id, callProviderCallId=channel)
+
+        stale = await db.run(stale_log, f"agi:hotline-{lab.instance}-1795400000.{uuid.uuid4().int % 999}")
+        elsewhere = await db.run(stale_log, f"agi:other-pbx-1795400000.{uuid.uuid4().int % 999}")
         second = DialplanHotline(hotline_config, db)
         await second.start()
         try:
@@ -169,6 +173,7 @@ async def test_hotline_stopping_mid_call_closes_the_log_and_the_dialplan_takes_o
         finally:
             await second.stop()
         assert (stale.status, stale.statusMessage) == ("Failed", LOST_MESSAGE)
+        assert (await db.run(m.IncomingCallLog.get_by_id, elsewhere.id)).status == "Ringing"
     finally:
         await first.stop()
         await db.close_pool()
