@@ -62,15 +62,13 @@ from ivr import callstore
 from ivr.asterisk.agi import AgiChannel, AgiError, AgiHangup, AgiServer
 from ivr.asterisk.ami import AmiError, cause_text, int_or_none
 from ivr.asterisk.endpoints import dial_target, safe_in_dialplan
-from ivr.controller import NOT_IN_SERVICE, SORRY, leg_end_cause
+from ivr.callactor import SORRY, CallActorBase, leg_end_cause
 from ivr.db import run_and_release
 from ivr.engine import (
     CALLER,
-    TERMINAL_STATUSES,
     Answer,
     Bridge,
     CallerHungUp,
-    CallSetup,
     CallStarted,
     CancelTimer,
     Dial,
@@ -78,7 +76,6 @@ from ivr.engine import (
     EscalationCall,
     HangupCaller,
     HangupLeg,
-    IllegalEvent,
     LegAnswered,
     LegEnded,
     LegPhase,
@@ -91,7 +88,6 @@ from ivr.engine import (
     TimerFired,
     UpdateItem,
     UpdateLog,
-    confirmation_prompt,
 )
 from ivr.metrics import Metrics
 from ivr.tts import Synthesizer, TTSError
@@ -294,28 +290,20 @@ async def _reject_leg(chan: AgiChannel) -> None:
         pass
 
 
-class AgiCallActor:
+class AgiCallActor(CallActorBase):
     """One incoming call over FastAGI: its engine, its Dial operations, its leg sessions, its writes."""
 
+    shell = " over FastAGI"
+
     def __init__(self, calls: AgiCalls, chan: AgiChannel):
-        self.c = calls
+        args = chan.args
+        caller = args[1] if len(args) > 1 else chan.headers.get("agi_callerid", "")
+        super().__init__(calls, callstore.AGI_CALL_PREFIX + (chan.uniqueid or chan.channel),
+                         dialed=args[0] if args else chan.headers.get("agi_extension", ""),
+                         caller="" if caller in ("unknown", "<unknown>") else caller)
         self.chan = chan
         self.uniqueid = chan.uniqueid
-        self.caller_channel = callstore.AGI_CALL_PREFIX + (chan.uniqueid or chan.channel)
-        args = chan.args
-        self.dialed = args[0] if args else chan.headers.get("agi_extension", "")
-        self.caller = args[1] if len(args) > 1 else chan.headers.get("agi_callerid", "")
-        if self.caller in ("unknown", "<unknown>"):
-            self.caller = ""
-        self.queue: asyncio.Queue = asyncio.Queue()
         self.ops: asyncio.Queue = asyncio.Queue()
-        self.writes: asyncio.Queue = asyncio.Queue()
-        self.engine: EscalationCall | None = None
-        self.log_id = None
-        self.project_id = None
-        self.final_status: str | None = None
-        self.timers: dict[str, asyncio.TimerHandle] = {}
-        self.timer_due: dict[str, float] = {}
         self.deadlines: dict[str, float] = {}       # leg id -> confirmation deadline
         self.dial_ops: list[DialOp] = []
         self.op_of: dict[str, DialOp] = {}         # leg id -> its Dial
@@ -324,10 +312,6 @@ class AgiCallActor:
         self._plays_to_caller = False
         self.event_at = time.time()                 # when the event being handled arrived
         self.caller_task: asyncio.Task | None = None
-        self.writer: asyncio.Task | None = None
-
-    def post(self, event) -> None:
-        self.queue.put_nowait(event)
 
     # -- the call --------------------------------------------------------------------------
 
@@ -361,22 +345,6 @@ class AgiCallActor:
         finally:
             await self._finish()
 
-    async def _open(self) -> CallSetup | None:
-        cfg = self.c.config
-        started = time.time()
-        incoming = await self.c.reads(callstore.prepare_call, self.dialed, self.caller, cfg.sip.default_region,
-                                      cfg.controller.confirm_timeout)
-        if incoming is None:
-            log.warning("call from %s to %s: no Incoming Call Policy has this routing number; "
-                        "playing the not-in-service message", self.caller or "unknown", self.dialed)
-            await self._announce_and_hang_up(NOT_IN_SERVICE)
-            return None
-        self.log_id, self.project_id = incoming.log_id, incoming.project_id
-        self.writes.put_nowait((callstore.open_log, incoming, self.caller_channel, started))
-        log.info("call %s from %s to %s over FastAGI: policy %r with %d rule(s)", self.log_id,
-                 self.caller or "unknown", self.dialed, incoming.setup.policy_name, len(incoming.setup.rules))
-        return incoming.setup
-
     async def _handle(self, event) -> None:
         if isinstance(event, _DialDone):
             await self._dial_done(event)
@@ -395,13 +363,10 @@ class AgiCallActor:
     async def _feed(self, event) -> None:
         if self.engine.is_finished:
             return
-        if isinstance(event, TimerFired) and event.timer_id in self.timer_due:
-            self.c.metrics.observe_timer_error(max(0.0, time.time() - self.timer_due.pop(event.timer_id)))
-        try:
-            commands = self.engine.handle(event, time.time())
-        except IllegalEvent as exc:
-            log.warning("call %s: ignoring an impossible event %r: %s", self.log_id, event, exc)
+        step = self._step(event)
+        if step is None:
             return
+        commands, _ = step
         # A leg's confirmation deadline goes to its session before the prompt it plays.
         for command in commands:
             if isinstance(command, StartTimer) and command.timer_id.startswith("confirm:"):
@@ -419,29 +384,22 @@ class AgiCallActor:
 
     async def _execute(self, command) -> None:
         if isinstance(command, UpdateLog):
-            if command.fields.get("status") in TERMINAL_STATUSES:
-                self.final_status = str(command.fields["status"])
-            self.writes.put_nowait((callstore.update_log, self.log_id, command.fields))
+            self._record_log(command.fields)
         elif isinstance(command, UpdateItem):
             fields = command.fields
-            if fields.get("status") in TERMINAL_STATUSES:
-                self.c.metrics.ring_attempts.labels(str(fields["status"])).inc()
             op = self.op_of.get(command.leg_id)
             late = (op.started_at - op.decided_at) if op is not None and op.started_at is not None else 0.0
             if late > 0.25 and fields.get("dialDurationInSeconds") is not None:
                 # The engine counts from its decision; the leg rang from when Dial started.
                 fields = {**fields, "dialDurationInSeconds": round(max(0.0, fields["dialDurationInSeconds"] - late), 3)}
-            self.writes.put_nowait((callstore.update_item, self.log_id, command.leg_id, fields))
+            self._record_item(command.leg_id, fields)
         elif isinstance(command, StartTimer):
             if command.timer_id.startswith("confirm:"):
                 self.deadlines[command.timer_id.partition(":")[2]] = command.at
                 self._start_timer(command.timer_id, command.at)
             # rule timers: Dial's own timeout is the rule's (see _dial_done)
         elif isinstance(command, CancelTimer):
-            self.timer_due.pop(command.timer_id, None)
-            handle = self.timers.pop(command.timer_id, None)
-            if handle:
-                handle.cancel()
+            self._cancel_timer(command.timer_id)
         elif isinstance(command, Answer):
             self.ops.put_nowait(("answer", not self._plays_to_caller))
         elif isinstance(command, Play):
@@ -463,18 +421,6 @@ class AgiCallActor:
             pass  # Dial's r option rings back; a prompt stops at the key that ends it; Dial: below
         else:
             log.error("call %s: unknown command %r", self.log_id, command)
-
-    def _start_timer(self, timer_id: str, at: float) -> None:
-        old = self.timers.pop(timer_id, None)
-        if old:
-            old.cancel()
-        loop = asyncio.get_running_loop()
-        self.timer_due[timer_id] = at
-        self.timers[timer_id] = loop.call_at(loop.time() + max(0.0, at - time.time()), self._timer_fired, timer_id)
-
-    def _timer_fired(self, timer_id: str) -> None:
-        self.timers.pop(timer_id, None)
-        self.post(TimerFired(timer_id))
 
     async def _hang_up_leg(self, leg_id: str) -> None:
         session = self.sessions.get(leg_id)
@@ -704,17 +650,6 @@ class AgiCallActor:
         except (AgiError, TTSError) as exc:
             log.warning("could not play an announcement on %s: %s", self.chan.channel, exc)
 
-    async def _warm_prompts(self, setup: CallSetup) -> None:
-        texts = [setup.greeting, setup.no_answer_message, setup.no_one_available_message]
-        if setup.require_confirmation:
-            texts.append(confirmation_prompt(setup))
-        for text in texts:
-            if text:
-                try:
-                    await self.c.tts.media(text)
-                except TTSError as exc:
-                    log.error("speech synthesis failed: %s", exc)
-
     async def _fail_safe(self) -> None:
         if self.log_id is not None:
             self.writes.put_nowait((callstore.close_lost_call, self.log_id,
@@ -731,41 +666,19 @@ class AgiCallActor:
                 pass
 
     async def _finish(self) -> None:
-        self.c.metrics.calls_in_progress.dec()
-        if self.final_status:
-            self.c.metrics.calls.labels(self.final_status).inc()
-        for handle in self.timers.values():
-            handle.cancel()
-        self.timers.clear()
+        self._count_end()
         for session in list(self.sessions.values()):
             session.instructions.put_nowait(("reject",))
         if self.caller_task is not None and not self.caller_task.done():
             self.caller_task.cancel()
-        self.writes.put_nowait(None)
-        self._start_writer()
         try:
-            await asyncio.shield(self.writer)
+            await self._flush_writes()
         finally:
             if self.engine is not None and self.c.by_call.get(self.engine.setup.call_id) is self:
                 del self.c.by_call[self.engine.setup.call_id]
             if self.c.by_uniqueid.get(self.uniqueid) is self:
                 del self.c.by_uniqueid[self.uniqueid]
             self.c.actors.discard(self)
-
-    def _start_writer(self) -> None:
-        if self.writer is None:
-            self.writer = asyncio.get_running_loop().create_task(self._write_loop())
-
-    async def _write_loop(self) -> None:
-        while True:
-            job = await self.writes.get()
-            if job is None:
-                return
-            fn, *args = job
-            try:
-                await run_and_release(self.c.db, fn, *args)
-            except Exception:
-                log.exception("call %s: a log write failed (%s); the call goes on", self.log_id, fn.__name__)
 
 
 def _path(media: str) -> str:

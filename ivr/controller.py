@@ -25,11 +25,12 @@ from aiohttp import web
 
 from ivr import callstore
 from ivr.asterisk.ari import CONNECTED, AriClient, AriError, AriNotFound
+from ivr.asterisk.endpoints import endpoint_for
+from ivr.callactor import SORRY, CallActorBase, leg_end_cause
 from ivr.db import run_and_release
 from ivr.engine import (
     CALLER,
     LEG_ID_MARK,
-    TERMINAL_STATUSES,
     Answer,
     Bridge,
     CallerHungUp,
@@ -42,7 +43,6 @@ from ivr.engine import (
     EscalationCall,
     HangupCaller,
     HangupLeg,
-    IllegalEvent,
     LegAnswered,
     LegEnded,
     LegRinging,
@@ -52,7 +52,6 @@ from ivr.engine import (
     StartTimer,
     StopPlayback,
     StopRingback,
-    TimerFired,
     UpdateItem,
     UpdateLog,
 )
@@ -61,8 +60,6 @@ from ivr.tts import Synthesizer, TTSError, synthesizer_from_config
 
 log = logging.getLogger(__name__)
 
-NOT_IN_SERVICE = "The number you have dialed is not in service. Please check the number and try again."
-SORRY = "We are sorry, an error occurred. Please try again later."
 RINGBACK_MEDIA = "tone:ring;tonezone=us"
 LOST_MESSAGE = ("The call was lost: it ended while Hotline's controller was not connected to Asterisk "
                 "(a restart or a lost connection).")
@@ -71,21 +68,6 @@ CALL_LOST = object()  # an actor's own event: its caller vanished while ARI was 
 # The only ARI events the controller reads (the app's event filter drops the rest at the source).
 EVENTS_USED = ["StasisStart", "StasisEnd", "ChannelDestroyed", "ChannelStateChange", "ChannelDtmfReceived",
                "PlaybackFinished"]
-
-# Q.850 causes of an unanswered leg, as the engine's leg-end causes.
-BUSY_CAUSES = {17}
-NO_ANSWER_CAUSES = {16, 18, 19, 31}
-
-
-def leg_end_cause(cause: int | None, answered: bool) -> str:
-    if answered:
-        return "hangup"
-    if cause in BUSY_CAUSES:
-        return "busy"
-    if cause in NO_ANSWER_CAUSES:
-        return "no_answer"
-    return "failed"
-
 
 class Controller:
     def __init__(self, config, db, ari: AriClient, tts: Synthesizer, reads=None):
@@ -243,25 +225,14 @@ class Controller:
                           caller=(channel.get("caller") or {}).get("number", "")).start()
 
 
-class CallActor:
-    """One incoming call: its engine, its channels, its timers and its ordered log writes."""
+class CallActor(CallActorBase):
+    """One incoming call over ARI: its engine, its channels, its timers and its ordered log writes."""
 
     def __init__(self, controller: Controller, caller_channel: str, *, dialed: str = "", caller: str = "",
                  resume_log=None, live_channels: set[str] = frozenset()):
-        self.c = controller
-        self.caller_channel = caller_channel
-        self.dialed = dialed
-        self.caller = caller
+        super().__init__(controller, caller_channel, dialed, caller)
         self.resume_log = resume_log
         self.live_channels = live_channels  # resuming: the channels Asterisk had
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.writes: asyncio.Queue = asyncio.Queue()
-        self.engine: EscalationCall | None = None
-        self.log_id = None
-        self.project_id = None
-        self.timers: dict[str, asyncio.TimerHandle] = {}
-        self.timer_due: dict[str, float] = {}
-        self.final_status: str | None = None
         self.has_dialed = False
         self.legs: set[str] = set()
         self.originating: set[str] = set()  # legs whose originate request has not been answered yet
@@ -270,7 +241,6 @@ class CallActor:
         self.ringback_seq = 0
         self.bridge_id: str | None = None
         self.task: asyncio.Task | None = None
-        self.writer: asyncio.Task | None = None
 
     def start(self) -> None:
         self.c.metrics.calls_in_progress.inc()
@@ -281,9 +251,6 @@ class CallActor:
 
     def is_caller(self, channel_id: str) -> bool:
         return channel_id == self.caller_channel
-
-    def post(self, event) -> None:
-        self.queue.put_nowait(event)
 
     def playback_finished(self, playback_id: str) -> PlaybackFinished | None:
         """None for the shell's own ringback, which the engine never asked for by id."""
@@ -362,23 +329,6 @@ class CallActor:
         finally:
             await self._finish()
 
-    async def _open(self) -> CallSetup | None:
-        cfg = self.c.config
-        started = time.time()
-        incoming = await self.c.reads(callstore.prepare_call, self.dialed, self.caller, cfg.sip.default_region,
-                                      cfg.controller.confirm_timeout)
-        if incoming is None:
-            log.warning("call from %s to %s: no Incoming Call Policy has this routing number; "
-                        "playing the not-in-service message", self.caller or "unknown", self.dialed)
-            await self._announce_and_hang_up(NOT_IN_SERVICE)
-            return None
-        self.log_id, self.project_id = incoming.log_id, incoming.project_id
-        # Written by the call's writer, in order before its first update; nothing waits for it.
-        self.writes.put_nowait((callstore.open_log, incoming, self.caller_channel, started))
-        log.info("call %s from %s to %s: policy %r with %d rule(s)", self.log_id, self.caller or "unknown",
-                 self.dialed, incoming.setup.policy_name, len(incoming.setup.rules))
-        return incoming.setup
-
     async def _resume(self) -> CallSetup | None:
         row = self.resume_log
         self.log_id, self.project_id = row.id, row.projectId
@@ -425,16 +375,10 @@ class CallActor:
         return next((b["id"] for b in bridges if channel_id in (b.get("channels") or [])), None)
 
     async def _feed(self, event) -> None:
-        # When what this event reports happened: a timer's due time, else now (escalation latency).
-        origin = time.time()
-        if isinstance(event, TimerFired) and event.timer_id in self.timer_due:
-            origin = self.timer_due.pop(event.timer_id)
-            self.c.metrics.observe_timer_error(max(0.0, time.time() - origin))
-        try:
-            commands = self.engine.handle(event, time.time())
-        except IllegalEvent as exc:
-            log.warning("call %s: ignoring an impossible event %r: %s", self.log_id, event, exc)
+        step = self._step(event)
+        if step is None:
             return
+        commands, origin = step
         # Ring everyone of a rule at once, and before the caller-side requests (answer, ringback) that the
         # engine lists first: the on-call INVITEs go out one HTTP round trip after the decision.
         dials = [asyncio.ensure_future(self._originate(cmd)) for cmd in commands
@@ -455,20 +399,13 @@ class CallActor:
     async def _execute(self, command) -> None:
         ari = self.c.ari
         if isinstance(command, UpdateLog):
-            if command.fields.get("status") in TERMINAL_STATUSES:
-                self.final_status = str(command.fields["status"])
-            self.writes.put_nowait((callstore.update_log, self.log_id, command.fields))
+            self._record_log(command.fields)
         elif isinstance(command, UpdateItem):
-            if command.fields.get("status") in TERMINAL_STATUSES:
-                self.c.metrics.ring_attempts.labels(str(command.fields["status"])).inc()
-            self.writes.put_nowait((callstore.update_item, self.log_id, command.leg_id, command.fields))
+            self._record_item(command.leg_id, command.fields)
         elif isinstance(command, StartTimer):
             self._start_timer(command.timer_id, command.at)
         elif isinstance(command, CancelTimer):
-            self.timer_due.pop(command.timer_id, None)
-            handle = self.timers.pop(command.timer_id, None)
-            if handle:
-                handle.cancel()
+            self._cancel_timer(command.timer_id)
         elif isinstance(command, Answer):
             await self._ignore_gone(ari.answer(self.caller_channel))
         elif isinstance(command, Play):
@@ -492,31 +429,15 @@ class CallActor:
         else:
             log.error("call %s: unknown command %r", self.log_id, command)
 
-    def _start_timer(self, timer_id: str, at: float) -> None:
-        old = self.timers.pop(timer_id, None)
-        if old:
-            old.cancel()
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, at - time.time())
-        self.timer_due[timer_id] = at
-        self.timers[timer_id] = loop.call_at(loop.time() + delay, self._timer_fired, timer_id)
-
-    def _timer_fired(self, timer_id: str) -> None:
-        self.timers.pop(timer_id, None)
-        self.post(TimerFired(timer_id))
-
-    def endpoint_for(self, address: str) -> str | None:
-        if address.startswith(("sip:", "sips:")):
-            return f"PJSIP/hotline-direct/{address}"
-        trunk = self.c.config.sip.outbound_trunk
-        return f"PJSIP/{address}@{trunk}" if trunk else None
+    def _endpoint(self, address: str) -> str | None:
+        return endpoint_for(address, self.c.config.sip.outbound_trunk)
 
     def _register_leg(self, command: Dial) -> bool:
         """Log the ring attempt and route the leg's events to this call; False if it cannot be dialed."""
         leg = command.leg_id
         self.writes.put_nowait((callstore.create_item, self.log_id, self.project_id, leg, command.contact,
                                 command.rule_id, command.rule_order, time.time()))
-        if self.endpoint_for(command.contact.address) is None:
+        if self._endpoint(command.contact.address) is None:
             log.error("call %s: cannot ring %s: no sip.outbound_trunk is configured for phone numbers",
                       self.log_id, command.contact.address)
             self.post(LegEnded(leg, "failed", "no outbound trunk is configured for phone numbers (sip.outbound_trunk)"))
@@ -532,7 +453,7 @@ class CallActor:
         caller_id = setup.caller_number if setup.caller_number[:1] == "+" else None
         self.originating.add(leg)
         try:
-            await self.c.ari.originate(self.endpoint_for(command.contact.address), leg, f"leg,{setup.call_id}",
+            await self.c.ari.originate(self._endpoint(command.contact.address), leg, f"leg,{setup.call_id}",
                                        timeout=int(command.timeout) + 5, caller_id=caller_id)
         except AriError as exc:
             log.warning("call %s: could not ring %s: %s", self.log_id, command.contact.address, exc)
@@ -598,20 +519,6 @@ class CallActor:
             log.warning("could not play an announcement on %s: %s", self.caller_channel, exc)
         await self._ignore_gone(ari.hangup(self.caller_channel))
 
-    async def _warm_prompts(self, setup: CallSetup) -> None:
-        """Synthesize what this call may say while the greeting plays (a cache hit later)."""
-        from ivr.engine import confirmation_prompt
-
-        texts = [setup.greeting, setup.no_answer_message, setup.no_one_available_message]
-        if setup.require_confirmation:
-            texts.append(confirmation_prompt(setup))
-        for text in texts:
-            if text:
-                try:
-                    await self.c.tts.media(text)
-                except TTSError as exc:
-                    log.error("speech synthesis failed: %s", exc)
-
     async def _close_lost(self) -> None:
         """The caller's channel vanished while ARI was disconnected: say so, not that someone hung up."""
         log.warning("call %s: its channel %s vanished while Hotline was disconnected from Asterisk; "
@@ -634,39 +541,17 @@ class CallActor:
             await self._ignore_gone(self.c.ari.hangup(self.caller_channel))
 
     async def _finish(self) -> None:
-        self.c.metrics.calls_in_progress.dec()
-        if self.final_status:
-            self.c.metrics.calls.labels(self.final_status).inc()
-        for handle in self.timers.values():
-            handle.cancel()
-        self.timers.clear()
+        self._count_end()
         # From now on the call's channels are strays: a leg answering late is hung up by dispatch.
         for channel in [self.caller_channel, *self.legs]:
             if self.c.by_channel.get(channel) is self:
                 del self.c.by_channel[channel]
         if self.bridge_id:
             await self._ignore_gone(self.c.ari.destroy_bridge(self.bridge_id))
-        self.writes.put_nowait(None)
-        self._start_writer()
         try:
-            await asyncio.shield(self.writer)
+            await self._flush_writes()
         finally:
             self.c.actors.discard(self)
-
-    def _start_writer(self) -> None:
-        if self.writer is None:
-            self.writer = asyncio.get_running_loop().create_task(self._write_loop())
-
-    async def _write_loop(self) -> None:
-        while True:
-            job = await self.writes.get()
-            if job is None:
-                return
-            fn, *args = job
-            try:
-                await run_and_release(self.c.db, fn, *args)
-            except Exception:
-                log.exception("call %s: a log write failed (%s); the call goes on", self.log_id, fn.__name__)
 
 
 CONTROLLER = web.AppKey("controller", Controller)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from types import SimpleNamespace
+
+import pytest
 
 from ivr import callstore
 from ivr import models as m
@@ -29,98 +32,91 @@ def build(number: str):
     return project, policy, numbers
 
 
-async def test_prepare_write_and_read_back(database_url):
+@pytest.fixture
+async def store(database_url):
+    """A database pool and its reader, and a policy (``build``) on a routing number of its own."""
     db = open_database(database_url, pool_size=2)
     reads = Reads(db, database_url)
     number = f"+1212{uuid.uuid4().int % 8000000 + 2000000:07d}"
     try:
-        project, policy, numbers = await db.run(build, number)
-        prepared = await reads(callstore.prepare_call, number[2:], "4155550123", "US", 7.0)
-        setup = prepared.setup
-        assert prepared.policy_id == policy.id and prepared.project_id == project.id
-        assert prepared.caller_number == "+14155550123" and setup.caller_number == "+14155550123"
-        assert (setup.policy_name, setup.greeting, setup.repeat_times, setup.confirm_timeout) == ("Desk", "Hello", 2, 7.0)
-        assert [(r.order, r.escalate_after_seconds) for r in setup.rules] == [(1, 5.0), (2, 30.0), (3, 30.0)]
-        assert [c.address for c in setup.rules[0].contacts] == ["sip:alice@10.0.0.1"]
-        # A team rings its members in the order they joined; Carol's number is not verified.
-        assert [c.address for c in setup.rules[1].contacts] == ["sip:bob@10.0.0.1", "sip:alice@10.0.0.1"]
-        assert setup.rules[2].contacts == ()
-        assert await reads(callstore.prepare_call, "+12125550000", "", "US", 7.0) is None
-
-        def write():
-            callstore.open_log(prepared, "chan-1", 1795400000.25)
-            contact = setup.rules[0].contacts[0]
-            callstore.create_item(prepared.log_id, project.id, "leg-1", contact, setup.rules[0].rule_id, 1,
-                                  1795400001.5)
-            callstore.update_item(prepared.log_id, "leg-1", {"status": m.CallStatus.COMPLETED, "isAnswered": True,
-                                                             "dialDurationInSeconds": 1.25, "endedAt": 1795400009.0})
-            callstore.update_log(prepared.log_id, {"status": m.CallStatus.COMPLETED, "callDurationInSeconds": 6.6,
-                                                   "endedAt": 1795400009.0,
-                                                   "answeredByUserId": uuid.UUID(contact.user_id)})
-            log = m.IncomingCallLog.get_by_id(prepared.log_id)
-            items = list(m.IncomingCallLogItem.select().where(m.IncomingCallLogItem.incomingCallLog == log.id))
-            return log, items
-
-        log, items = await db.run(write)
-        assert (log.status, log.callDurationInSeconds, log.callerPhoneNumber, log.routingPhoneNumber) == \
-            ("Completed", 7, "+14155550123", number)
-        assert log.answeredByUserId == numbers["Alice"].userId and log.callProviderCallId == "chan-1"
-        assert log.startedAt.isoformat() == "2026-11-23T02:13:20.250000"
-        assert [(i.status, i.isAnswered, i.dialDurationInSeconds, i.numberDialed) for i in items] == \
-            [("Completed", True, 1.25, "sip:alice@10.0.0.1")]
-        assert items[0].userIncomingCallNumberId == numbers["Alice"].id and items[0].escalationRuleOrder == 1
+        yield SimpleNamespace(db=db, reads=reads, number=number, built=await db.run(build, number))
     finally:
         reads.close()
         await db.close_pool()
 
 
-async def test_closing_a_lost_call_never_overwrites_a_finished_one(database_url):
+async def test_prepare_write_and_read_back(store):
+    db, reads, number = store.db, store.reads, store.number
+    project, policy, numbers = store.built
+    prepared = await reads(callstore.prepare_call, number[2:], "4155550123", "US", 7.0)
+    setup = prepared.setup
+    assert prepared.policy_id == policy.id and prepared.project_id == project.id
+    assert prepared.caller_number == "+14155550123" and setup.caller_number == "+14155550123"
+    assert (setup.policy_name, setup.greeting, setup.repeat_times, setup.confirm_timeout) == ("Desk", "Hello", 2, 7.0)
+    assert [(r.order, r.escalate_after_seconds) for r in setup.rules] == [(1, 5.0), (2, 30.0), (3, 30.0)]
+    assert [c.address for c in setup.rules[0].contacts] == ["sip:alice@10.0.0.1"]
+    # A team rings its members in the order they joined; Carol's number is not verified.
+    assert [c.address for c in setup.rules[1].contacts] == ["sip:bob@10.0.0.1", "sip:alice@10.0.0.1"]
+    assert setup.rules[2].contacts == ()
+    assert await reads(callstore.prepare_call, "+12125550000", "", "US", 7.0) is None
+
+    def write():
+        callstore.open_log(prepared, "chan-1", 1795400000.25)
+        contact = setup.rules[0].contacts[0]
+        callstore.create_item(prepared.log_id, project.id, "leg-1", contact, setup.rules[0].rule_id, 1,
+                              1795400001.5)
+        callstore.update_item(prepared.log_id, "leg-1", {"status": m.CallStatus.COMPLETED, "isAnswered": True,
+                                                         "dialDurationInSeconds": 1.25, "endedAt": 1795400009.0})
+        callstore.update_log(prepared.log_id, {"status": m.CallStatus.COMPLETED, "callDurationInSeconds": 6.6,
+                                               "endedAt": 1795400009.0,
+                                               "answeredByUserId": uuid.UUID(contact.user_id)})
+        log = m.IncomingCallLog.get_by_id(prepared.log_id)
+        items = list(m.IncomingCallLogItem.select().where(m.IncomingCallLogItem.incomingCallLog == log.id))
+        return log, items
+
+    log, items = await db.run(write)
+    assert (log.status, log.callDurationInSeconds, log.callerPhoneNumber, log.routingPhoneNumber) == \
+        ("Completed", 7, "+14155550123", number)
+    assert log.answeredByUserId == numbers["Alice"].userId and log.callProviderCallId == "chan-1"
+    assert log.startedAt.isoformat() == "2026-11-23T02:13:20.250000"
+    assert [(i.status, i.isAnswered, i.dialDurationInSeconds, i.numberDialed) for i in items] == \
+        [("Completed", True, 1.25, "sip:alice@10.0.0.1")]
+    assert items[0].userIncomingCallNumberId == numbers["Alice"].id and items[0].escalationRuleOrder == 1
+
+
+async def test_closing_a_lost_call_never_overwrites_a_finished_one(store):
     """The reconciliation reads open logs, then lists channels: a call may end in between."""
-    db = open_database(database_url, pool_size=2)
-    reads = Reads(db, database_url)
-    number = f"+1212{uuid.uuid4().int % 8000000 + 2000000:07d}"
-    try:
-        await db.run(build, number)
-        prepared = await reads(callstore.prepare_call, number, "4155550123", "US", 7.0)
+    db, reads, number = store.db, store.reads, store.number
+    prepared = await reads(callstore.prepare_call, number, "4155550123", "US", 7.0)
 
-        def scenario():
-            callstore.open_log(prepared, "chan-2", 1795400000.0)
-            open_rows = callstore.open_logs()
-            callstore.update_log(prepared.log_id, {"status": m.CallStatus.COMPLETED, "endedAt": 1795400009.0,
-                                                   "callDurationInSeconds": 9})
-            for row in open_rows:
-                if row.id == prepared.log_id:
-                    callstore.close_lost_call(row.id, "lost", 1795400010.0)
-            return m.IncomingCallLog.get_by_id(prepared.log_id)
+    def scenario():
+        callstore.open_log(prepared, "chan-2", 1795400000.0)
+        open_rows = callstore.open_logs()
+        callstore.update_log(prepared.log_id, {"status": m.CallStatus.COMPLETED, "endedAt": 1795400009.0,
+                                               "callDurationInSeconds": 9})
+        for row in open_rows:
+            if row.id == prepared.log_id:
+                callstore.close_lost_call(row.id, "lost", 1795400010.0)
+        return m.IncomingCallLog.get_by_id(prepared.log_id)
 
-        log = await db.run(scenario)
-        assert (log.status, log.callDurationInSeconds) == ("Completed", 9) and log.statusMessage != "lost"
-    finally:
-        reads.close()
-        await db.close_pool()
+    log = await db.run(scenario)
+    assert (log.status, log.callDurationInSeconds) == ("Completed", 9) and log.statusMessage != "lost"
 
 
-async def test_open_logs_are_those_of_one_asterisk_when_it_has_a_system_name(database_url):
+async def test_open_logs_are_those_of_one_asterisk_when_it_has_a_system_name(store):
     """Controllers of several Asterisks may share a database: each reconciles its own calls only."""
-    db = open_database(database_url, pool_size=2)
-    reads = Reads(db, database_url)
-    number = f"+1212{uuid.uuid4().int % 8000000 + 2000000:07d}"
-    try:
-        await db.run(build, number)
-        prepared = await reads(callstore.prepare_call, number, "4155550123", "US", 7.0)
-        tag = uuid.uuid4().hex[:8]
+    db, reads, number = store.db, store.reads, store.number
+    prepared = await reads(callstore.prepare_call, number, "4155550123", "US", 7.0)
+    tag = uuid.uuid4().hex[:8]
 
-        def scenario():
-            callstore.open_log(prepared, f"pbx-a{tag}-1795400000.1", 1795400000.0)
-            other = callstore.prepare_call(number, "4155550123", "US", 7.0)
-            callstore.open_log(other, f"pbx-b{tag}-1795400000.1", 1795400000.0)
-            mine = {row.callProviderCallId for row in callstore.open_logs(f"pbx-a{tag}-")}
-            every = {row.callProviderCallId for row in callstore.open_logs()}
-            return mine, every
+    def scenario():
+        callstore.open_log(prepared, f"pbx-a{tag}-1795400000.1", 1795400000.0)
+        other = callstore.prepare_call(number, "4155550123", "US", 7.0)
+        callstore.open_log(other, f"pbx-b{tag}-1795400000.1", 1795400000.0)
+        mine = {row.callProviderCallId for row in callstore.open_logs(f"pbx-a{tag}-")}
+        every = {row.callProviderCallId for row in callstore.open_logs()}
+        return mine, every
 
-        mine, every = await db.run(scenario)
-        assert mine == {f"pbx-a{tag}-1795400000.1"}
-        assert {f"pbx-a{tag}-1795400000.1", f"pbx-b{tag}-1795400000.1"} <= every
-    finally:
-        reads.close()
-        await db.close_pool()
+    mine, every = await db.run(scenario)
+    assert mine == {f"pbx-a{tag}-1795400000.1"}
+    assert {f"pbx-a{tag}-1795400000.1", f"pbx-b{tag}-1795400000.1"} <= every

@@ -7,6 +7,7 @@ pytest-xdist each worker gets its own instance and ports.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -147,17 +148,25 @@ def hotline_config(lab_config, calls_database_url):
     return lab_config.replace(database__url=calls_database_url, controller__confirm_timeout=3.0)
 
 
-@pytest.fixture
-async def hotline(lab, hotline_config):
-    """Hotline's call controller, connected to the lab Asterisk for one test."""
+@contextlib.asynccontextmanager
+async def running_hotline(make, config):
+    """``make(config, db)`` started on a database pool of its own; stopped and released after."""
     from ivr.db import open_database
-    from tests.e2e.hotline import Hotline
 
-    db = open_database(hotline_config.database_url, pool_size=4)
-    running = Hotline(hotline_config, db)
+    db = open_database(config.database_url, pool_size=4)
+    running = make(config, db)
     try:
         await running.start()
         yield running
     finally:
         await running.stop()
         await db.close_pool()
+
+
+@pytest.fixture
+async def hotline(lab, hotline_config):
+    """Hotline's call controller, connected to the lab Asterisk for one test."""
+    from tests.e2e.hotline import Hotline
+
+    async with running_hotline(Hotline, hotline_config) as running:
+        yield running

@@ -13,6 +13,7 @@ import pytest
 from ivr import models as m
 from ivr.agi_calls import CUT_OFF_MESSAGE, LOST_MESSAGE, STOPPED_MESSAGE
 from tests.e2e import test_calls as ari
+from tests.e2e.conftest import running_hotline
 from tests.e2e.dialplan_hotline import DialplanHotline
 from tests.e2e.hotline import Target
 from tests.sip.parties import Caller, Phone
@@ -23,16 +24,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 async def hotline(lab, hotline_config):
     """Hotline's FastAGI shell (with AMI, without the ARI controller) for one test."""
-    from ivr.db import open_database
-
-    db = open_database(hotline_config.database_url, pool_size=4)
-    running = DialplanHotline(hotline_config, db)
-    try:
-        await running.start()
+    async with running_hotline(DialplanHotline, hotline_config) as running:
         yield running
-    finally:
-        await running.stop()
-        await db.close_pool()
 
 
 # -- the controller's scenarios, as they are -----------------------------------------------------

@@ -18,6 +18,7 @@ from api.auth import hash_key, new_key
 from ivr import models as m
 from ivr import verification
 from ivr.notify import signature_is_valid
+from tests.e2e.conftest import running_hotline
 from tests.e2e.dialplan_hotline import DialplanHotline
 from tests.sip.parties import Phone
 
@@ -71,20 +72,12 @@ async def receiver():
 @pytest.fixture
 async def hotline(lab, hotline_config, receiver):
     """Hotline's dialplan services and the REST API (no ARI controller), short timeouts for tests."""
-    from ivr.db import open_database
-
     config = hotline_config.replace(notify__ring_timeout=3.0, notify__digit_timeout=1.0, notify__max_prompts=1,
                                     notify__rates=RATES, notify__webhook_url=receiver.url,
                                     notify__webhook_secret=SECRET, notify__verification_calls=False,
                                     api__rate_limit=0)
-    db = open_database(config.database_url, pool_size=4)
-    running = DialplanHotline(config, db, api=True)
-    try:
-        await running.start()
+    async with running_hotline(lambda config, db: DialplanHotline(config, db, api=True), config) as running:
         yield running
-    finally:
-        await running.stop()
-        await db.close_pool()
 
 
 @pytest.fixture
