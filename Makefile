@@ -25,12 +25,15 @@ run: venv system-deps
 	$(BIN)/hotline migrate
 	$(BIN)/hotline serve
 
-# Everything: unit, API (SQLite and PostgreSQL), fuzz and end-to-end tests.
+# Everything: the architecture's import contracts, then unit, API (SQLite and PostgreSQL), fuzz and
+# end-to-end tests.
 test: venv system-deps
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fast layers only (no Asterisk).
 test-fast: venv
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 bench: venv system-deps

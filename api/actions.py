@@ -7,7 +7,7 @@ are both built from (like ``api.registry.RESOURCES``).
 - ``POST /api/user-incoming-call-number/resend-verification-code {itemId}``: a new code (an admin's
   re-send also unlocks a number locked after too many wrong codes).
 - ``POST /api/call-log/send {toNumber | userId, message, fromNumber?, incidentId?, ...}``: places a
-  notification call ("press 1 to acknowledge", ivr/notify.py); answers with the Call Log row at once.
+  notification call ("press 1 to acknowledge", ivr/shells/notify.py); answers with the Call Log row at once.
 
 An action names its resource (the tag and permission noun) and the verb it needs; its ``run`` is
 synchronous peewee code run through the database bridge (``writes``: the asyncio database, else the
@@ -27,8 +27,12 @@ from api.errors import ApiError, BadRequest, Forbidden, NotFound
 from api.registry import BY_PATH
 from api.resources import Context, Resource
 from api.schema import format_datetime, parse_datetime
-from ivr import models as m
-from ivr import oncall, schedules, verification
+from ivr.core.notification import NotifyInputError
+from ivr.runtime import CONFIG, NOTIFIER, READ
+from ivr.store import models as m
+from ivr.store.calllogs import plan_notification
+from ivr.core import oncall
+from ivr.store import schedules, verification
 
 
 class Locked(ApiError):
@@ -173,9 +177,6 @@ _ON_CALL_RESPONSE = {
 async def send_call(request, ctx: Context, call: Request) -> dict:
     """Validate, then hand the call to the notification service (which creates the row and places the
     call in a task of its own: a client that goes away changes nothing)."""
-    from api.app import READ
-    from ivr.notify import NOTIFIER, NotifyInputError, plan_notification
-
     app = request.app
     try:
         note = await app[READ](plan_notification, ctx.project_id, call.body, ctx.default_region, _default_from(app))
@@ -190,8 +191,6 @@ async def send_call(request, ctx: Context, call: Request) -> dict:
 
 
 def _default_from(app) -> str:
-    from api.app import CONFIG
-
     return app[CONFIG].notify.from_number
 
 

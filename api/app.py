@@ -8,7 +8,6 @@ import logging
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
-from peewee import SqliteDatabase
 
 from api import auth
 from api.actions import ACTIONS, Action
@@ -19,13 +18,12 @@ from api.query import parse_paging
 from api.registry import RESOURCES
 from api.resources import Context, Resource
 from ivr.config import Config
-from ivr.db import Reads, open_database, pending_migrations
+from ivr.runtime import CONFIG, DB, READ, READINESS, database_context, new_app
+from ivr.store.db import on_reader
+from ivr.store.models import Project
 
 log = logging.getLogger(__name__)
 
-CONFIG = web.AppKey("config", Config)
-DB = web.AppKey("db", object)
-READ = web.AppKey("read", Reads)
 KEYS = web.AppKey("keys", auth.KeyCache)
 LIMITER = web.AppKey("limiter", auth.RateLimiter)
 OPENAPI = web.AppKey("openapi", dict)
@@ -176,18 +174,12 @@ async def health(request: web.Request) -> web.Response:
 
 
 def _ping_database() -> None:
-    from ivr.db import on_reader
-    from ivr.models import Project
-
     list(on_reader(Project.select(Project.id).limit(1)))
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: the database answers, and what this process runs is connected (ARI, AMI, FastAGI)."""
-    from ivr.agi_calls import AGI_SERVER
-    from ivr.asterisk.ami import AMI_CLIENT
-    from ivr.controller import CONTROLLER
-
+    """Readiness: the database answers, and what this process runs is connected (ARI, AMI, FastAGI:
+    each service that runs here registers its probe in ``READINESS``)."""
     app = request.app
     checks: dict[str, dict] = {}
     try:
@@ -195,17 +187,9 @@ async def ready(request: web.Request) -> web.Response:
         checks["database"] = {"ok": True}
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         checks["database"] = {"ok": False, "detail": str(exc) or type(exc).__name__}
-    if CONTROLLER in app:
-        ok = app[CONTROLLER].ari.connected.is_set()
-        checks["ari"] = {"ok": ok, **({} if ok else {"detail": "not connected to ARI"})}
-    if AMI_CLIENT in app:
-        client = app[AMI_CLIENT]
-        ok = client.connected.is_set()
-        checks["ami"] = {"ok": ok, **({} if ok else {"detail": client.last_error or "not connected to AMI"})}
-    if AGI_SERVER in app:
-        server = app[AGI_SERVER].server
-        ok = server is not None and server.is_serving()
-        checks["agi"] = {"ok": ok, **({} if ok else {"detail": "the FastAGI server is not listening"})}
+    for name, probe in app[READINESS].items():
+        ok, detail = probe()
+        checks[name] = {"ok": ok, **({} if ok else {"detail": detail})}
     failing = [name for name, check in checks.items() if not check["ok"]]
     body = {"status": "not ready" if failing else "ready", "checks": checks}
     if failing:
@@ -214,42 +198,13 @@ async def ready(request: web.Request) -> web.Response:
     return json_response(body, status=503 if failing else 200)
 
 
-def database_url_of(db) -> str:
-    return f"sqlite:///{db.database}" if isinstance(db, SqliteDatabase) else "postgresql://"
-
-
-def database_context(config: Config, db=None):
-    """Opens the database pool for the app's lifetime; refuses to serve an unmigrated schema."""
-
-    async def ctx(app: web.Application):
-        own = db is None
-        database = db if db is not None else open_database(config.database_url, config.database.pool_size)
-        pending = await pending_migrations(database)
-        # Give the startup task's connection back to the pool: that task lives as long as the
-        # server, and would otherwise keep one connection (with pool_size 1: every one) forever.
-        await database.aclose()
-        if pending:
-            if own:
-                await database.close_pool()
-            raise RuntimeError(f"the database has pending migrations ({', '.join(pending)}): "
-                               "run `hotline migrate` first")
-        app[DB] = database
-        app[READ] = Reads(database, config.database_url if own else database_url_of(database))
-        yield
-        app[READ].close()
-        if own:
-            await database.close_pool()
-
-    return ctx
-
-
-def create_app(config: Config, db=None, *, api: bool = True, controller: bool = False) -> web.Application:
-    """The application: the REST API and/or the call controller, sharing one database pool.
+def create_app(config: Config, db=None, *, api: bool = True) -> web.Application:
+    """The application with the REST API (``api=False``: only health and readiness, for a process
+    that runs the call services alone). The composition root (``ivr.main``) adds the call services.
 
     ``db``: an already open database (tests); otherwise opened from the configuration.
     """
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
-    app[CONFIG] = config
+    app = new_app(config, middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[KEYS] = auth.KeyCache()
     app[LIMITER] = auth.RateLimiter(config.api.rate_limit)
     app[OPENAPI] = build_openapi(RESOURCES, ACTIONS)
@@ -262,11 +217,4 @@ def create_app(config: Config, db=None, *, api: bool = True, controller: bool = 
             app.router.add_routes(action_routes(action))
         for resource in RESOURCES:
             app.router.add_routes(resource_routes(resource))
-    if controller:
-        from ivr.controller import add_controller_routes, controller_context
-        from ivr.services import add_dialplan_services
-
-        app.cleanup_ctx.append(controller_context(config))
-        add_controller_routes(app)
-        add_dialplan_services(app, config)  # AMI, FastAGI, notification calls
     return app

@@ -12,9 +12,10 @@ from peewee import PostgresqlDatabase
 
 from api.errors import BadRequest, Conflict, Forbidden
 from api.resources import SCHEMA_TITLES, Context, Resource, Rules
-from ivr import models as m
-from ivr import oncall, verification
-from ivr.phone import InvalidNumber, area_code_of, region_of, to_e164, validate_sip_uri
+from ivr.store import models as m
+from ivr.core import oncall
+from ivr.store import verification
+from ivr.core.phone import InvalidNumber, area_code_of, region_of, to_e164, validate_sip_uri
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -246,7 +247,7 @@ class IncomingCallNumberRules(Rules):
 
     def after_create(self, ctx, row, values, resource):
         if not row.isVerified:
-            verification.issue_code(row.id)  # delivered by a call (see ivr/verification.py)
+            verification.issue_code(row.id)  # delivered by a call (see ivr/store/verification.py)
 
     def after_update(self, ctx, row, values, resource):
         if values.get("isVerified") is False:
@@ -306,7 +307,7 @@ def _check_instants(values, *names):
 
 class LayerRules(Rules):
     """A schedule's layers, in a dense order; rotation, hand-off time and restrictions checked and
-    stored in their canonical form (ivr/oncall.py)."""
+    stored in their canonical form (ivr/core/oncall.py)."""
 
     order = DenseOrder("onCallDutyPolicyScheduleId")
 

@@ -18,7 +18,7 @@ from peewee import SQL, NodeList, Value, fn
 
 from api.errors import BadRequest
 from api.schema import ApiField, ModelSchema
-from ivr.phone import normalize_loose
+from ivr.core.phone import normalize_loose
 
 OPERATORS = (
     "EqualTo", "NotEqual", "Search", "StartsWith", "EndsWith", "GreaterThan", "GreaterThanOrEqual",

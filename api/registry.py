@@ -16,7 +16,7 @@ from api.domain import (
 )
 from api.resources import SCHEMA_TITLES, Resource, register_schema
 from api.schema import Relation, build_schema
-from ivr import models as m
+from ivr.store import models as m
 
 register_schema(build_schema(m.Project))
 

@@ -19,8 +19,8 @@ from api.auth import Principal
 from api.errors import BadRequest, Conflict, MethodNotAllowed, NotFound
 from api.query import Selection, parse_query, parse_select, parse_sort
 from api.schema import ApiField, ModelSchema, Relation, fetch_rendered, render_value
-from ivr import models as m
-from ivr.db import on_reader
+from ivr.store import models as m
+from ivr.store.db import on_reader
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """How a model looks through the API: its fields, their kinds, and its relations.
 
-Built by introspecting the peewee model, so a column added to ``ivr/models.py``
+Built by introspecting the peewee model, so a column added to ``ivr/store/models.py``
 (and its migration) appears in the routes, the validation and the OpenAPI
 document at once. A field's kind decides how values are validated, converted
 for the database, rendered in JSON and documented.
@@ -17,7 +17,7 @@ from typing import Any
 import peewee
 
 from api.errors import BadRequest
-from ivr import models as m
+from ivr.store import models as m
 
 INT32_MAX = 2**31 - 1
 

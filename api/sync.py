@@ -38,9 +38,10 @@ from api.errors import ApiError
 from api.registry import BY_PATH
 from api.resources import Context, Resource
 from api.schema import render_value
-from ivr import models as m
-from ivr import oncall, verification
-from ivr.phone import InvalidNumber, to_e164, validate_sip_uri
+from ivr.store import models as m
+from ivr.core import oncall
+from ivr.store import verification
+from ivr.core.phone import InvalidNumber, to_e164, validate_sip_uri
 
 # -- YAML with line numbers ---------------------------------------------------------------------
 

@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.auth import hash_key, new_key  # noqa: E402
-from ivr.db import migrate, open_database  # noqa: E402
-from ivr.models import ApiKey, IncomingCallLog, IncomingCallPolicy, Project, Role  # noqa: E402
+from ivr.store.db import migrate, open_database  # noqa: E402
+from ivr.store.models import ApiKey, IncomingCallLog, IncomingCallPolicy, Project, Role  # noqa: E402
 
 STATUSES = ["Completed"] * 6 + ["NoAnswer", "CallerHungUp", "Busy", "Failed"]
 LIST_BODY = {
@@ -185,7 +185,7 @@ def bench_backend(name: str, url: str, args, results: dict, tmp: Path) -> bytes:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": url, "HOTLINE_API_PORT": str(port), "HOTLINE_API_RATE_LIMIT": "0",
            "HOTLINE_GENERAL_DATA_DIR": str(tmp / name), "HOTLINE_GENERAL_LOG_LEVEL": "WARNING"}
-    server = start_server([sys.executable, "-m", "ivr.cli", "serve", "--api-only"], env)
+    server = start_server([sys.executable, "-m", "ivr.main", "serve", "--api-only"], env)
     try:
         base = f"http://127.0.0.1:{port}/api/incoming-call-log"
         headers = {"ApiKey": key, "Content-Type": "application/json"}

@@ -44,9 +44,10 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from ivr import models as m  # noqa: E402
-from ivr.asterisk.lab import LAB_CALLER_ADDRESS, Lab  # noqa: E402
-from ivr.db import migrate, open_database  # noqa: E402
+from ivr.store import models as m  # noqa: E402
+from ivr.asterisk.dialplan import LAB_CALLER_ADDRESS  # noqa: E402
+from ivr.lab.instance import Lab  # noqa: E402
+from ivr.store.db import migrate, open_database  # noqa: E402
 from tests.e2e.conftest import make_lab_config  # noqa: E402
 from tests.sip.parties import Caller, Phone  # noqa: E402
 
@@ -80,7 +81,7 @@ class Controller:
         profile = ["-m", "cProfile", "-o", os.environ["HOTLINE_BENCH_PROFILE"]] \
             if os.environ.get("HOTLINE_BENCH_PROFILE") else []
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, *profile, "-m", "ivr.cli", "--config", str(self.config_file), "serve", "--controller-only",
+            sys.executable, *profile, "-m", "ivr.main", "--config", str(self.config_file), "serve", "--controller-only",
             env=env, stdout=open(self.log, "ab"), stderr=asyncio.subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while True:

@@ -185,6 +185,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Deliver numbers' verification codes by a phone call that speaks them."),
     Setting("controller", "confirm_timeout", 10.0, "float",
             "Seconds an answered on-call leg has to press 1 before it counts as not answered."),
+    Setting("controller", "ari", True, "bool",
+            "Run the ARI call controller. false: only the dialplan services (AMI, the FastAGI routes, "
+            "notification calls), for installations whose dialplan runs the policies over FastAGI."),
     Setting("controller", "reconnect_max_delay", 10.0, "float",
             "Longest wait between two attempts to reach Asterisk's ARI."),
 )
@@ -308,6 +311,11 @@ class Config:
             if stored.get(name):
                 values[name] = stored[name]
         return Config(values, self.sources)
+
+
+def connect_host(host: str) -> str:
+    """Where to connect to reach a server bound to ``host`` (a wildcard address means this machine)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
 def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:

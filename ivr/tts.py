@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -87,8 +88,11 @@ class Synthesizer:
         return self.media_for(name)
 
     async def _synthesize(self, text: str, final: Path) -> None:
-        raw = final.with_name(f".{final.stem}.{os.getpid()}.raw.wav")
-        converted = final.with_name(f".{final.stem}.{os.getpid()}.wav")
+        # Names of this synthesis alone: another process (or a second synthesizer) writing the same
+        # prompt at the same moment never shares a temporary file with it.
+        token = f"{os.getpid()}.{secrets.token_hex(4)}"
+        raw = final.with_name(f".{final.stem}.{token}.raw.wav")
+        converted = final.with_name(f".{final.stem}.{token}.wav")
         argv = ENGINES[self.engine][1](self.voice, str(raw), text)
         try:
             await self._run(argv)

@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from ivr.db import migrate, run_sync
+from ivr.store.db import migrate, run_sync
 
 POSTGRES_ADMIN_URL = os.environ.get("HOTLINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from types import SimpleNamespace
 
 import pytest
 
-from ivr import callstore
-from ivr import models as m
-from ivr.db import Reads, open_database
+from ivr.core.engine import UpdateItem, UpdateLog
+from ivr.store import callstore
+from ivr.store import models as m
+from ivr.store.db import Reads, open_database
 
 
 def build(number: str):
@@ -65,11 +67,10 @@ async def test_prepare_write_and_read_back(store):
         contact = setup.rules[0].contacts[0]
         callstore.create_item(prepared.log_id, project.id, "leg-1", contact, setup.rules[0].rule_id, 1,
                               1795400001.5)
-        callstore.update_item(prepared.log_id, "leg-1", {"status": m.CallStatus.COMPLETED, "isAnswered": True,
-                                                         "dialDurationInSeconds": 1.25, "endedAt": 1795400009.0})
-        callstore.update_log(prepared.log_id, {"status": m.CallStatus.COMPLETED, "callDurationInSeconds": 6.6,
-                                               "endedAt": 1795400009.0,
-                                               "answeredByUserId": uuid.UUID(contact.user_id)})
+        callstore.update_item(prepared.log_id, UpdateItem("leg-1", status=m.CallStatus.COMPLETED, is_answered=True,
+                                                          dial_seconds=1.25, ended_at=1795400009.0))
+        callstore.update_log(prepared.log_id, UpdateLog(status=m.CallStatus.COMPLETED, talk_seconds=6.6,
+                                                        ended_at=1795400009.0, answered_by_user_id=contact.user_id))
         log = m.IncomingCallLog.get_by_id(prepared.log_id)
         items = list(m.IncomingCallLogItem.select().where(m.IncomingCallLogItem.incomingCallLog == log.id))
         return log, items
@@ -92,8 +93,8 @@ async def test_closing_a_lost_call_never_overwrites_a_finished_one(store):
     def scenario():
         callstore.open_log(prepared, "chan-2", 1795400000.0)
         open_rows = callstore.open_logs()
-        callstore.update_log(prepared.log_id, {"status": m.CallStatus.COMPLETED, "endedAt": 1795400009.0,
-                                               "callDurationInSeconds": 9})
+        callstore.update_log(prepared.log_id, UpdateLog(status=m.CallStatus.COMPLETED, ended_at=1795400009.0,
+                                                        talk_seconds=9))
         for row in open_rows:
             if row.id == prepared.log_id:
                 callstore.close_lost_call(row.id, "lost", 1795400010.0)
@@ -120,3 +121,12 @@ async def test_open_logs_are_those_of_one_asterisk_when_it_has_a_system_name(sto
     mine, every = await db.run(scenario)
     assert mine == {f"pbx-a{tag}-1795400000.1"}
     assert {f"pbx-a{tag}-1795400000.1", f"pbx-b{tag}-1795400000.1"} <= every
+
+
+def test_every_field_of_a_log_update_has_its_column():
+    """The engine's typed updates name no column: the store maps each field, and a field without a
+    column, or a column renamed in the models, fails here (and at import), not in a call's writer."""
+    assert set(callstore.LOG_COLUMNS) == {f.name for f in dataclasses.fields(UpdateLog)}
+    assert set(callstore.ITEM_COLUMNS) == {f.name for f in dataclasses.fields(UpdateItem)} - {"leg_id"}
+    for model, columns in ((m.IncomingCallLog, callstore.LOG_COLUMNS), (m.IncomingCallLogItem, callstore.ITEM_COLUMNS)):
+        assert set(columns.values()) <= set(model._meta.fields), model

@@ -25,7 +25,7 @@ def env(tmp_path):
 
 
 def hotline(env, *args, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "ivr.cli", *args], env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "ivr.main", *args], env=env, capture_output=True, text=True,
                             timeout=60)
     if check:
         assert result.returncode == 0, result.stderr
@@ -62,7 +62,7 @@ def test_project_and_key_then_serve(env):
     assert key.encode() not in db_bytes
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "ivr.cli", "serve", "--api-only"],
+    server = subprocess.Popen([sys.executable, "-m", "ivr.main", "serve", "--api-only"],
                               env={**env, "HOTLINE_API_PORT": str(port)}, stderr=subprocess.PIPE, text=True)
     try:
         body = wait_for_json(f"http://127.0.0.1:{port}/api/incoming-call-policy/count", key, {"query": {}})
@@ -128,7 +128,7 @@ def test_serve_refuses_to_start_without_speech_synthesis(env, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "python").symlink_to(sys.executable)
-    result = subprocess.run([sys.executable, "-m", "ivr.cli", "serve"], capture_output=True, text=True, timeout=60,
+    result = subprocess.run([sys.executable, "-m", "ivr.main", "serve"], capture_output=True, text=True, timeout=60,
                             env={**env, "PATH": str(bin_dir), "HOTLINE_ARI_PASSWORD": "x",
                                  "HOTLINE_API_PORT": str(free_port())})
     assert result.returncode == 1

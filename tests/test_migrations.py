@@ -4,8 +4,8 @@ from peewee import PostgresqlDatabase
 from playhouse.db_url import parse
 from playhouse.schema_diff import diff_models
 
-from ivr.db import migrate, open_database, pending_migrations
-from ivr.models import MODELS
+from ivr.store.db import migrate, open_database, pending_migrations
+from ivr.store.models import MODELS
 
 
 async def test_migrated_schema_matches_the_models(database_url):

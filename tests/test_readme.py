@@ -40,8 +40,8 @@ def test_the_using_it_session_works(tmp_path):
     # The session as written, on this test's port and with this interpreter's `hotline`.
     script = script.replace("export PATH=$PWD/.venv/bin:$PATH", f"export PATH={bin_dir}:$PATH")
     script = script.replace("localhost:8080", f"localhost:{port}")
-    subprocess.run([sys.executable, "-m", "ivr.cli", "migrate"], env=env, check=True, capture_output=True)
-    server = subprocess.Popen([sys.executable, "-m", "ivr.cli", "serve", "--api-only"], env=env,
+    subprocess.run([sys.executable, "-m", "ivr.main", "migrate"], env=env, check=True, capture_output=True)
+    server = subprocess.Popen([sys.executable, "-m", "ivr.main", "serve", "--api-only"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20

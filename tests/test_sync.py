@@ -15,9 +15,9 @@ import textwrap
 import pytest
 
 from api import sync
-from ivr import models as m
-from ivr import schedules
-from ivr.db import migrate, run_sync
+from ivr.store import models as m
+from ivr.store import schedules
+from ivr.store.db import migrate, run_sync
 
 ACME = textwrap.dedent("""\
     project: Acme
@@ -234,7 +234,7 @@ def test_the_cli(tmp_path):
     path.write_text(ACME)
 
     def hotline(*args):
-        return subprocess.run([sys.executable, "-m", "ivr.cli", *args], env=env, capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "ivr.main", *args], env=env, capture_output=True, text=True,
                               timeout=60)
 
     assert hotline("migrate").returncode == 0

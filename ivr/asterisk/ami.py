@@ -32,7 +32,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from aiohttp import web
 from panoramisk import Manager
 from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
@@ -47,32 +46,6 @@ REASON_RINGING = 3       # still ringing when the originate timeout expired: not
 REASON_ANSWERED = 4
 REASON_BUSY = 5
 REASON_CONGESTION = 8
-
-#: Q.850 causes as Asterisk names them (ast_cause2str), for status messages.
-CAUSE_TEXT = {
-    0: "Unknown", 1: "Unallocated (unassigned) number", 3: "No route to destination",
-    16: "Normal Clearing", 17: "User busy", 18: "No user responding", 19: "User alerting, no answer",
-    20: "Subscriber absent", 21: "Call Rejected", 22: "Number changed", 26: "Answered elsewhere",
-    27: "Destination out of order", 28: "Invalid number format", 29: "Facility rejected",
-    31: "Normal, unspecified", 34: "Circuit/channel congestion", 38: "Network out of order",
-    41: "Temporary failure", 42: "Switching equipment congestion", 47: "Resource unavailable, unspecified",
-    58: "Bearer capability not available", 66: "Channel not implemented", 88: "Incompatible destination",
-    102: "Recovery on timer expiry", 127: "Interworking, unspecified",
-}
-
-
-def cause_text(cause: int | None) -> str:
-    if cause is None:
-        return "unknown cause"
-    return f"{CAUSE_TEXT[cause]} (cause {cause})" if cause in CAUSE_TEXT else f"cause {cause}"
-
-
-def int_or_none(value: Any) -> int | None:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-
 
 class AmiError(Exception):
     """An action Asterisk answered with an error (``Response: Error``)."""
@@ -384,36 +357,3 @@ class AmiClient:
             originate.response.cancel()
             raise AmiError(response.message or "Originate refused")
         return originate
-
-
-AMI_CLIENT = web.AppKey("ami_client", AmiClient)
-
-
-def ami_context(config, metrics_of):
-    """aiohttp cleanup context: the AMI connection (and its supervisor task) for the app's lifetime."""
-
-    async def ctx(app: web.Application):
-        metrics = metrics_of(app)
-        secrets_config = config.with_lab_secrets()
-        if not secrets_config.ami.secret:
-            raise RuntimeError("no AMI secret: set ami.secret (HOTLINE_AMI_SECRET) or run `hotline asterisk up` "
-                               "to generate the local lab's")
-        from ivr.asterisk.lab import connect_host
-
-        client = AmiClient(connect_host(config.ami.host), config.ami.port, config.ami.username,
-                           secrets_config.ami.secret, action_timeout=config.ami.action_timeout,
-                           ping_interval=config.ami.ping_interval,
-                           reconnect_max_delay=config.controller.reconnect_max_delay)
-        client.on_connect(lambda: metrics.ami_connected.set(1))
-        client.on_disconnect(lambda: metrics.ami_connected.set(0))
-        app[AMI_CLIENT] = client
-        task = asyncio.get_running_loop().create_task(client.run())
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await client.close()
-            metrics.ami_connected.set(0)
-
-    return ctx

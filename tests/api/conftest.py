@@ -10,8 +10,8 @@ import pytest
 from api.app import create_app
 from api.auth import hash_key, new_key
 from ivr.config import load_config
-from ivr.db import open_database
-from ivr.models import ApiKey, Project, Role
+from ivr.store.db import open_database
+from ivr.store.models import ApiKey, Project, Role
 
 
 @dataclass

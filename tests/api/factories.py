@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from api.registry import RESOURCES
-from ivr.models import CallLog, IncomingCallLog, IncomingCallLogItem
+from ivr.store.models import CallLog, IncomingCallLog, IncomingCallLogItem
 
 LOGS = ("incoming-call-log", "incoming-call-log-item", "call-log")
 

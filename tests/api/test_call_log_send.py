@@ -1,53 +1,60 @@
 """``POST /api/call-log/send``: permissions, bad input (a 400 that places no call), the row it creates,
-and a 503 from a server that does not run the call controller. The calls themselves are placed by a
-stand-in for the notification service (the end-to-end tests place real ones)."""
+and a 503 from a server that does not run the call services. The requests go to the application
+``hotline serve`` builds (ivr.main.build_app) with its real notification service; no Asterisk
+answers here, so every call it places ends as an Error saying that AMI is not connected (the
+end-to-end tests place real ones)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 import uuid
 
 import pytest
 
-from api.app import create_app
-from ivr import models as m
-from ivr.db import open_database, run_and_release
-from ivr.notify import NOTIFIER, create_call_log
+from ivr.main import build_app
+from ivr.runtime import NOTIFIER
+from ivr.store import models as m
+from ivr.store.db import open_database
 from tests.api.conftest import ApiClient
 
 SEND = "/api/call-log/send"
 INCIDENT = "6a1a3c52-8f4f-4c55-9a07-5d7c1d7e0b11"
 
 
-class FakeNotifier:
-    """Creates the row like the real service, and records the calls it would place."""
-
-    def __init__(self, db):
-        self.db = db
-        self.placed = []
-
-    def submit(self, note):
-        async def go():
-            await run_and_release(self.db, create_call_log, note)
-            self.placed.append(note)
-            return note
-
-        return asyncio.get_running_loop().create_task(go())
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture
 async def calling(database_url, config, aiohttp_client):
-    """The API with a notification service (as `hotline serve` has), and that service's calls."""
+    """The API with the call services, as `hotline serve` runs them (without ARI), and its notifier."""
     db = open_database(database_url, pool_size=2)
-    app = create_app(config, db=db)
-    notifier = FakeNotifier(db)
-    app[NOTIFIER] = notifier
+    config = config.replace(controller__ari=False, ami__port=closed_port(), ami__secret="not-used",
+                            agi__port=closed_port())
+    app = build_app(config, db=db)
     client = await aiohttp_client(app)
+    service = app[NOTIFIER]
+    service.connect_wait = 1.0  # no AMI answers here: each call fails soon, and truthfully
     try:
-        yield ApiClient(client, db), notifier
+        yield ApiClient(client, db), service
     finally:
         await client.close()
         await db.close_pool()
+
+
+async def outcome_of(api: ApiClient, call_log_id: str, timeout: float = 10.0) -> m.CallLog:
+    """The Call Log row once the service recorded what happened to its call."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = await api.db.run(m.CallLog.get_by_id, uuid.UUID(call_log_id))
+        if row.status is not None:
+            return row
+        assert time.monotonic() < deadline, "the call's outcome was never recorded"
+        await asyncio.sleep(0.05)
 
 
 async def test_a_call_is_placed_and_its_row_created_at_once(calling):
@@ -57,13 +64,14 @@ async def test_a_call_is_placed_and_its_row_created_at_once(calling):
                                                         "incidentId": INCIDENT, "fromNumber": "+1 212 555 0100"})
     assert sent["status"] is None and sent["toNumber"] == "+14155552671" and sent["fromNumber"] == "+12125550100"
     assert sent["callData"] == {"message": "Disk full on db-1", "kind": "notification", "incidentId": INCIDENT}
-    [note] = notifier.placed
-    assert str(note.call_log_id) == sent["_id"] and note.message == "Disk full on db-1"
     row = await api.post(f"/api/call-log/{sent['_id']}/get-item", tenant.keys["viewer"],
                          {"select": {"status": True, "statusMessage": True, "toNumber": True, "incidentId": True,
                                      "callCostInUSDCents": True, "projectId": True}})
     assert row["status"] is None and row["statusMessage"] == "The call is being placed."
     assert row["incidentId"] == INCIDENT and row["callCostInUSDCents"] == 0 and row["projectId"] == tenant.project_id
+    done = await outcome_of(api, sent["_id"])
+    assert done.status == "Error" and "not connected to Asterisk's AMI" in done.statusMessage
+    assert done.callData["message"] == "Disk full on db-1" and done.callCostInUSDCents == 0
 
 
 async def test_a_user_is_called_on_their_first_verified_number(calling):
@@ -74,7 +82,7 @@ async def test_a_user_is_called_on_their_first_verified_number(calling):
                  {"phoneNumber": "+14155550111", "isVerified": True}):
         await api.create("user-incoming-call-number", tenant.owner, {"userId": user["_id"], **data})
     sent = await api.post(SEND, tenant.owner, {"userId": user["_id"], "message": "Page"})
-    assert sent["toNumber"] == "sip:ada@10.0.0.8" and notifier.placed[-1].user_id == uuid.UUID(user["_id"])
+    assert sent["toNumber"] == "sip:ada@10.0.0.8"
     row = await api.db.run(m.CallLog.get_by_id, uuid.UUID(sent["_id"]))
     assert row.userId == uuid.UUID(user["_id"])
 
@@ -100,7 +108,7 @@ async def test_bad_input_is_a_400_and_places_no_call(calling, body, message):
     tenant = await api.tenant("Bad")
     status, payload = await api.call("POST", SEND, tenant.owner, body, expect=None)
     assert status == 400 and message in payload["error"], payload
-    assert notifier.placed == []
+    assert not notifier.calls
     assert await api.post("/api/call-log/count", tenant.owner, {}) == {"count": 0}
 
 
@@ -110,7 +118,7 @@ async def test_a_user_without_a_verified_number_is_a_400(calling):
     user = await api.create("user", tenant.owner, {"name": "Bo"})
     await api.create("user-incoming-call-number", tenant.owner, {"userId": user["_id"], "sipUri": "sip:bo@10.0.0.9"})
     status, payload = await api.call("POST", SEND, tenant.owner, {"userId": user["_id"], "message": "Hi"}, expect=None)
-    assert status == 400 and "has no verified number" in payload["error"] and notifier.placed == []
+    assert status == 400 and "has no verified number" in payload["error"] and not notifier.calls
     other = await api.tenant("Other")  # a user of another project is unknown here
     status, payload = await api.call("POST", SEND, other.owner, {"userId": user["_id"], "message": "Hi"}, expect=None)
     assert status == 400 and "no user" in payload["error"]
@@ -130,7 +138,7 @@ async def test_permissions(calling):
     creator = await api.key(project, permissions=["Create Call Log"])
     await api.post(SEND, creator, body)
     assert (await api.call("POST", SEND, None, body, expect=None))[0] == 401
-    assert len(notifier.placed) == 4
+    assert await api.post("/api/call-log/count", tenant.owner, {}) == {"count": 4}
     # The log itself stays read-only.
     status, payload = await api.call("POST", "/api/call-log", tenant.owner, {"data": {"toNumber": "+14155552671"}},
                                      expect=None)
@@ -164,7 +172,7 @@ async def test_the_operation_is_documented(api):
 async def test_rows_left_without_an_outcome_are_closed_once_no_call_can_still_be_running(calling, config):
     import datetime as dt
 
-    from ivr.notify import NotificationService
+    from ivr.shells.notify import NotificationService
 
     api, _ = calling
     tenant = await api.tenant("Orphans")

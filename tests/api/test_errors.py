@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 
 from api.app import create_app
-from ivr.models import Role
+from ivr.store.models import Role
 
 
 async def raw(api, method, path, key=None, data: bytes | None = None):

@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 from api.app import create_app
 from api.registry import BY_PATH, RESOURCES
 from ivr.config import load_config
-from ivr.db import open_database
+from ivr.store.db import open_database
 from tests.api.conftest import ApiClient
 from tests.api.factories import build_graph
 

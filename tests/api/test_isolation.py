@@ -13,7 +13,7 @@ import pytest
 
 from api.registry import BY_PATH, RESOURCES
 from api.resources import SCHEMAS
-from ivr.models import CallLog, IncomingCallLog, IncomingCallLogItem, IncomingCallPolicyLabel
+from ivr.store.models import CallLog, IncomingCallLog, IncomingCallLogItem, IncomingCallPolicyLabel
 from tests.api.conftest import new_id
 from tests.api.factories import LOGS, Graph, build_graph, snapshot, token, unique_phone
 

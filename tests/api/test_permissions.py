@@ -16,8 +16,8 @@ import pytest
 from api.app import create_app
 from api.registry import BY_PATH, RESOURCES
 from ivr.config import load_config
-from ivr.db import open_database
-from ivr.models import Role
+from ivr.store.db import open_database
+from ivr.store.models import Role
 from tests.api.conftest import ApiClient
 from tests.api.factories import LOGS, Graph, build_graph, token, unique_phone
 

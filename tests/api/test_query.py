@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from ivr.models import IncomingCallLog, Label
+from ivr.store.models import IncomingCallLog, Label
 
 
 @pytest.fixture

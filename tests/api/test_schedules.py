@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from ivr import callstore
-from ivr import models as m
+from ivr.store import callstore
+from ivr.store import models as m
 
 SCHEDULES = "/api/on-call-duty-policy-schedule"
 LAYERS = "/api/on-call-duty-policy-schedule-layer"

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from ivr.models import CallLog, IncomingCallLog, User
+from ivr.store.models import CallLog, IncomingCallLog, User
 
 SEED_POLICY_SELECT = {
     "isEnabled": True,

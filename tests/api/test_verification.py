@@ -1,6 +1,6 @@
 """Verified numbers: codes, wrong tries, the lock, re-sending, permissions, and that only verified numbers
 are ever rung. The code is read as an administrator reads it on the server (``hotline number code``
-calls ``ivr.verification.pending_code``): the API never shows it."""
+calls ``ivr.store.verification.pending_code``): the API never shows it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from ivr import callstore, verification
-from ivr import models as m
-from ivr.models import Role
+from ivr.store import callstore, verification
+from ivr.store import models as m
+from ivr.store.models import Role
 
 NUMBERS = "/api/user-incoming-call-number"
 VERIFY = f"{NUMBERS}/verify"

@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 import aiohttp
 
-from ivr.asterisk.lab import connect_host, ari_address
+from ivr.config import connect_host
+from ivr.asterisk.dialplan import ari_address
 from ivr.config import Config
 
 

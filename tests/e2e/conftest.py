@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.asterisk.lab import Lab
+from ivr.lab.instance import Lab
 from ivr.config import SETTINGS, Config
 from tests.sip import parties
 
@@ -135,7 +135,7 @@ async def ari(lab, lab_config):
 @pytest.fixture(scope="session")
 def calls_database_url(tmp_path_factory) -> str:
     """The end-to-end calls' database: a migrated SQLite file of the session."""
-    from ivr.db import migrate, run_sync
+    from ivr.store.db import migrate, run_sync
 
     url = f"sqlite:///{tmp_path_factory.mktemp('hotline-e2e-db') / 'hotline.db'}"
     run_sync(url, migrate)
@@ -151,7 +151,7 @@ def hotline_config(lab_config, calls_database_url):
 @contextlib.asynccontextmanager
 async def running_hotline(make, config):
     """``make(config, db)`` started on a database pool of its own; stopped and released after."""
-    from ivr.db import open_database
+    from ivr.store.db import open_database
 
     db = open_database(config.database_url, pool_size=4)
     running = make(config, db)

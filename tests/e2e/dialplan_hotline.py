@@ -1,5 +1,5 @@
-"""Hotline without the ARI controller: the AMI connection, the FastAGI server and the notification calls
-(``hotline serve``'s dialplan services), against the lab Asterisk.
+"""Hotline without the ARI controller: ``hotline serve`` with ``controller.ari: false`` (the AMI connection,
+the FastAGI server and the notification calls), against the lab Asterisk.
 
 With no ARI application connected, the lab dialplan sends every trunk call to FastAGI (Stasis()
 fails at once), so the controller's scenarios run against the FastAGI shell unchanged.
@@ -12,11 +12,11 @@ import time
 
 from aiohttp import web
 
-from api.app import create_app
-from ivr.agi_calls import AGI_CALLS, AGI_SERVER, AgiCalls
-from ivr.asterisk.ami import AMI_CLIENT, AmiClient
-from ivr.notify import NOTIFIER, NotificationService
-from ivr.services import METRICS, add_dialplan_services
+from ivr.asterisk.ami import AmiClient
+from ivr.main import AGI_CALLS, AGI_SERVER, AMI_CLIENT, build_app
+from ivr.runtime import METRICS, NOTIFIER
+from ivr.shells.fastagi import AgiCalls
+from ivr.shells.notify import NotificationService
 from tests.e2e.hotline import Hotline
 
 
@@ -55,8 +55,7 @@ class DialplanHotline(Hotline):
         return f"http://{host}:{port}"
 
     async def start(self) -> None:
-        app = create_app(self.config, db=self.db, api=self.api, controller=False)
-        add_dialplan_services(app, self.config)
+        app = build_app(self.config.replace(controller__ari=False), db=self.db, api=self.api)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         if self.api:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from api.app import create_app
-from ivr import models as m
-from ivr.controller import CONTROLLER, Controller
+from ivr.main import CONTROLLER, build_app
+from ivr.shells.ari import Controller
+from ivr.store import models as m
 from tests.sip.parties import Phone
 
 _numbers = iter(range(10**6))
@@ -61,7 +61,8 @@ class Hotline:
         return self.runner.app[CONTROLLER]
 
     async def start(self) -> None:
-        app = create_app(self.config, db=self.db, api=False, controller=True)
+        # What `hotline serve --controller-only` runs (the ARI controller and the dialplan services).
+        app = build_app(self.config, db=self.db, api=False)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await asyncio.wait_for(self.controller.ari.connected.wait(), 10)

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from ivr import models as m
-from ivr.agi_calls import CUT_OFF_MESSAGE, LOST_MESSAGE, STOPPED_MESSAGE
+from ivr.store import models as m
+from ivr.shells.fastagi import CUT_OFF_MESSAGE, LOST_MESSAGE, STOPPED_MESSAGE
 from tests.e2e import test_calls as ari
 from tests.e2e.conftest import running_hotline
 from tests.e2e.dialplan_hotline import DialplanHotline
@@ -130,7 +130,7 @@ async def test_caller_hangs_up_while_a_leg_hears_the_confirmation(hotline, sip_t
 
 
 async def test_hotline_stopping_mid_call_closes_the_log_and_the_dialplan_takes_over(lab, hotline_config, sip_target):
-    from ivr.db import open_database
+    from ivr.store.db import open_database
 
     db = open_database(hotline_config.database_url, pool_size=4)
     first = DialplanHotline(hotline_config, db)

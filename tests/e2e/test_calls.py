@@ -233,7 +233,7 @@ class ControllerProcess:
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_") and k != "DATABASE_URL"}
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ivr.cli", "--config", str(self.config_file), "serve", "--controller-only",
+            sys.executable, "-m", "ivr.main", "--config", str(self.config_file), "serve", "--controller-only",
             env={**env, "HOTLINE_API_PORT": str(free_tcp_port())}, stdout=open(self.log_file, "ab"), stderr=asyncio.subprocess.STDOUT)
 
     async def wait_connected(self, timeout: float = 15.0) -> None:
@@ -269,7 +269,7 @@ async def controller_process(lab, hotline_config, tmp_path):
 @pytest.fixture
 async def builder(lab, hotline_config):
     """Policies and logs on the session database, without a controller of this process."""
-    from ivr.db import open_database
+    from ivr.store.db import open_database
     from tests.e2e.hotline import Hotline
 
     db = open_database(hotline_config.database_url, pool_size=2)

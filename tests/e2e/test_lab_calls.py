@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ivr.asterisk.lab import LAB_CALLER_ADDRESS
+from ivr.asterisk.dialplan import LAB_CALLER_ADDRESS
 from tests.e2e.ari_helpers import AriClient, on_channel
 from tests.sip.parties import Caller, Phone
 

@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 
 from api.auth import hash_key, new_key
-from ivr import models as m
-from ivr import verification
-from ivr.notify import signature_is_valid
+from ivr.store import models as m
+from ivr.store import verification
+from ivr.shells.notify import signature_is_valid
 from tests.e2e.conftest import running_hotline
 from tests.e2e.dialplan_hotline import DialplanHotline
 from tests.sip.parties import Phone
@@ -244,7 +244,7 @@ async def test_ami_survives_asterisk_dying_during_a_call_and_nothing_is_sent_twi
 
 
 async def test_doctor_and_readiness_against_the_lab(hotline):
-    from ivr.doctor import OK, WARN, run_checks
+    from ivr.cli.doctor import OK, WARN, run_checks
 
     checks = {check.name: check for check in await run_checks(hotline.config)}
     assert {name: check.status for name, check in checks.items()} == {

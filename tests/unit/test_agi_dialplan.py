@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ivr.asterisk.lab import render_config
+from ivr.asterisk.dialplan import render_config
 from tests.unit.test_asterisk_conf import make_config
 
 

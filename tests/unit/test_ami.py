@@ -17,8 +17,8 @@ from ivr.asterisk.ami import (
     AmiError,
     AmiTimeout,
     AmiUnavailable,
-    cause_text,
 )
+from ivr.asterisk.causes import cause_text
 
 EOL = "\r\n"
 

@@ -6,8 +6,10 @@ import re
 
 import pytest
 
-from ivr.asterisk import lab as labmod
-from ivr.asterisk.lab import Lab, fallback_dial_string, render_config
+from ivr.asterisk import dialplan
+from ivr.lab import rootfs
+from ivr.asterisk.dialplan import fallback_dial_string, render_config
+from ivr.lab.instance import Lab
 from ivr.errors import CommandError
 from ivr.config import SETTINGS, Config, ConfigError
 
@@ -21,7 +23,7 @@ def make_config(**changes) -> Config:
 
 def test_every_placeholder_is_filled_and_secrets_come_from_the_configuration():
     files = render_config(make_config(ari__url="http://127.0.0.1:18088", sip__port=15060, ami__port=15038))
-    assert set(files) == set(labmod.MAIN_FILES)
+    assert set(files) == set(dialplan.MAIN_FILES)
     for name, text in files.items():
         assert "{{" not in text, name
     assert "password = ari-secret-123" in files["ari.conf"]
@@ -99,7 +101,7 @@ def test_test_routes_and_lab_directories_only_when_asked():
                         systemname="hotline-e2e")
     assert "#include pjsip_lab.conf" in lab["pjsip.conf"]
     assert "#include extensions_lab.conf" in lab["extensions.conf"]
-    assert f"match = {labmod.LAB_CALLER_ADDRESS}" in lab["pjsip_lab.conf"]
+    assert f"match = {dialplan.LAB_CALLER_ADDRESS}" in lab["pjsip_lab.conf"]
     assert "astrundir => /var/lib/hotline/instances/e2e/run" in lab["asterisk.conf"]
     # The lab's only dialing route reaches loopback phones on a numeric port.
     dials = re.findall(r"Dial\(([^)]*)\)", lab["extensions_lab.conf"])
@@ -115,7 +117,7 @@ def test_lab_outbound_trunk_towards_a_contact():
 
 
 def test_lab_commands_need_root(monkeypatch, tmp_path):
-    monkeypatch.setattr(labmod.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(rootfs.os, "geteuid", lambda: 1000)
     lab = Lab(make_config(general__data_dir=str(tmp_path), asterisk__root=str(tmp_path / "root"),
                           ari__url="http://127.0.0.1:9", ami__port=9, sip__port=9))
     with pytest.raises(CommandError, match="needs root"):
@@ -126,8 +128,8 @@ def test_lab_commands_need_root(monkeypatch, tmp_path):
 
 
 def test_lab_refuses_to_build_without_disk_space(monkeypatch, tmp_path):
-    monkeypatch.setattr(labmod.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(labmod.shutil, "disk_usage", lambda path: type("U", (), {"free": 10_000_000})())
+    monkeypatch.setattr(rootfs.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(rootfs.shutil, "disk_usage", lambda path: type("U", (), {"free": 10_000_000})())
     lab = Lab(make_config(general__data_dir=str(tmp_path), asterisk__root=str(tmp_path / "root")))
     with pytest.raises(CommandError, match="not enough disk space"):
         lab.ensure_root()

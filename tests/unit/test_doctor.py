@@ -7,7 +7,7 @@ import time
 from types import SimpleNamespace
 
 from ivr.config import SETTINGS, Config
-from ivr.doctor import FAIL, OK, cmd_doctor, run_checks
+from ivr.cli.doctor import FAIL, OK, cmd_doctor, run_checks
 
 
 def config_without_asterisk(tmp_path) -> Config:

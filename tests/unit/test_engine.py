@@ -1,4 +1,4 @@
-"""Given/when/then tests of the escalation engine (ivr.engine).
+"""Given/when/then tests of the escalation engine (ivr.core.engine).
 
 A tiny fake shell (`Shell`) executes the engine's commands into a fake database (the log row and
 one item row per Dial), so each scenario reads as: given a policy, when these things happen at
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ivr.engine import (
+from ivr.core.engine import (
     CALLER,
     DISABLED_MESSAGE,
     Answer,
@@ -44,6 +44,8 @@ from ivr.engine import (
     StopPlayback,
     StopRingback,
     TimerFired,
+    DialStarted,
+    Phase,
     UpdateItem,
     UpdateLog,
     escalation_plan,
@@ -152,7 +154,7 @@ class Shell:
             case Dial(leg_id=leg_id, contact=c, rule_order=order):
                 assert leg_id not in self.items
                 self.dials.append(command)
-                self.items[leg_id] = {"status": CallStatus.RINGING, "startedAt": self.now,
+                self.items[leg_id] = {"status": CallStatus.RINGING, "started_at": self.now,
                                       "userId": c.user_id, "ruleOrder": order}
             case Bridge(leg_id=leg_id):
                 self.bridged.append(leg_id)
@@ -165,10 +167,10 @@ class Shell:
                 self.timers[tid] = at
             case CancelTimer(timer_id=tid):
                 del self.timers[tid]
-            case UpdateLog(fields=f):
-                self.log.update(f)
-            case UpdateItem(leg_id=leg_id, fields=f):
-                self.items[leg_id].update(f)
+            case UpdateLog():
+                self.log.update(command.changes())
+            case UpdateItem(leg_id=leg_id):
+                self.items[leg_id].update(command.changes())
             case _:
                 raise AssertionError(f"unknown command {command!r}")
 
@@ -250,11 +252,11 @@ SCENARIOS = [
         "first rule accepts (no confirmation)",
         given=policy(rule(1, "alice")),
         when=START + [(4, "ringing", 1), (8, "answered", 1), (68, "caller_hangup")],
-        log={"status": CallStatus.COMPLETED, "answeredByUserId": "alice",
-             "currentEscalationRuleOrder": 1, "repeatCount": 0,
-             "callDurationInSeconds": 60.0, "endedAt": 68},
-        items={1: {"status": CallStatus.COMPLETED, "isAnswered": True,
-                   "dialDurationInSeconds": 5.0, "endedAt": 68}},
+        log={"status": CallStatus.COMPLETED, "answered_by_user_id": "alice",
+             "current_rule_order": 1, "repeat_count": 0,
+             "talk_seconds": 60.0, "ended_at": 68},
+        items={1: {"status": CallStatus.COMPLETED, "is_answered": True,
+                   "dial_seconds": 5.0, "ended_at": 68}},
         dialed=[(1, "alice", 1)],
         bridged=1,
     ),
@@ -262,24 +264,24 @@ SCENARIOS = [
         "first rule accepts by pressing 1, callee hangs up",
         given=policy(rule(1, "alice"), require_confirmation=True),
         when=START + [(8, "answered", 1), (11, "pressed", 1, "1"), (41, "ended", 1, "hangup")],
-        log={"status": CallStatus.COMPLETED, "answeredByUserId": "alice",
-             "callDurationInSeconds": 30.0, "endedAt": 41,
-             "statusMessage": Contains("on-call user hung up")},
-        items={1: {"status": CallStatus.COMPLETED, "isAnswered": True,
-                   "dialDurationInSeconds": 5.0}},
+        log={"status": CallStatus.COMPLETED, "answered_by_user_id": "alice",
+             "talk_seconds": 30.0, "ended_at": 41,
+             "status_message": Contains("on-call user hung up")},
+        items={1: {"status": CallStatus.COMPLETED, "is_answered": True,
+                   "dial_seconds": 5.0}},
         bridged=1,
     ),
     Scenario(
         "first rule never answers, second accepts",
         given=policy(rule(1, "alice", after=20), rule(2, "bob", after=15)),
         when=START + [(None, "fire", "rule"), (30, "answered", 2), (90, "caller_hangup")],
-        log={"status": CallStatus.COMPLETED, "answeredByUserId": "bob",
-             "currentEscalationRuleOrder": 2, "callDurationInSeconds": 60.0},
-        items={1: {"status": CallStatus.NO_ANSWER, "isAnswered": False,
-                   "statusMessage": "Not answered within 20 s", "endedAt": 23,
-                   "dialDurationInSeconds": 20.0},
-               2: {"status": CallStatus.COMPLETED, "isAnswered": True, "startedAt": 23,
-                   "dialDurationInSeconds": 7.0}},
+        log={"status": CallStatus.COMPLETED, "answered_by_user_id": "bob",
+             "current_rule_order": 2, "talk_seconds": 60.0},
+        items={1: {"status": CallStatus.NO_ANSWER, "is_answered": False,
+                   "status_message": "Not answered within 20 s", "ended_at": 23,
+                   "dial_seconds": 20.0},
+               2: {"status": CallStatus.COMPLETED, "is_answered": True, "started_at": 23,
+                   "dial_seconds": 7.0}},
         dialed=[(1, "alice", 1), (2, "bob", 2)],
         bridged=2,
     ),
@@ -289,11 +291,11 @@ SCENARIOS = [
                      confirm_timeout=8),
         when=START + [(5, "answered", 1), (None, "fire", "confirm", 1),
                       (15, "answered", 2), (17, "pressed", 2, "1"), (20, "caller_hangup")],
-        log={"status": CallStatus.COMPLETED, "answeredByUserId": "bob",
-             "currentEscalationRuleOrder": 2},
-        items={1: {"status": CallStatus.NO_ANSWER, "isAnswered": False, "endedAt": 13,
-                   "statusMessage": Contains("did not press 1 within 8 s (likely voicemail)")},
-               2: {"status": CallStatus.COMPLETED, "isAnswered": True}},
+        log={"status": CallStatus.COMPLETED, "answered_by_user_id": "bob",
+             "current_rule_order": 2},
+        items={1: {"status": CallStatus.NO_ANSWER, "is_answered": False, "ended_at": 13,
+                   "status_message": Contains("did not press 1 within 8 s (likely voicemail)")},
+               2: {"status": CallStatus.COMPLETED, "is_answered": True}},
         dialed=[(1, "alice", 1), (2, "bob", 2)],  # bob rung at once at 13, not at 33
         bridged=2,
     ),
@@ -301,17 +303,17 @@ SCENARIOS = [
         "busy leg: item Busy and immediate escalation",
         given=policy(rule(1, "alice"), rule(2, "bob")),
         when=START + [(4, "ended", 1, "busy"), (6, "answered", 2), (9, "caller_hangup")],
-        log={"status": CallStatus.COMPLETED, "answeredByUserId": "bob"},
-        items={1: {"status": CallStatus.BUSY, "isAnswered": False, "endedAt": 4},
-               2: {"status": CallStatus.COMPLETED, "startedAt": 4}},
+        log={"status": CallStatus.COMPLETED, "answered_by_user_id": "bob"},
+        items={1: {"status": CallStatus.BUSY, "is_answered": False, "ended_at": 4},
+               2: {"status": CallStatus.COMPLETED, "started_at": 4}},
         bridged=2,
     ),
     Scenario(
         "failed leg: item Failed with a message, then escalation",
         given=policy(rule(1, "alice"), rule(2, "bob")),
         when=START + [(3, "ended", 1, "failed"), (5, "answered", 2), (9, "ended", 2, "hangup")],
-        log={"status": CallStatus.COMPLETED, "callDurationInSeconds": 4.0},
-        items={1: {"status": CallStatus.FAILED, "statusMessage": Contains("failed")},
+        log={"status": CallStatus.COMPLETED, "talk_seconds": 4.0},
+        items={1: {"status": CallStatus.FAILED, "status_message": Contains("failed")},
                2: {"status": CallStatus.COMPLETED}},
         bridged=2,
     ),
@@ -320,11 +322,11 @@ SCENARIOS = [
         given=policy(rule(1, "alice", "bob", after=20), rule(2, "carol")),
         when=START + [(5, "ended", 1, "hangup"), (23, "ended", 2, "no_answer"),
                       (40, "caller_hangup")],
-        log={"status": CallStatus.CALLER_HUNG_UP, "currentEscalationRuleOrder": 2,
-             "callDurationInSeconds": 0},
-        items={1: {"status": CallStatus.NO_ANSWER, "statusMessage": Contains("declined")},
-               2: {"status": CallStatus.NO_ANSWER, "statusMessage": "Not answered within 20 s"},
-               3: {"status": CallStatus.CALLER_HUNG_UP, "startedAt": 23}},
+        log={"status": CallStatus.CALLER_HUNG_UP, "current_rule_order": 2,
+             "talk_seconds": 0},
+        items={1: {"status": CallStatus.NO_ANSWER, "status_message": Contains("declined")},
+               2: {"status": CallStatus.NO_ANSWER, "status_message": "Not answered within 20 s"},
+               3: {"status": CallStatus.CALLER_HUNG_UP, "started_at": 23}},
         dialed=[(1, "alice", 1), (2, "bob", 1), (3, "carol", 2)],
     ),
     Scenario(
@@ -332,14 +334,14 @@ SCENARIOS = [
         given=policy(rule(1, "alice", "bob", "carol"), require_confirmation=True),
         when=START + [(5, "answered", 1), (6, "answered", 2), (7, "pressed", 2, "1"),
                       (100, "caller_hangup")],
-        log={"status": CallStatus.COMPLETED, "answeredByUserId": "bob",
-             "callDurationInSeconds": 93.0},
-        items={1: {"status": CallStatus.NO_ANSWER, "isAnswered": False,
-                   "statusMessage": "Call was answered elsewhere, by user bob"},
-               2: {"status": CallStatus.COMPLETED, "isAnswered": True,
-                   "dialDurationInSeconds": 3.0},
+        log={"status": CallStatus.COMPLETED, "answered_by_user_id": "bob",
+             "talk_seconds": 93.0},
+        items={1: {"status": CallStatus.NO_ANSWER, "is_answered": False,
+                   "status_message": "Call was answered elsewhere, by user bob"},
+               2: {"status": CallStatus.COMPLETED, "is_answered": True,
+                   "dial_seconds": 3.0},
                3: {"status": CallStatus.NO_ANSWER,
-                   "statusMessage": "Call was answered elsewhere, by user bob"}},
+                   "status_message": "Call was answered elsewhere, by user bob"}},
         dialed=[(1, "alice", 1), (2, "bob", 1), (3, "carol", 1)],
         bridged=2,
     ),
@@ -348,9 +350,9 @@ SCENARIOS = [
         given=policy(rule(1, "alice", after=10), rule(2, "bob", after=10),
                      repeat_if_no_one_answers=True, repeat_times=2),
         when=START + [(None, "fire", "rule")] * 6 + [(70, "played", "caller")],
-        log={"status": CallStatus.NO_ANSWER, "repeatCount": 2, "currentEscalationRuleOrder": 2,
-             "statusMessage": "No one answered: all 2 escalation rules were tried 3 times",
-             "endedAt": 70, "callDurationInSeconds": 0},
+        log={"status": CallStatus.NO_ANSWER, "repeat_count": 2, "current_rule_order": 2,
+             "status_message": "No one answered: all 2 escalation rules were tried 3 times",
+             "ended_at": 70, "talk_seconds": 0},
         items={n: {"status": CallStatus.NO_ANSWER} for n in range(1, 7)},
         dialed=[(1, "alice", 1), (2, "bob", 2), (3, "alice", 1), (4, "bob", 2),
                 (5, "alice", 1), (6, "bob", 2)],
@@ -359,56 +361,56 @@ SCENARIOS = [
         "no repeat: one round, then NoAnswer",
         given=policy(rule(1, "alice", after=10), repeat_times=5),
         when=START + [(None, "fire", "rule"), (20, "played", "caller")],
-        log={"status": CallStatus.NO_ANSWER, "repeatCount": 0,
-             "statusMessage": "No one answered: all 1 escalation rule was tried 1 time"},
+        log={"status": CallStatus.NO_ANSWER, "repeat_count": 0,
+             "status_message": "No one answered: all 1 escalation rule was tried 1 time"},
         dialed=[(1, "alice", 1)],
     ),
     Scenario(
         "nobody available in any rule",
         given=policy(rule(1), rule(2)),
         when=[(0, "start"), (6, "played", "caller")],
-        log={"status": CallStatus.FAILED, "endedAt": 6, "callDurationInSeconds": 0,
-             "statusMessage": "No on-call user available in any escalation rule"},
+        log={"status": CallStatus.FAILED, "ended_at": 6, "talk_seconds": 0,
+             "status_message": "No on-call user available in any escalation rule"},
         dialed=[],
     ),
     Scenario(
         "disabled policy",
         given=policy(rule(1, "alice"), is_enabled=False),
         when=[(0, "start"), (2, "played", "caller")],
-        log={"status": CallStatus.FAILED, "statusMessage": "Policy is disabled",
-             "endedAt": 2, "callDurationInSeconds": 0},
+        log={"status": CallStatus.FAILED, "status_message": "Policy is disabled",
+             "ended_at": 2, "talk_seconds": 0},
         dialed=[],
     ),
     Scenario(
         "caller hangs up during the greeting",
         given=policy(rule(1, "alice")),
         when=[(0, "start"), (1, "caller_hangup")],
-        log={"status": CallStatus.CALLER_HUNG_UP, "endedAt": 1, "callDurationInSeconds": 0},
+        log={"status": CallStatus.CALLER_HUNG_UP, "ended_at": 1, "talk_seconds": 0},
         dialed=[],
     ),
     Scenario(
         "caller hangs up while legs ring",
         given=policy(rule(1, "alice", "bob")),
         when=START + [(4, "ringing", 1), (9, "caller_hangup")],
-        log={"status": CallStatus.CALLER_HUNG_UP, "endedAt": 9, "callDurationInSeconds": 0},
-        items={1: {"status": CallStatus.CALLER_HUNG_UP, "endedAt": 9,
-                   "dialDurationInSeconds": 6.0},
+        log={"status": CallStatus.CALLER_HUNG_UP, "ended_at": 9, "talk_seconds": 0},
+        items={1: {"status": CallStatus.CALLER_HUNG_UP, "ended_at": 9,
+                   "dial_seconds": 6.0},
                2: {"status": CallStatus.CALLER_HUNG_UP}},
     ),
     Scenario(
         "caller hangs up while a leg is confirming",
         given=policy(rule(1, "alice"), require_confirmation=True),
         when=START + [(5, "answered", 1), (7, "caller_hangup")],
-        log={"status": CallStatus.CALLER_HUNG_UP, "callDurationInSeconds": 0},
-        items={1: {"status": CallStatus.CALLER_HUNG_UP, "isAnswered": False}},
+        log={"status": CallStatus.CALLER_HUNG_UP, "talk_seconds": 0},
+        items={1: {"status": CallStatus.CALLER_HUNG_UP, "is_answered": False}},
     ),
     Scenario(
         "caller hangs up while connected",
         given=policy(rule(1, "alice")),
         when=START + [(5, "answered", 1), (125, "caller_hangup")],
-        log={"status": CallStatus.COMPLETED, "callDurationInSeconds": 120.0,
-             "statusMessage": Contains("the caller hung up")},
-        items={1: {"status": CallStatus.COMPLETED, "endedAt": 125}},
+        log={"status": CallStatus.COMPLETED, "talk_seconds": 120.0,
+             "status_message": Contains("the caller hung up")},
+        items={1: {"status": CallStatus.COMPLETED, "ended_at": 125}},
         bridged=1,
     ),
     Scenario(
@@ -417,12 +419,12 @@ SCENARIOS = [
                      require_confirmation=True, confirm_timeout=20),
         when=START + [(8, "answered", 1), (None, "fire", "rule"), (15, "pressed", 1, "1"),
                       (20, "caller_hangup")],
-        log={"status": CallStatus.COMPLETED, "answeredByUserId": "alice",
-             "currentEscalationRuleOrder": 1},
-        items={1: {"status": CallStatus.COMPLETED, "dialDurationInSeconds": 5.0},
-               2: {"status": CallStatus.NO_ANSWER, "statusMessage": "Not answered within 10 s"},
+        log={"status": CallStatus.COMPLETED, "answered_by_user_id": "alice",
+             "current_rule_order": 1},
+        items={1: {"status": CallStatus.COMPLETED, "dial_seconds": 5.0},
+               2: {"status": CallStatus.NO_ANSWER, "status_message": "Not answered within 10 s"},
                3: {"status": CallStatus.NO_ANSWER,
-                   "statusMessage": "Call was answered elsewhere, by user alice"}},
+                   "status_message": "Call was answered elsewhere, by user alice"}},
         dialed=[(1, "alice", 1), (2, "bob", 1), (3, "carol", 2)],
         bridged=1,
     ),
@@ -431,10 +433,10 @@ SCENARIOS = [
         given=policy(rule(1, "alice", after=10), require_confirmation=True, confirm_timeout=20),
         when=START + [(8, "answered", 1), (None, "fire", "rule"), (None, "fire", "confirm", 1),
                       (30, "played", "caller")],
-        log={"status": CallStatus.NO_ANSWER, "endedAt": 30,
-             "statusMessage": Contains("tried 1 time")},
-        items={1: {"status": CallStatus.NO_ANSWER, "endedAt": 28,
-                   "statusMessage": Contains("within 20 s (likely voicemail)")}},
+        log={"status": CallStatus.NO_ANSWER, "ended_at": 30,
+             "status_message": Contains("tried 1 time")},
+        items={1: {"status": CallStatus.NO_ANSWER, "ended_at": 28,
+                   "status_message": Contains("within 20 s (likely voicemail)")}},
     ),
     Scenario(
         "a confirming leg hangs up: NoAnswer, hung up before accepting",
@@ -442,38 +444,38 @@ SCENARIOS = [
         when=START + [(5, "answered", 1), (7, "ended", 1, "hangup"), (9, "caller_hangup")],
         log={"status": CallStatus.CALLER_HUNG_UP},
         items={1: {"status": CallStatus.NO_ANSWER,
-                   "statusMessage": "Answered but hung up before pressing 1 to accept"},
-               2: {"status": CallStatus.CALLER_HUNG_UP, "startedAt": 7}},
+                   "status_message": "Answered but hung up before pressing 1 to accept"},
+               2: {"status": CallStatus.CALLER_HUNG_UP, "started_at": 7}},
     ),
     Scenario(
         "caller hangs up during the no-answer message: the outcome stays NoAnswer",
         given=policy(rule(1, "alice", after=5)),
         when=START + [(None, "fire", "rule"), (9, "caller_hangup")],
-        log={"status": CallStatus.NO_ANSWER, "endedAt": 9, "callDurationInSeconds": 0},
+        log={"status": CallStatus.NO_ANSWER, "ended_at": 9, "talk_seconds": 0},
     ),
     Scenario(
         "all team members fail at once: escalate without waiting for the timer",
         given=policy(rule(1, "alice", "bob"), rule(2, "carol")),
         when=START + [(3, "ended", 1, "failed"), (4, "ended", 2, "busy"), (5, "answered", 3),
                       (6, "caller_hangup")],
-        log={"status": CallStatus.COMPLETED, "answeredByUserId": "carol"},
+        log={"status": CallStatus.COMPLETED, "answered_by_user_id": "carol"},
         items={1: {"status": CallStatus.FAILED}, 2: {"status": CallStatus.BUSY},
-               3: {"status": CallStatus.COMPLETED, "startedAt": 4}},
+               3: {"status": CallStatus.COMPLETED, "started_at": 4}},
         bridged=3,
     ),
     Scenario(
         "empty greeting: ringing starts at once",
         given=policy(rule(1, "alice"), greeting=""),
         when=[(0, "start"), (2, "answered", 1), (3, "caller_hangup")],
-        log={"status": CallStatus.COMPLETED, "callDurationInSeconds": 1.0},
-        items={1: {"startedAt": 0, "dialDurationInSeconds": 2.0}},
+        log={"status": CallStatus.COMPLETED, "talk_seconds": 1.0},
+        items={1: {"started_at": 0, "dial_seconds": 2.0}},
         bridged=1,
     ),
     Scenario(
         "rules without contacts are skipped, the log names the rule really rung",
         given=policy(rule(1), rule(5, "alice", after=4), rule(7), rule(9, "bob")),
         when=START + [(None, "fire", "rule"), (9, "caller_hangup")],
-        log={"status": CallStatus.CALLER_HUNG_UP, "currentEscalationRuleOrder": 9},
+        log={"status": CallStatus.CALLER_HUNG_UP, "current_rule_order": 9},
         dialed=[(1, "alice", 5), (2, "bob", 9)],
     ),
     Scenario(
@@ -483,16 +485,16 @@ SCENARIOS = [
                      repeat_if_no_one_answers=True, repeat_times=1),
         when=[(100, "start"), (None, "fire", "rule"), (None, "fire", "rule"),
               (170, "played", "caller")],
-        log={"status": CallStatus.NO_ANSWER, "repeatCount": 1,
-             "currentEscalationRuleOrder": 3, "statusMessage": Contains("tried 2 times")},
+        log={"status": CallStatus.NO_ANSWER, "repeat_count": 1,
+             "current_rule_order": 3, "status_message": Contains("tried 2 times")},
         dialed=[(1, "bob", 2), (2, "carol", 3)],
     ),
     Scenario(
         "resume at an order without contacts continues with the next rule that has some",
         given=policy(rule(1, "alice"), rule(2), rule(3, "carol"), resume_from_order=2),
         when=[(0, "start"), (5, "answered", 1), (6, "caller_hangup")],
-        log={"status": CallStatus.COMPLETED, "answeredByUserId": "carol",
-             "currentEscalationRuleOrder": 3},
+        log={"status": CallStatus.COMPLETED, "answered_by_user_id": "carol",
+             "current_rule_order": 3},
         dialed=[(1, "carol", 3)],
         bridged=1,
     ),
@@ -516,12 +518,12 @@ def test_scenario(scenario: Scenario) -> None:
         # The truth rules every finished call obeys.
         assert shell.log["status"] in {CallStatus.COMPLETED, CallStatus.NO_ANSWER,
                                        CallStatus.FAILED, CallStatus.CALLER_HUNG_UP}
-        assert "endedAt" in shell.log and "callDurationInSeconds" in shell.log
+        assert "ended_at" in shell.log and "talk_seconds" in shell.log
         for leg_id, item in shell.items.items():
             assert item["status"] in {CallStatus.COMPLETED, CallStatus.NO_ANSWER,
                                       CallStatus.FAILED, CallStatus.CALLER_HUNG_UP,
                                       CallStatus.BUSY}, leg_id
-            assert "endedAt" in item and "dialDurationInSeconds" in item, leg_id
+            assert "ended_at" in item and "dial_seconds" in item, leg_id
         assert shell.timers == {}
         assert not shell.ringback
 
@@ -551,8 +553,8 @@ def test_starting_a_rule_rings_each_distinct_number_once_with_ringback_and_a_tim
     shell.do(0, "start")
     commands = shell.do(2.5, "played", "caller")
     assert commands == [
-        UpdateLog({"status": CallStatus.RINGING, "currentEscalationRuleOrder": 4,
-                   "repeatCount": 0}),
+        UpdateLog(**{"status": CallStatus.RINGING, "current_rule_order": 4,
+                   "repeat_count": 0}),
         StartRingback(),
         Dial(leg(1), contact("alice"), 4, 25, "rule-4"),
         Dial(leg(2), contact("bob", "bob-desk"), 4, 25, "rule-4"),
@@ -568,11 +570,11 @@ def test_escalation_timer_fires_exactly_escalate_after_seconds_after_the_dial() 
     assert shell.now == 23.0
     assert commands == [
         HangupLeg(leg(1)),
-        UpdateItem(leg(1), {"status": CallStatus.NO_ANSWER,
-                            "statusMessage": "Not answered within 20 s", "isAnswered": False,
-                            "dialDurationInSeconds": 20.0, "endedAt": 23.0}),
-        UpdateLog({"status": CallStatus.ESCALATED, "currentEscalationRuleOrder": 2,
-                   "repeatCount": 0}),
+        UpdateItem(leg(1), **{"status": CallStatus.NO_ANSWER,
+                            "status_message": "Not answered within 20 s", "is_answered": False,
+                            "dial_seconds": 20.0, "ended_at": 23.0}),
+        UpdateLog(**{"status": CallStatus.ESCALATED, "current_rule_order": 2,
+                   "repeat_count": 0}),
         Dial(leg(2), contact("bob"), 2, 15, "rule-2"),
         StartTimer("rule:2", 38.0),
     ]
@@ -591,15 +593,15 @@ def test_accepting_stops_everything_before_bridging() -> None:
         StopRingback(),
         StopPlayback(prompt_2),
         HangupLeg(leg(1)),
-        UpdateItem(leg(1), {"status": CallStatus.NO_ANSWER,
-                            "statusMessage": "Call was answered elsewhere, by user bob",
-                            "isAnswered": False, "dialDurationInSeconds": 6.0, "endedAt": 9}),
+        UpdateItem(leg(1), **{"status": CallStatus.NO_ANSWER,
+                            "status_message": "Call was answered elsewhere, by user bob",
+                            "is_answered": False, "dial_seconds": 6.0, "ended_at": 9}),
         Bridge(leg(2)),
-        UpdateLog({"status": CallStatus.CONNECTED, "statusMessage": "Connected to user bob",
-                   "answeredByUserId": "bob", "currentEscalationRuleOrder": 1}),
-        UpdateItem(leg(2), {"status": CallStatus.CONNECTED,
-                            "statusMessage": "Accepted by pressing 1", "isAnswered": True,
-                            "dialDurationInSeconds": 3.0}),
+        UpdateLog(**{"status": CallStatus.CONNECTED, "status_message": "Connected to user bob",
+                   "answered_by_user_id": "bob", "current_rule_order": 1}),
+        UpdateItem(leg(2), **{"status": CallStatus.CONNECTED,
+                            "status_message": "Accepted by pressing 1", "is_answered": True,
+                            "dial_seconds": 3.0}),
     ]
     assert prompt_1 != prompt_2
 
@@ -615,7 +617,7 @@ def test_confirmation_prompt_speaks_policy_and_digits_and_repeats_until_answered
     assert shell.do(9, "played", 1) == [Play(leg(1), f"{CALL}-pb-3", prompt)]
     assert shell.do(10, "pressed", 1, "7") == []  # other digits are ignored
     assert shell.do(11, "pressed", 1, "1")[-3] == Bridge(leg(1))
-    assert shell.items[leg(1)]["dialDurationInSeconds"] == 1.0  # rang from 3 to 4
+    assert shell.items[leg(1)]["dial_seconds"] == 1.0  # rang from 3 to 4
 
 
 def test_no_answer_message_then_hangup_after_it_finishes() -> None:
@@ -626,9 +628,9 @@ def test_no_answer_message_then_hangup_after_it_finishes() -> None:
     assert not shell.call.is_finished and shell.log["status"] is CallStatus.RINGING
     assert shell.do(20, "played", "caller") == [
         HangupCaller(),
-        UpdateLog({"status": CallStatus.NO_ANSWER,
-                   "statusMessage": "No one answered: all 1 escalation rule was tried 1 time",
-                   "endedAt": 20, "callDurationInSeconds": 0}),
+        UpdateLog(**{"status": CallStatus.NO_ANSWER,
+                   "status_message": "No one answered: all 1 escalation rule was tried 1 time",
+                   "ended_at": 20, "talk_seconds": 0}),
     ]
     assert shell.call.is_finished
 
@@ -650,8 +652,8 @@ def test_repeat_rounds_keep_ringback_on_and_count_in_the_log() -> None:
                          repeat_times=1))
     shell.run(START)
     commands = shell.do(None, "fire", "rule")
-    assert UpdateLog({"status": CallStatus.ESCALATED, "currentEscalationRuleOrder": 1,
-                      "repeatCount": 1}) in commands
+    assert UpdateLog(**{"status": CallStatus.ESCALATED, "current_rule_order": 1,
+                      "repeat_count": 1}) in commands
     assert StartRingback() not in commands
     assert [c for c in commands if isinstance(c, Dial)] == [
         Dial(leg(2), contact("alice"), 1, 10, "rule-1")]
@@ -661,8 +663,8 @@ def test_resume_does_not_answer_or_greet_and_restarts_ringback() -> None:
     shell = Shell(policy(rule(1, "alice"), rule(2, "bob"), resume_from_order=2))
     commands = shell.do(50, "start")
     assert commands == [
-        UpdateLog({"status": CallStatus.ESCALATED, "currentEscalationRuleOrder": 2,
-                   "repeatCount": 0}),
+        UpdateLog(**{"status": CallStatus.ESCALATED, "current_rule_order": 2,
+                   "repeat_count": 0}),
         StartRingback(),
         Dial(leg(1), contact("bob"), 2, 30, "rule-2"),
         StartTimer("rule:1", 80),
@@ -675,7 +677,7 @@ def test_resume_past_the_last_rule_repeats_or_gives_up() -> None:
     repeats = Shell(policy(rule(1, "alice"), resume_from_order=9,
                            repeat_if_no_one_answers=True, repeat_times=3))
     repeats.do(0, "start")
-    assert repeats.log["repeatCount"] == 1 and len(repeats.dials) == 1
+    assert repeats.log["repeat_count"] == 1 and len(repeats.dials) == 1
 
 
 def test_number_still_confirming_from_an_earlier_rule_is_not_rung_again() -> None:
@@ -777,9 +779,9 @@ def test_caller_gone_before_the_start_was_reported() -> None:
     call = EscalationCall(policy(rule(1, "alice")))
     commands = call.handle(CallerHungUp(), 1)
     assert commands == [
-        UpdateLog({"status": CallStatus.CALLER_HUNG_UP,
-                   "statusMessage": "Caller hung up before anyone accepted the call",
-                   "endedAt": 1, "callDurationInSeconds": 0})
+        UpdateLog(**{"status": CallStatus.CALLER_HUNG_UP,
+                   "status_message": "Caller hung up before anyone accepted the call",
+                   "ended_at": 1, "talk_seconds": 0})
     ]
     assert call.handle(CallStarted(), 2) == []  # the late start is a race, not an error
     with pytest.raises(IllegalEvent):
@@ -864,10 +866,10 @@ def test_a_conversation_taken_over_after_a_restart_completes_on_either_hang_up(w
     message = f"Call completed; the {who} hung up"
     assert commands == [
         *([hang_up] if who == "caller" else []),
-        UpdateItem("old-leg", {"status": CallStatus.COMPLETED, "statusMessage": message, "endedAt": 170.0}),
+        UpdateItem("old-leg", **{"status": CallStatus.COMPLETED, "status_message": message, "ended_at": 170.0}),
         *([hang_up] if who != "caller" else []),
-        UpdateLog({"status": CallStatus.COMPLETED, "statusMessage": message, "endedAt": 170.0,
-                   "callDurationInSeconds": 60.0}),
+        UpdateLog(**{"status": CallStatus.COMPLETED, "status_message": message, "ended_at": 170.0,
+                   "talk_seconds": 60.0}),
     ]
     assert call.is_finished
 
@@ -879,10 +881,48 @@ def test_a_bridge_that_cannot_be_made_fails_the_call_truthfully() -> None:
     commands = call.handle(LegEnded("leg-a", "failed", "ARI 500: boom"), 110.5)
     assert commands == [
         HangupLeg("leg-a"),
-        UpdateItem("leg-a", {"status": CallStatus.FAILED, "endedAt": 110.5,
-                             "statusMessage": "Accepted, but could not be connected with the caller: ARI 500: boom"}),
+        UpdateItem("leg-a", **{"status": CallStatus.FAILED, "ended_at": 110.5,
+                             "status_message": "Accepted, but could not be connected with the caller: ARI 500: boom"}),
         HangupCaller(),
-        UpdateLog({"status": CallStatus.FAILED, "statusMessage": "Could not connect the caller with the on-call "
-                   "user: ARI 500: boom", "endedAt": 110.5, "callDurationInSeconds": 0.0}),
+        UpdateLog(**{"status": CallStatus.FAILED, "status_message": "Could not connect the caller with the on-call "
+                   "user: ARI 500: boom", "ended_at": 110.5, "talk_seconds": 0.0}),
     ]
     assert call.is_finished
+
+
+# -- shells whose dial operation enforces the ring time (the dialplan's Dial over FastAGI) ------
+
+
+def test_a_dial_that_enforces_the_ring_time_gets_no_rule_timer_and_escalates_when_its_legs_end() -> None:
+    shell = Shell(policy(rule(1, "alice", "bob", after=5), rule(2, "carol"), greeting="",
+                         dial_enforces_timeout=True))
+    shell.do(0, "start")
+    assert [d.contact.user_id for d in shell.dials] == ["alice", "bob"] and shell.timers == {}
+    shell.do(5, "ended", 1, "no_answer")
+    assert len(shell.dials) == 2  # bob may still answer for rule 1
+    shell.do(5.01, "ended", 2, "no_answer")
+    assert [d.contact.user_id for d in shell.dials] == ["alice", "bob", "carol"] and shell.timers == {}
+    assert shell.items[leg(1)]["status_message"] == "Not answered within 5 s"
+    assert shell.log["status"] == CallStatus.ESCALATED and shell.log["current_rule_order"] == 2
+
+
+def test_legs_that_start_ringing_late_count_their_ring_time_from_then() -> None:
+    shell = Shell(policy(rule(1, "alice", after=5), greeting="", dial_enforces_timeout=True))
+    shell.do(0, "start")
+    commands = shell.send(DialStarted((leg(1),)), 2.5)
+    assert commands == [UpdateItem(leg(1), started_at=2.5)]
+    shell.do(8, "answered", 1)
+    assert shell.items[leg(1)]["dial_seconds"] == 5.5
+    assert shell.send(DialStarted((leg(1),)), 9) == []  # not ringing any more: nothing to correct
+
+
+def test_a_confirming_leg_gone_at_its_deadline_ran_out_of_time() -> None:
+    """The dialplan cuts a confirming leg off at its deadline (its autohangup), which reaches the
+    engine as a hang-up: at the deadline it is the window closing, before it a decline."""
+    for gone_at, message in ((17.9, "did not press 1 within 10 s"), (12, "hung up before pressing 1")):
+        shell = Shell(policy(rule(1, "alice"), greeting="", require_confirmation=True))
+        shell.do(0, "start")
+        shell.do(8, "answered", 1)
+        shell.do(gone_at, "ended", 1, "hangup")
+        assert message in shell.items[leg(1)]["status_message"]
+        assert shell.items[leg(1)]["status"] == CallStatus.NO_ANSWER and shell.call.state.phase is Phase.CLOSING

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as record
 from hypothesis import strategies as st
 
-from ivr.engine import (
+from ivr.core.engine import (
     CALLER,
     LEG_END_CAUSES,
     TERMINAL_STATUSES,
@@ -59,6 +59,7 @@ from ivr.engine import (
     StopPlayback,
     StopRingback,
     TimerFired,
+    DialStarted,
     UpdateItem,
     UpdateLog,
     escalation_plan,
@@ -113,6 +114,7 @@ setups = st.builds(
     rules=rules_strategy.map(tuple),
     resume_from_order=st.one_of(st.none(), st.none(), st.integers(0, 7)),
     resume_repeat_count=st.integers(0, 3),
+    dial_enforces_timeout=st.booleans(),
 )
 
 
@@ -242,7 +244,7 @@ class World:
                 assert timeout > 0
                 self.dialed.append(leg_id)
                 assert len(self.dialed) <= self.dial_bound
-                self.items[leg_id] = {"status": CallStatus.RINGING, "startedAt": self.now,
+                self.items[leg_id] = {"status": CallStatus.RINGING, "started_at": self.now,
                                       "numberId": contact.number_id}
             case Bridge(leg_id=leg_id):
                 assert not self.bridged, "a second bridge"
@@ -265,27 +267,29 @@ class World:
             case CancelTimer(timer_id=tid):
                 assert tid in self.timers
                 del self.timers[tid]
-            case UpdateItem(leg_id=leg_id, fields=fields):
+            case UpdateItem(leg_id=leg_id):
+                fields = command.changes()
                 item = self.items[leg_id]
                 assert item["status"] not in TERMINAL_STATUSES, "item changed after its end"
                 if fields.get("status") == CallStatus.CONNECTED:
-                    assert fields["isAnswered"] is True and leg_id in self.bridged
+                    assert fields["is_answered"] is True and leg_id in self.bridged
                 if fields.get("status") == CallStatus.COMPLETED:
                     assert item["status"] == CallStatus.CONNECTED
                 item.update(fields)
                 if item["status"] in TERMINAL_STATUSES:
-                    assert "endedAt" in item and "dialDurationInSeconds" in item
-                    assert item["dialDurationInSeconds"] >= 0
+                    assert "ended_at" in item and "dial_seconds" in item
+                    assert item["dial_seconds"] >= 0
                     self.terminal_item_writes[leg_id] = self.terminal_item_writes.get(leg_id, 0) + 1
-            case UpdateLog(fields=fields):
+            case UpdateLog():
+                fields = command.changes()
                 self.log.update(fields)
                 if fields.get("status") == CallStatus.CONNECTED:
-                    assert self.bridged and fields["answeredByUserId"]
+                    assert self.bridged and fields["answered_by_user_id"]
                 if fields.get("status") in TERMINAL_STATUSES:
-                    assert "endedAt" in fields and "callDurationInSeconds" in fields
-                    assert fields["callDurationInSeconds"] >= 0
+                    assert "ended_at" in fields and "talk_seconds" in fields
+                    assert fields["talk_seconds"] >= 0
                     if not self.bridged:
-                        assert fields["callDurationInSeconds"] == 0
+                        assert fields["talk_seconds"] == 0
                     if fields["status"] == CallStatus.COMPLETED:
                         assert self.bridged
                     self.terminal_logs += 1
@@ -331,10 +335,12 @@ class World:
             assert state.closing_status == self.closing_status
         elif phase is Phase.HUNTING:
             # Waiting for a timer: a call can never hang forever before it is connected.
-            assert self.timers, "hunting without any timer"
+            # (A shell whose dial enforces the ring time ends the ringing legs itself.)
+            assert self.timers or dial_timed_out(self), "hunting without any timer"
             if not state.exhausted:
                 # ...and never waits out a rule whose legs are all gone (escalate at once).
-                assert state.rule_timer_id is not None and state.rule_position is not None
+                assert state.rule_position is not None
+                assert state.rule_timer_id is not None or self.setup.dial_enforces_timeout
                 rule = escalation_plan(self.setup)[state.rule_position]
                 numbers = {c.number_id for c in rule.contacts}
                 assert any(self.items[leg]["numberId"] in numbers for leg in self.live_legs())
@@ -364,6 +370,8 @@ class World:
             if leg_id in self.bridged:
                 events.append(LegEnded(leg_id, "hangup"))
                 continue
+            if self.setup.dial_enforces_timeout:
+                events.append(DialStarted((leg_id,)))
             events += [LegRinging(leg_id), LegEnded(leg_id, "busy"),
                        LegEnded(leg_id, "failed"), LegEnded(leg_id, "no_answer"),
                        LegEnded(leg_id, "hangup")]
@@ -468,6 +476,8 @@ def progress_naturally(world: World) -> None:
             tid, at = min(world.timers.items(), key=lambda t: t[1])
             world.now = max(world.now, at)
             event = TimerFired(tid)
+        elif dial_timed_out(world):
+            event = dial_timed_out(world)
         elif world.bridged:
             event = LegEnded(world.bridged[0], "hangup")
         else:
@@ -513,7 +523,7 @@ def test_random_calls_keep_every_invariant(setup: CallSetup, data: st.DataObject
     caller_leaves.send(CallerHungUp())
     assert caller_leaves.call.is_finished
     assert caller_leaves.log["status"] in TERMINAL_STATUSES
-    assert "endedAt" in caller_leaves.log and "callDurationInSeconds" in caller_leaves.log
+    assert "ended_at" in caller_leaves.log and "talk_seconds" in caller_leaves.log
 
 
 @settings(max_examples=100, deadline=None)
@@ -551,16 +561,27 @@ def test_everyone_unreachable_uses_exactly_the_allowed_rounds(setup: CallSetup,
         assert world.bridged == []
         if setup.resume_from_order is None:
             assert len(world.dialed) == world.dial_bound
-            assert world.log["repeatCount"] == setup.max_rounds - 1
+            assert world.log["repeat_count"] == setup.max_rounds - 1
         else:
             assert len(world.dialed) <= max(rounds, 1) * sum(len(r.contacts) for r in plan)
     else:
         assert world.log["status"] == CallStatus.FAILED and world.dialed == []
 
 
+def dial_timed_out(world: World) -> Event | None:
+    """A shell whose dial enforces the ring time: its first ringing leg ends unanswered at that time."""
+    if not world.setup.dial_enforces_timeout:
+        return None
+    ringing = [leg for leg in world.live_legs() if leg not in world.bridged and leg not in world.answered]
+    return LegEnded(ringing[0], "no_answer") if ringing else None
+
+
 def progress_naturally_one(world: World) -> None:
     if world.call.state.caller_playback_id in world.playing:
         world.send(PlaybackFinished(world.call.state.caller_playback_id))
+    elif not world.timers and dial_timed_out(world):
+        world.now += 1
+        world.send(dial_timed_out(world))
     else:
         tid, at = min(world.timers.items(), key=lambda t: t[1])
         world.now = max(world.now, at)

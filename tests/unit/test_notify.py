@@ -14,21 +14,23 @@ from aiohttp import web
 from ivr.asterisk.agi import AgiHangup, AgiResult
 from ivr.asterisk.ami import AmiTimeout
 from ivr.config import ConfigError, load_config
-from ivr.notify import (
+from ivr.core.notification import (
     ACKNOWLEDGED,
     GOODBYE,
     PROMPT,
     VERIFICATION_PROMPT,
-    AgiOutcome,
     Notification,
+    call_cost,
+    rate_for,
+    spoken_code,
+)
+from ivr.shells.notify import (
+    AgiOutcome,
     NotificationService,
     _Call,
-    call_cost,
     classify_unanswered,
-    rate_for,
     sign,
     signature_is_valid,
-    spoken_code,
 )
 from ivr.tts import TTSError
 

@@ -1,7 +1,7 @@
 """Who is on call: properties of the schedule arithmetic (hypothesis), and worked examples.
 
 The properties are checked against references written here from the documented semantics
-(ivr/oncall.py's docstring), in several time zones with and without daylight saving: zones that
+(ivr/core/oncall.py's docstring), in several time zones with and without daylight saving: zones that
 change at 02:00, at midnight (Havana), by 30 minutes (Lord Howe), in the southern hemisphere
 (Sydney, Santiago, Chatham), and none at all (Kolkata, UTC).
 """
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ivr.oncall import (
+from ivr.core.oncall import (
     DailyWindow,
     FormatError,
     Layer,

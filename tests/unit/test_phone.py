@@ -1,6 +1,6 @@
 import pytest
 
-from ivr.phone import InvalidNumber, area_code_of, region_of, spoken_digits, to_e164, validate_sip_uri
+from ivr.core.phone import InvalidNumber, area_code_of, region_of, spoken_digits, to_e164, validate_sip_uri
 
 
 @pytest.mark.parametrize("text,region,expected", [

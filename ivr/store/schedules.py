@@ -1,4 +1,4 @@
-"""On-call schedules from the database into ``ivr.oncall``'s plain data, and the answers back.
+"""On-call schedules from the database into ``ivr.core.oncall``'s plain data, and the answers back.
 
 Plain synchronous peewee functions (run through the database bridge from async code), used by the
 call controller (``callstore.resolve_rule``), the API (``.../on-call``) and the CLI
@@ -11,9 +11,9 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from ivr import models as m
-from ivr import oncall
-from ivr.db import on_reader
+from ivr.store import models as m
+from ivr.core import oncall
+from ivr.store.db import on_reader
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

@@ -9,7 +9,7 @@ Storage (table ``user_incoming_call_number_verification``, which no API resource
 * the code is checked only against ``codeHash``, a SHA-256 of a random per-code salt and the code,
   compared in constant time;
 * the code itself is kept in ``undeliveredCode`` only until it has been delivered, like a message in
-  an outbox: the notification service (ivr/notify.py) calls the number, speaks the code and calls
+  an outbox: the notification service (ivr/shells/notify.py) calls the number, speaks the code and calls
   ``mark_delivered`` once it was heard in full. Until then (no controller running, the call not
   answered) an administrator with access to the server can read it with ``hotline number code
   NUMBER``. It is cleared as soon as the number is verified, the code is replaced, or the number is
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from peewee import PostgresqlDatabase
 
-from ivr import models as m
+from ivr.store import models as m
 
 CODE_DIGITS = 6
 MAX_ATTEMPTS = 5

@@ -2,7 +2,7 @@
 
 The dialplan sends a caller with ``AGI(agi://HOST:4573/incoming-call-policy,<dialed>,<caller ID>)``
 (extensions.conf does it when the ARI controller is not connected). The same engine as the ARI
-shell (ivr/engine.py) decides; this file turns its commands into AGI commands on the caller's
+shell (ivr/core/engine.py) decides; this file turns its commands into AGI commands on the caller's
 channel and turns what Asterisk reports into its events:
 
 ==========================  ==================================================================
@@ -20,8 +20,11 @@ HangupLeg(leg)              confirming leg: ``GOSUB_RESULT=CONTINUE`` (Dial hang
                             prompt being played cannot make it late; a ringing leg: nothing
                             (Dial ends it)
 HangupCaller                ``HANGUP``
-StartTimer("rule:n")        Dial's own timeout: ``DIALSTATUS=NOANSWER`` becomes ``TimerFired``
-StartTimer("confirm:leg")   a timer on the event loop (and the leg's autohangup)
+StartTimer                  a timer on the event loop; a confirmation window is also the leg's
+                            autohangup. The engine arms no rule timer: the set-up says
+                            ``dial_enforces_timeout`` (Dial's own timeout ends the rule's legs,
+                            reported as ``LegEnded(no_answer)``), and the shell reports
+                            ``DialStarted`` when a queued Dial really starts ringing
 ==========================  ==================================================================
 
 How legs end: Dial's ``b()`` subroutine pushes a hangup handler on every leg before it rings;
@@ -56,15 +59,15 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from aiohttp import web
 
-from ivr import callstore
+from ivr.store import callstore
 from ivr.asterisk.agi import AgiChannel, AgiError, AgiHangup, AgiServer
-from ivr.asterisk.ami import AmiError, cause_text, int_or_none
-from ivr.asterisk.endpoints import dial_target, safe_in_dialplan
-from ivr.callactor import SORRY, CallActorBase, leg_end_cause
-from ivr.db import run_and_release
-from ivr.engine import (
+from ivr.asterisk.ami import AmiError
+from ivr.asterisk.causes import ANSWERED_ELSEWHERE, cause_text, int_or_none, leg_end_cause
+from ivr.asterisk.dialstrings import dial_target, safe_in_dialplan
+from ivr.shells.base import SORRY, CallActorBase
+from ivr.store.db import run_and_release
+from ivr.core.engine import (
     CALLER,
     Answer,
     Bridge,
@@ -72,6 +75,7 @@ from ivr.engine import (
     CallStarted,
     CancelTimer,
     Dial,
+    DialStarted,
     DigitPressed,
     EscalationCall,
     HangupCaller,
@@ -85,11 +89,11 @@ from ivr.engine import (
     StartTimer,
     StopPlayback,
     StopRingback,
-    TimerFired,
     UpdateItem,
     UpdateLog,
 )
 from ivr.metrics import Metrics
+from ivr.runtime import Tasks
 from ivr.tts import Synthesizer, TTSError
 
 log = logging.getLogger(__name__)
@@ -99,14 +103,11 @@ ROUTE_LEG_ANSWERED = "leg-answered"
 ROUTE_LEG_ENDED = "leg-ended"
 LEG_SUBROUTINE = "hotline-agi-leg"
 CONFIRM_SUBROUTINE = "hotline-agi-confirm"
-CAUSE_ANSWERED_ELSEWHERE = 26
 CUT_OFF_MESSAGE = ("Stopped ringing: another number of this rule answered first (the dialplan's Dial ends "
                    "the other calls at the first answer, before anyone pressed 1)")
 LOST_MESSAGE = ("The call was lost: its FastAGI session ended when Hotline stopped (a call run over "
                 "FastAGI cannot be resumed).")
 STOPPED_MESSAGE = "Hotline stopped during the call (a call run over FastAGI ends with the process)."
-#: A far-end hang-up of a confirming leg this close to its confirmation deadline is the autohangup.
-DEADLINE_SLACK = 0.25
 RECONCILE_EVERY = 60.0   # seconds between two looks for FastAGI call logs left open
 _UNANSWERED = (LegPhase.DIALING, LegPhase.RINGING)
 
@@ -120,7 +121,6 @@ class DialOp:
 
     legs: dict[str, str]              # DIALEDPEERNUMBER -> leg id
     timeout: int
-    rule_timer: str | None
     decided_at: float
     escalation: bool                  # not the call's first Dial (for the latency histogram)
     started_at: float | None = None
@@ -175,7 +175,7 @@ class AgiCalls:
         self.actors: set[AgiCallActor] = set()
         self.by_call: dict[str, AgiCallActor] = {}
         self.by_uniqueid: dict[str, AgiCallActor] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self.tasks = Tasks("FastAGI calls")
         if ami is not None:
             ami.add_listener(self._ami_event)
 
@@ -183,19 +183,15 @@ class AgiCalls:
         server.add_route(ROUTE_INCOMING, self.incoming)
         server.add_route(ROUTE_LEG_ANSWERED, self.leg_answered)
         server.add_route(ROUTE_LEG_ENDED, self.leg_ended)
+        server.add_route("health", _health_route)
 
     def spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self.tasks.spawn(coro)
 
     async def close(self) -> None:
         if self.ami is not None:
             self.ami.remove_listener(self._ami_event)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.close()
 
     def start(self) -> None:
         self.spawn(self._reconcile_loop())
@@ -294,6 +290,7 @@ class AgiCallActor(CallActorBase):
     """One incoming call over FastAGI: its engine, its Dial operations, its leg sessions, its writes."""
 
     shell = " over FastAGI"
+    dial_enforces_timeout = True
 
     def __init__(self, calls: AgiCalls, chan: AgiChannel):
         args = chan.args
@@ -304,7 +301,6 @@ class AgiCallActor(CallActorBase):
         self.chan = chan
         self.uniqueid = chan.uniqueid
         self.ops: asyncio.Queue = asyncio.Queue()
-        self.deadlines: dict[str, float] = {}       # leg id -> confirmation deadline
         self.dial_ops: list[DialOp] = []
         self.op_of: dict[str, DialOp] = {}         # leg id -> its Dial
         self.sessions: dict[str, LegSession] = {}
@@ -375,29 +371,18 @@ class AgiCallActor(CallActorBase):
                     session.instructions.put_nowait(("deadline", command.at))
         self._plays_to_caller = any(isinstance(c, Play) and c.target == CALLER for c in commands)
         dials = [c for c in commands if isinstance(c, Dial)]
-        rule_timer = next((c.timer_id for c in commands
-                           if isinstance(c, StartTimer) and c.timer_id.startswith("rule:")), None)
         for command in commands:
             await self._execute(command)
         if dials:
-            self._queue_dial(dials, rule_timer)
+            self._queue_dial(dials)
 
     async def _execute(self, command) -> None:
         if isinstance(command, UpdateLog):
-            self._record_log(command.fields)
+            self._record_log(command)
         elif isinstance(command, UpdateItem):
-            fields = command.fields
-            op = self.op_of.get(command.leg_id)
-            late = (op.started_at - op.decided_at) if op is not None and op.started_at is not None else 0.0
-            if late > 0.25 and fields.get("dialDurationInSeconds") is not None:
-                # The engine counts from its decision; the leg rang from when Dial started.
-                fields = {**fields, "dialDurationInSeconds": round(max(0.0, fields["dialDurationInSeconds"] - late), 3)}
-            self._record_item(command.leg_id, fields)
+            self._record_item(command)
         elif isinstance(command, StartTimer):
-            if command.timer_id.startswith("confirm:"):
-                self.deadlines[command.timer_id.partition(":")[2]] = command.at
-                self._start_timer(command.timer_id, command.at)
-            # rule timers: Dial's own timeout is the rule's (see _dial_done)
+            self._start_timer(command.timer_id, command.at)
         elif isinstance(command, CancelTimer):
             self._cancel_timer(command.timer_id)
         elif isinstance(command, Answer):
@@ -437,7 +422,7 @@ class AgiCallActor(CallActorBase):
 
     # -- Dial ------------------------------------------------------------------------------
 
-    def _queue_dial(self, dials: list[Dial], rule_timer: str | None) -> None:
+    def _queue_dial(self, dials: list[Dial]) -> None:
         trunk = self.c.config.sip.outbound_trunk
         legs: dict[str, str] = {}
         now = time.time()
@@ -458,7 +443,7 @@ class AgiCallActor(CallActorBase):
         if not legs:
             return
         timeout = max(1, math.ceil(max(d.timeout for d in dials)))
-        op = DialOp(legs, timeout, rule_timer, self.event_at, escalation=bool(self.dial_ops))
+        op = DialOp(legs, timeout, self.event_at, escalation=bool(self.dial_ops))
         self.dial_ops.append(op)
         for leg_id in legs.values():
             self.op_of[leg_id] = op
@@ -469,10 +454,9 @@ class AgiCallActor(CallActorBase):
         op.started_at = time.time()
         if op.escalation:
             self.c.metrics.escalation_latency.observe(max(0.0, op.started_at - op.decided_at))
-        if op.started_at - op.decided_at > 0.25:
-            # It waited for the previous Dial (a leg deciding whether to press 1): say when it rang.
-            for leg_id in op.legs.values():
-                self.writes.put_nowait((callstore.update_item, self.log_id, leg_id, {"startedAt": op.started_at}))
+        # It may have waited for the previous Dial (a leg deciding whether to press 1): the legs'
+        # ring time counts from now.
+        self.post(DialStarted(tuple(op.legs.values())))
         targets = "&".join(f"PJSIP/{target}" for target in op.legs)
         options = f"rgb({LEG_SUBROUTINE}^s^1({call_id}))U({CONFIRM_SUBROUTINE}^{call_id})"
         try:
@@ -502,12 +486,8 @@ class AgiCallActor(CallActorBase):
         if done.result is None or done.result < 0:
             await self._handle(_CallerGone("the caller hung up (Dial returned -1)"))
             return
-        state = self.engine.state
-        unanswered = [leg_id for leg_id in op.legs.values()
-                      if (leg := state.leg(leg_id)) is not None and leg.phase in _UNANSWERED]
-        if done.status == "NOANSWER" and unanswered and op.rule_timer in self.engine.pending_timers:
-            await self._feed(TimerFired(op.rule_timer))
-        # Whatever the reports did not say: no leg of a finished Dial is still ringing.
+        # Whatever the reports did not say: no leg of a finished Dial is still ringing (NOANSWER:
+        # Dial's timeout, the rule's time, ended them).
         for leg_id in op.legs.values():
             leg = self.engine.state.leg(leg_id)
             if leg is None or not (leg.is_live or leg.phase is LegPhase.BRIDGED):
@@ -524,16 +504,12 @@ class AgiCallActor(CallActorBase):
         if leg is None or not (leg.is_live or leg.phase is LegPhase.BRIDGED):
             return
         if report.by_far_end:
-            deadline = self.deadlines.get(leg_id)
-            timer_id = f"confirm:{leg_id}"
-            if (leg.phase is LegPhase.CONFIRMING and deadline is not None
-                    and time.time() >= deadline - DEADLINE_SLACK and timer_id in self.engine.pending_timers):
-                await self._feed(TimerFired(timer_id))   # its autohangup: the confirmation window closed
-            elif leg.phase in _UNANSWERED:
+            # A confirming leg cut off by its autohangup is the engine's to recognize (its deadline).
+            if leg.phase in _UNANSWERED:
                 await self._feed(LegEnded(leg_id, leg_end_cause(report.cause, False), cause_text(report.cause)))
             else:
                 await self._feed(LegEnded(leg_id, "hangup"))
-        elif report.cause == CAUSE_ANSWERED_ELSEWHERE and leg.phase in _UNANSWERED:
+        elif report.cause == ANSWERED_ELSEWHERE and leg.phase in _UNANSWERED:
             await self._feed(LegEnded(leg_id, "cut_off", CUT_OFF_MESSAGE))
         # else: Asterisk ended it (Dial's timeout, the caller gone, Hotline's decision): Dial's end says why
 
@@ -684,43 +660,6 @@ class AgiCallActor(CallActorBase):
 def _path(media: str) -> str:
     """``sound:/dir/hl-abc`` (the ARI media URI) -> ``/dir/hl-abc`` (STREAM FILE's argument)."""
     return media.split(":", 1)[1] if media.startswith("sound:") else media
-
-
-# -- the aiohttp context ----------------------------------------------------------------------
-
-AGI_SERVER = web.AppKey("agi_server", AgiServer)
-AGI_CALLS = web.AppKey("agi_calls", AgiCalls)
-
-
-def agi_context(config, metrics_of):
-    """aiohttp cleanup context: the FastAGI server (and its escalation routes) for the app's lifetime.
-
-    ``metrics_of(app)`` gives the Metrics to use; the notification route is added by the
-    notification context when it runs.
-    """
-    from api.app import DB, READ
-    from ivr.asterisk.ami import AMI_CLIENT
-    from ivr.tts import synthesizer_from_config
-
-    async def ctx(app: web.Application):
-        metrics = metrics_of(app)
-        tts = synthesizer_from_config(config)
-        tts.check()
-        server = AgiServer(config.agi.host, config.agi.port, on_reject=lambda why: metrics.agi_rejected.inc())
-        calls = AgiCalls(config, app[DB], tts, metrics, app[READ], ami=app.get(AMI_CLIENT))
-        calls.add_routes(server)
-        server.add_route("health", _health_route)
-        app[AGI_SERVER] = server
-        app[AGI_CALLS] = calls
-        await server.start()
-        calls.start()
-        try:
-            yield
-        finally:
-            await server.close()
-            await calls.close()
-
-    return ctx
 
 
 async def _health_route(chan: AgiChannel) -> None:

@@ -1,16 +1,15 @@
-"""Core subcommands: migrate, project, apikey, config, oncall, number, sync, serve, doctor."""
+"""Core subcommands: migrate, project, apikey, config, oncall, number (serve and sync: ivr.main)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import logging
 
 from ivr.errors import CommandError
 from ivr.config import SETTINGS, Config
-from ivr.db import DatabaseConfigError, migrate, migration_status, run_sync
+from ivr.store.db import DatabaseConfigError, migrate, migration_status, run_sync
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ def cmd_migrate(config: Config, args) -> int:
 
 
 def cmd_project_create(config: Config, args) -> int:
-    from ivr.models import Project
+    from ivr.store.models import Project
 
     async def go(db):
         await _require_migrated(db)
@@ -56,7 +55,7 @@ def cmd_project_create(config: Config, args) -> int:
 
 
 def cmd_project_list(config: Config, args) -> int:
-    from ivr.models import Project
+    from ivr.store.models import Project
 
     async def go(db):
         await _require_migrated(db)
@@ -83,8 +82,8 @@ def _parse_expiry(text: str | None, option: str = "--expires") -> dt.datetime | 
 def cmd_apikey_create(config: Config, args) -> int:
     import uuid
 
-    from api.auth import ROLE_NAMES, hash_key, new_key
-    from ivr.models import ApiKey, Project
+    from ivr.store.apikeys import ROLE_NAMES, hash_key, new_key
+    from ivr.store.models import ApiKey, Project
 
     expires = _parse_expiry(args.expires)
     if args.role is None and not args.permission:
@@ -111,7 +110,7 @@ def cmd_apikey_create(config: Config, args) -> int:
 
 
 async def _require_migrated(db):
-    from ivr.db import pending_migrations
+    from ivr.store.db import pending_migrations
 
     pending = await pending_migrations(db)
     if pending:
@@ -158,8 +157,9 @@ def _local(instant: dt.datetime, tz) -> str:
 
 
 def cmd_oncall(config: Config, args) -> int:
-    from ivr import models as m
-    from ivr import oncall, schedules
+    from ivr.store import models as m
+    from ivr.core import oncall
+    from ivr.store import schedules
 
     at = _parse_expiry(args.at, "--at") if args.at else m.utcnow()
     if not 0 <= args.next <= 1000:
@@ -210,9 +210,9 @@ def cmd_oncall(config: Config, args) -> int:
 def cmd_number_code(config: Config, args) -> int:
     import sys
 
-    from ivr import models as m
-    from ivr import verification
-    from ivr.phone import InvalidNumber, normalize_loose, validate_sip_uri
+    from ivr.store import models as m
+    from ivr.store import verification
+    from ivr.core.phone import InvalidNumber, normalize_loose, validate_sip_uri
 
     def by_address(text):
         Number = m.UserIncomingCallNumber
@@ -238,54 +238,6 @@ def cmd_number_code(config: Config, args) -> int:
     print(pending.code)
     print(f"{address}: code valid until {pending.expires_at:%Y-%m-%d %H:%M} UTC; "
           f"{pending.attempts} wrong code(s) tried so far", file=sys.stderr)
-    return 0
-
-
-# -- configuration as code -------------------------------------------------------------------
-
-
-def cmd_sync(config: Config, args) -> int:
-    from pathlib import Path
-
-    from api import sync  # the one command besides serve that needs the API's resources
-
-    path = Path(args.file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CommandError(f"cannot read {path}: {exc}") from None
-
-    async def go(db):
-        await _require_migrated(db)
-        return await db.run(lambda: sync.apply(text, str(path), default_region=config.sip.default_region,
-                                               dry_run=args.dry_run, project=args.project))
-
-    try:
-        result = _run_db(config, go)
-    except sync.SyncError as exc:
-        raise CommandError(f"{path} was not applied (nothing changed):\n" + "\n".join(exc.problems)) from None
-    for line in result.changes:
-        print(line)
-    if not result.changes:
-        print("no changes: the project matches the file")
-    elif args.dry_run:
-        print(f"dry run: {len(result.changes)} change(s) would be made (nothing was changed)")
-    else:
-        print(f"applied {len(result.changes)} change(s) to project {result.project_id}")
-    return 0
-
-
-def cmd_serve(config: Config, args) -> int:
-    from ivr.serve import serve
-
-    if args.api_only and args.controller_only:
-        raise CommandError("--api-only and --controller-only exclude each other")
-    from ivr.tts import TTSError
-
-    try:
-        asyncio.run(serve(config, api=not args.controller_only, controller=not args.api_only))
-    except (RuntimeError, TTSError) as exc:
-        raise CommandError(str(exc)) from None
     return 0
 
 
@@ -338,18 +290,3 @@ def add_cli(sub) -> None:
     c.add_argument("--project", help="project id (when the number is in several projects)")
     c.set_defaults(func=cmd_number_code)
 
-    p = sub.add_parser("sync", help="make a project match a YAML file (users, numbers, teams, schedules, "
-                                    "policies, rules)")
-    p.add_argument("file", metavar="FILE.yaml")
-    p.add_argument("--dry-run", action="store_true", help="print the differences, change nothing")
-    p.add_argument("--project", help="project id or name (instead of the file's project:)")
-    p.set_defaults(func=cmd_sync)
-
-    p = sub.add_parser("serve", help="run the REST API and the call controller")
-    p.add_argument("--api-only", action="store_true", help="run only the REST API")
-    p.add_argument("--controller-only", action="store_true", help="run only the call controller")
-    p.set_defaults(func=cmd_serve)
-
-    from ivr import doctor
-
-    doctor.add_cli(sub)

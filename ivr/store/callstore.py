@@ -13,11 +13,11 @@ from collections import namedtuple
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from ivr import models as m
-from ivr.db import Compiled, on_reader
-from ivr.engine import TERMINAL_STATUSES, CallSetup, Contact, Rule
-from ivr.phone import InvalidNumber, normalize_loose, to_e164
-from ivr.schedules import on_call_user_ids
+from ivr.store import models as m
+from ivr.store.db import Compiled, on_reader
+from ivr.core.engine import TERMINAL_STATUSES, CallSetup, Contact, Rule, UpdateItem, UpdateLog
+from ivr.core.phone import InvalidNumber, normalize_loose, to_e164
+from ivr.store.schedules import on_call_user_ids
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ Rule_ = m.IncomingCallPolicyEscalationRule
 Number = m.UserIncomingCallNumber
 Member = m.TeamMember
 
-# The reads of a call's set-up, compiled once (see ivr.db.Compiled): they sit between the caller's
+# The reads of a call's set-up, compiled once (see ivr.store.db.Compiled): they sit between the caller's
 # INVITE and the first on-call INVITE.
 _POLICY_COLUMNS = (Policy.id, Policy.project, Policy.name, Policy.routingPhoneNumber, Policy.greetingMessage,
                    Policy.noAnswerMessage, Policy.noOneAvailableMessage, Policy.isEnabled,
@@ -198,42 +198,48 @@ def open_log(call: PreparedCall, channel_id: str, started_at: float) -> None:
         startedAt=utc_from_timestamp(started_at))
 
 
-def _db_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for name, value in fields.items():
-        if name in ("endedAt", "startedAt") and isinstance(value, (int, float)):
-            value = utc_from_timestamp(value)
-        elif name == "callDurationInSeconds" and value is not None:
-            value = int(round(value))
-        elif hasattr(value, "value"):  # enums
-            value = value.value
-        out[name] = value
-    out["updatedAt"] = m.utcnow()
-    return out
+# How the engine's typed log updates map to columns. Resolved at import: a renamed column fails
+# every test at once instead of a call's log write failing at run time.
+LOG_COLUMNS = {"status": "status", "status_message": "statusMessage", "answered_by_user_id": "answeredByUserId",
+               "current_rule_order": "currentEscalationRuleOrder", "repeat_count": "repeatCount",
+               "ended_at": "endedAt", "talk_seconds": "callDurationInSeconds"}
+ITEM_COLUMNS = {"status": "status", "status_message": "statusMessage", "is_answered": "isAnswered",
+                "dial_seconds": "dialDurationInSeconds", "started_at": "startedAt", "ended_at": "endedAt"}
+_LOG_FIELDS = {name: m.IncomingCallLog._meta.fields[column] for name, column in LOG_COLUMNS.items()}
+_ITEM_FIELDS = {name: m.IncomingCallLogItem._meta.fields[column] for name, column in ITEM_COLUMNS.items()}
+
+
+def _db_value(name: str, value: Any) -> Any:
+    if name in ("ended_at", "started_at"):
+        return utc_from_timestamp(value)
+    if name == "talk_seconds":
+        return int(round(value))
+    return value.value if hasattr(value, "value") else value  # enums
 
 
 # A call writes a dozen times (the log, each ring attempt); like its reads, those statements are
-# compiled once per set of columns (ivr.db.Compiled).
+# compiled once per set of columns (ivr.store.db.Compiled).
 _UPDATES: dict[tuple, Compiled] = {}
 
 
-def _update(model, keys: tuple, key_values: tuple, fields: dict[str, Any]) -> None:
-    names = tuple(fields)
+def _update(model, keys: tuple, key_values: tuple, columns: dict[str, Any], changes: dict[str, Any]) -> None:
+    names = tuple(changes)
     compiled = _UPDATES.get((model, keys, names))
     if compiled is None:
-        columns = [model._meta.fields[name] for name in names]
+        fields_ = [columns[name] for name in names] + [model.updatedAt]
 
         def build(*slots):
-            return model.update(dict(zip(columns, slots))).where(
-                *[key == slot for key, slot in zip(keys, slots[len(columns):])])
+            return model.update(dict(zip(fields_, slots))).where(
+                *[key == slot for key, slot in zip(keys, slots[len(fields_):])])
 
-        compiled = _UPDATES[(model, keys, names)] = Compiled(build, *columns, *keys)
-    compiled.execute(*fields.values(), *key_values)
+        compiled = _UPDATES[(model, keys, names)] = Compiled(build, *fields_, *keys)
+    values = [_db_value(name, value) for name, value in changes.items()]
+    compiled.execute(*values, m.utcnow(), *key_values)
 
 
-def update_log(log_id, fields: dict[str, Any]) -> None:
+def update_log(log_id, update: UpdateLog) -> None:
     Log = m.IncomingCallLog
-    _update(Log, (Log.id,), (log_id,), _db_fields(fields))
+    _update(Log, (Log.id,), (log_id,), _LOG_FIELDS, update.changes())
 
 
 _ITEM_COLUMNS = ("id", "createdAt", "updatedAt", "project", "incomingCallLog", "incomingCallPolicyEscalationRuleId",
@@ -253,12 +259,13 @@ def create_item(log_id, project_id, leg_id: str, contact: Contact, rule_id: str,
                          m.CallStatus.RINGING.value, utc_from_timestamp(started_at))
 
 
-def update_item(log_id, leg_id: str, fields: dict[str, Any]) -> None:
+def update_item(log_id, update: UpdateItem) -> None:
     Item = m.IncomingCallLogItem
-    _update(Item, (Item.incomingCallLog, Item.callProviderCallId), (log_id, leg_id), _db_fields(fields))
+    _update(Item, (Item.incomingCallLog, Item.callProviderCallId), (log_id, update.leg_id), _ITEM_FIELDS,
+            update.changes())
 
 
-#: ``callProviderCallId`` prefix of the calls the FastAGI shell runs (ivr/agi_calls.py). Their
+#: ``callProviderCallId`` prefix of the calls the FastAGI shell runs (ivr/shells/fastagi.py). Their
 #: session lives and dies with the process serving FastAGI: the ARI controller must neither
 #: resume nor close them.
 AGI_CALL_PREFIX = "agi:"

@@ -7,7 +7,7 @@ in order, to its ``EscalationCall`` and carries out the commands. Database
 writes go through the actor's ordered writer so a slow disk never delays a
 ring; a failed write is logged and the call goes on.
 
-Everything the engine decides is in ``ivr/engine.py``; this file only
+Everything the engine decides is in ``ivr/core/engine.py``; this file only
 translates. After every (re)connection to ARI the controller reconciles what it
 believes with what Asterisk has: calls still in Stasis are resumed from the
 stored log, calls that vanished are closed in the log.
@@ -21,14 +21,13 @@ import secrets
 import time
 from typing import Any
 
-from aiohttp import web
-
-from ivr import callstore
+from ivr.store import callstore
 from ivr.asterisk.ari import CONNECTED, AriClient, AriError, AriNotFound
-from ivr.asterisk.endpoints import endpoint_for
-from ivr.callactor import SORRY, CallActorBase, leg_end_cause
-from ivr.db import run_and_release
-from ivr.engine import (
+from ivr.asterisk.dialstrings import endpoint_for
+from ivr.asterisk.causes import leg_end_cause
+from ivr.shells.base import SORRY, CallActorBase
+from ivr.store.db import run_and_release
+from ivr.core.engine import (
     CALLER,
     LEG_ID_MARK,
     Answer,
@@ -56,7 +55,8 @@ from ivr.engine import (
     UpdateLog,
 )
 from ivr.metrics import Metrics, watch_loop_lag
-from ivr.tts import Synthesizer, TTSError, synthesizer_from_config
+from ivr.runtime import Tasks
+from ivr.tts import Synthesizer, TTSError
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +70,18 @@ EVENTS_USED = ["StasisStart", "StasisEnd", "ChannelDestroyed", "ChannelStateChan
                "PlaybackFinished"]
 
 class Controller:
-    def __init__(self, config, db, ari: AriClient, tts: Synthesizer, reads=None):
+    """The ARI shell: one Stasis application's events dispatched to the calls (``CallActor``) they concern."""
+
+    def __init__(self, config, db, ari: AriClient, tts: Synthesizer, reads=None, metrics: Metrics | None = None):
         self.config = config
         self.db = db
         self.reads = reads or (lambda fn, *args: run_and_release(db, fn, *args))
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.ari = ari
         self.tts = tts
         self.actors: set[CallActor] = set()
         self.by_channel: dict[str, CallActor] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self.tasks = Tasks("ARI controller")
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -92,17 +94,13 @@ class Controller:
                 log.exception("error handling ARI event %s", event.get("type"))
 
     def spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self.tasks.spawn(coro)
 
     async def close(self) -> None:
         for actor in list(self.actors):
             actor.task.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*[a.task for a in self.actors], *self._tasks, return_exceptions=True)
+        await asyncio.gather(*[a.task for a in self.actors], return_exceptions=True)
+        await self.tasks.close()
 
     # -- events ------------------------------------------------------------------------
 
@@ -399,9 +397,9 @@ class CallActor(CallActorBase):
     async def _execute(self, command) -> None:
         ari = self.c.ari
         if isinstance(command, UpdateLog):
-            self._record_log(command.fields)
+            self._record_log(command)
         elif isinstance(command, UpdateItem):
-            self._record_item(command.leg_id, command.fields)
+            self._record_item(command)
         elif isinstance(command, StartTimer):
             self._start_timer(command.timer_id, command.at)
         elif isinstance(command, CancelTimer):
@@ -552,50 +550,3 @@ class CallActor(CallActorBase):
             await self._flush_writes()
         finally:
             self.c.actors.discard(self)
-
-
-CONTROLLER = web.AppKey("controller", Controller)
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    controller = request.app[CONTROLLER]
-    controller.metrics.ari_connected.set(1 if controller.ari.connected.is_set() else 0)
-    body = generate_latest(controller.metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def stats_handler(request: web.Request) -> web.Response:
-    controller = request.app[CONTROLLER]
-    return web.json_response({**controller.metrics.stats(), "ari_connected": controller.ari.connected.is_set()})
-
-
-def add_controller_routes(app: web.Application) -> None:
-    app.router.add_get("/metrics", metrics_handler, allow_head=False)
-    app.router.add_get("/api/controller/stats", stats_handler, allow_head=False)
-
-
-def controller_context(config):
-    """aiohttp cleanup context: the ARI connection and the controller for the app's lifetime."""
-    from api.app import DB, READ
-
-    async def ctx(app: web.Application):
-        tts = synthesizer_from_config(config)
-        tts.check()
-        secrets_config = config.with_lab_secrets()
-        if not secrets_config.ari.password:
-            raise RuntimeError("no ARI password: set ari.password (HOTLINE_ARI_PASSWORD) or run "
-                               "`hotline asterisk up` to generate the local lab's")
-        ari = AriClient(secrets_config.ari.url, secrets_config.ari.username, secrets_config.ari.password,
-                        secrets_config.ari.app, reconnect_max_delay=config.controller.reconnect_max_delay)
-        controller = Controller(config, app[DB], ari, tts, app[READ])
-        app[CONTROLLER] = controller
-        task = asyncio.get_running_loop().create_task(controller.run())
-        yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await controller.close()
-        await ari.close()
-
-    return ctx

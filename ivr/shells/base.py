@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from dataclasses import replace
 
-from ivr import callstore
-from ivr.db import run_and_release
-from ivr.engine import TERMINAL_STATUSES, CallSetup, EscalationCall, IllegalEvent, TimerFired, confirmation_prompt
+from ivr.store import callstore
+from ivr.store.db import run_and_release
+from ivr.core.engine import (TERMINAL_STATUSES, CallSetup, EscalationCall, IllegalEvent, TimerFired, UpdateItem,
+                              UpdateLog, confirmation_prompt)
 from ivr.tts import TTSError
 
 log = logging.getLogger(__name__)
@@ -22,25 +23,11 @@ log = logging.getLogger(__name__)
 NOT_IN_SERVICE = "The number you have dialed is not in service. Please check the number and try again."
 SORRY = "We are sorry, an error occurred. Please try again later."
 
-# Q.850 causes of an unanswered leg, as the engine's leg-end causes.
-BUSY_CAUSES = {17}
-NO_ANSWER_CAUSES = {16, 18, 19, 31}
-
-
-def leg_end_cause(cause: int | None, answered: bool) -> str:
-    if answered:
-        return "hangup"
-    if cause in BUSY_CAUSES:
-        return "busy"
-    if cause in NO_ANSWER_CAUSES:
-        return "no_answer"
-    return "failed"
-
-
 class CallActorBase:
     """One incoming call's engine, timers and ordered log writes."""
 
     shell = ""  # how log lines name the shell (" over FastAGI")
+    dial_enforces_timeout = False  # the shell's dial ends unanswered legs at the rule's time itself
 
     def __init__(self, owner, caller_channel: str, dialed: str, caller: str):
         self.c = owner
@@ -75,11 +62,12 @@ class CallActorBase:
             await self._announce_and_hang_up(NOT_IN_SERVICE)
             return None
         self.log_id, self.project_id = incoming.log_id, incoming.project_id
+        setup = replace(incoming.setup, dial_enforces_timeout=self.dial_enforces_timeout)
         # Written by the call's writer, in order before its first update.
         self.writes.put_nowait((callstore.open_log, incoming, self.caller_channel, started))
         log.info("call %s from %s to %s%s: policy %r with %d rule(s)", self.log_id, self.caller or "unknown",
-                 self.dialed, self.shell, incoming.setup.policy_name, len(incoming.setup.rules))
-        return incoming.setup
+                 self.dialed, self.shell, setup.policy_name, len(setup.rules))
+        return setup
 
     def _step(self, event) -> tuple[list, float] | None:
         """Feed the engine one event: its commands, and when what the event reports happened (a
@@ -96,15 +84,15 @@ class CallActorBase:
 
     # -- what the engine records ---------------------------------------------------------
 
-    def _record_log(self, fields: dict[str, Any]) -> None:
-        if fields.get("status") in TERMINAL_STATUSES:
-            self.final_status = str(fields["status"])
-        self.writes.put_nowait((callstore.update_log, self.log_id, fields))
+    def _record_log(self, update: UpdateLog) -> None:
+        if update.status in TERMINAL_STATUSES:
+            self.final_status = str(update.status)
+        self.writes.put_nowait((callstore.update_log, self.log_id, update))
 
-    def _record_item(self, leg_id: str, fields: dict[str, Any]) -> None:
-        if fields.get("status") in TERMINAL_STATUSES:
-            self.c.metrics.ring_attempts.labels(str(fields["status"])).inc()
-        self.writes.put_nowait((callstore.update_item, self.log_id, leg_id, fields))
+    def _record_item(self, update: UpdateItem) -> None:
+        if update.status in TERMINAL_STATUSES:
+            self.c.metrics.ring_attempts.labels(str(update.status)).inc()
+        self.writes.put_nowait((callstore.update_item, self.log_id, update))
 
     # -- timers ---------------------------------------------------------------------------
 

@@ -13,19 +13,16 @@ exits 1 when one fails. Every network check is bounded in time.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
-import socket
-import uuid
 import wave
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import aiohttp
 
-from ivr.config import Config
+from ivr import health
+from ivr.config import Config, connect_host
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 TIMEOUT = 3.0
@@ -40,8 +37,8 @@ class Check:
 
 
 async def check_database(config: Config) -> Check:
-    from ivr.db import open_database, pending_migrations
-    from ivr.models import Project
+    from ivr.store.db import open_database, pending_migrations
+    from ivr.store.models import Project
 
     url = config.database_url
     shown = url.split("@")[-1] if "@" in url else url
@@ -64,23 +61,19 @@ async def check_database(config: Config) -> Check:
 
 
 async def _ari_get(config: Config, path: str) -> tuple[int, dict | list | None]:
-    token = base64.b64encode(f"{config.ari.username}:{config.ari.password}".encode()).decode()
-    headers = {"Authorization": f"Basic {token}"}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT), headers=headers) as session:
-        async with session.get(config.ari.url.rstrip("/") + "/ari" + path) as resp:
-            try:
-                body = await resp.json(content_type=None)
-            except ValueError:
-                body = None
-            return resp.status, body
+    probe = await asyncio.to_thread(health.ari_get, config.ari.url, config.ari.username, config.ari.password, path,
+                                    TIMEOUT)
+    if probe.status is None:
+        raise OSError(probe.detail)
+    return probe.status, probe.data
 
 
 async def check_ari(config: Config) -> list[Check]:
     fix_reach = "start Asterisk (`hotline asterisk up` for the local lab) or set ari.url (HOTLINE_ARI_URL)"
     try:
         status, info = await _ari_get(config, "/asterisk/info")
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-        return [Check("ari", FAIL, f"{config.ari.url}: no answer ({exc or type(exc).__name__})", fix_reach)]
+    except OSError as exc:
+        return [Check("ari", FAIL, f"{config.ari.url}: {exc}", fix_reach)]
     if status == 401:
         return [Check("ari", FAIL, f"{config.ari.url}: refuses user {config.ari.username!r}",
                       "make ari.username/ari.password (HOTLINE_ARI_PASSWORD) match ari.conf")]
@@ -115,9 +108,14 @@ async def check_ari(config: Config) -> list[Check]:
 
 async def check_ami(config: Config) -> list[Check]:
     from ivr.asterisk.ami import AmiClient, AmiError
-    from ivr.asterisk.lab import connect_host
 
     host = connect_host(config.ami.host)
+    login = await asyncio.to_thread(health.ami_login, host, int(config.ami.port), config.ami.username,
+                                    config.ami.secret, TIMEOUT)
+    if not login.ok:
+        fix = ("make ami.username/ami.secret (HOTLINE_AMI_SECRET) match manager.conf" if "credentials" in login.detail
+               else "start Asterisk, or set ami.host/ami.port (manager.conf must enable AMI there)")
+        return [Check("ami", FAIL, f"{host}:{config.ami.port}: {login.detail}", fix)]
     quiet = logging.getLogger("ivr.asterisk.ami")   # the outcome is reported below, not as log lines
     level, quiet.level = quiet.level, logging.CRITICAL
     client = AmiClient(host, config.ami.port, config.ami.username, config.ami.secret, action_timeout=TIMEOUT,
@@ -130,10 +128,8 @@ async def check_ami(config: Config) -> list[Check]:
                 break
             await asyncio.sleep(0.02)
         if not client.connected.is_set():
-            why = client.last_error or "no answer"
-            fix = ("make ami.username/ami.secret (HOTLINE_AMI_SECRET) match manager.conf" if "login" in why else
-                   "start Asterisk, or set ami.host/ami.port (manager.conf must enable AMI there)")
-            return [Check("ami", FAIL, f"{client.address}: {why}", fix)]
+            return [Check("ami", FAIL, f"{client.address}: {client.last_error or 'no answer'}",
+                          "start Asterisk, or set ami.host/ami.port (manager.conf must enable AMI there)")]
         status = await client.send({"Action": "CoreStatus"})
         checks = [Check("ami", OK, f"{client.address}: logged in as {config.ami.username} "
                                    f"({status.get('CoreCurrentCalls', '?')} call(s) now)")]
@@ -166,31 +162,13 @@ async def check_ami(config: Config) -> list[Check]:
 
 
 async def check_agi(config: Config) -> Check:
-    from ivr.asterisk.lab import connect_host
-
-    host, port = connect_host(config.agi.host), int(config.agi.port)
-    address = f"{host}:{port}"
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), TIMEOUT)
-    except (OSError, asyncio.TimeoutError) as exc:
-        return Check("fastagi", FAIL, f"{address}: nothing listens ({exc or type(exc).__name__}); the dialplan's "
-                                      "FastAGI fallback and notification calls need it", "run `hotline serve`")
-    try:
-        writer.write(f"agi_network: yes\nagi_network_script: health\nagi_request: agi://{address}/health\n"
-                     f"agi_channel: doctor\nagi_uniqueid: doctor-{uuid.uuid4().hex[:8]}\n\n".encode())
-        await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), TIMEOUT)
-        if line.strip() != b'NOOP "hotline"':
-            return Check("fastagi", FAIL, f"{address}: something that is not Hotline's FastAGI server listens there "
-                                          f"(it said {line[:40]!r})", "free the port or set agi.port")
-        writer.write(b"200 result=0\n")
-        await writer.drain()
-        return Check("fastagi", OK, f"{address}: Hotline's FastAGI server answers")
-    except (OSError, asyncio.TimeoutError) as exc:
-        return Check("fastagi", FAIL, f"{address}: no FastAGI answer ({exc or type(exc).__name__})",
-                     "free the port or set agi.port")
-    finally:
-        writer.close()
+    probe = await asyncio.to_thread(health.fastagi_hello, connect_host(config.agi.host), int(config.agi.port), TIMEOUT)
+    if probe.ok:
+        return Check("fastagi", OK, probe.detail)
+    if "nothing listens" in probe.detail:
+        return Check("fastagi", FAIL, probe.detail + "; the dialplan's FastAGI fallback and notification calls need it",
+                     "run `hotline serve`")
+    return Check("fastagi", FAIL, probe.detail, "free the port or set agi.port")
 
 
 async def check_tts(config: Config) -> Check:
@@ -220,33 +198,11 @@ async def check_tts(config: Config) -> Check:
                             f"{config.asterisk_sounds_dir}")
 
 
-def _sip_options(host: str, port: int, timeout: float = 1.0) -> str | None:
-    """The status line of the answer to a SIP OPTIONS, or None."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect((host, port))
-        lhost, lport = sock.getsockname()[:2]
-        call_id = uuid.uuid4().hex
-        sock.send((f"OPTIONS sip:{host}:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {lhost}:{lport};branch=z9hG4bK{call_id[:16]}"
-                   f";rport\r\nMax-Forwards: 70\r\nFrom: <sip:doctor@{lhost}>;tag={call_id[:8]}\r\n"
-                   f"To: <sip:{host}:{port}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-                   ).encode())
-        data = sock.recv(65535)
-        first = data.split(b"\r\n", 1)[0].decode(errors="replace")
-        return first[8:] if first.startswith("SIP/2.0 ") else None
-    except OSError:
-        return None
-    finally:
-        sock.close()
-
-
 async def check_sip(config: Config) -> Check:
-    from ivr.asterisk.lab import connect_host
-
     host, port = connect_host(config.sip.bind), int(config.sip.port)
-    answer = await asyncio.get_running_loop().run_in_executor(None, _sip_options, host, port)
-    if answer is None:
+    probe = await asyncio.to_thread(health.sip_options, host, port)
+    answer = probe.data
+    if not probe.ok:
         return Check("sip", FAIL, f"udp {host}:{port}: no answer to an OPTIONS",
                      "check that Asterisk runs with Hotline's pjsip.conf (sip.bind/sip.port)")
     if not config.sip.trunk_addresses:

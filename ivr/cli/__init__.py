@@ -15,7 +15,9 @@ from ivr.config import ConfigError, load_config
 from ivr.errors import CommandError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_commands=()) -> argparse.ArgumentParser:
+    """The parser of every subcommand; ``extra_commands``: more ``add_cli(subparsers)`` functions
+    (the composition root adds ``serve`` and ``sync``, which need the API)."""
     parser = argparse.ArgumentParser(
         prog="hotline",
         description="Hotline: self-hosted on-call telephony (Incoming Call Policies on Asterisk).",
@@ -25,15 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    from ivr import commands
+    from ivr.cli import asterisk, commands, doctor
+
     commands.add_cli(sub)
-    from ivr.asterisk import lab
-    lab.add_cli(sub)
+    doctor.add_cli(sub)
+    asterisk.add_cli(sub)
+    for add_cli in extra_commands:
+        add_cli(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, extra_commands=()) -> int:
+    parser = build_parser(extra_commands)
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -56,5 +61,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())

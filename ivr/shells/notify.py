@@ -26,7 +26,7 @@ row and a call:
    (``X-Hotline-Signature: sha256=<hex HMAC-SHA256 of the body>`` with ``notify.webhook_secret``),
    retried with exponential back-off by a task of the service, never holding up the call.
 
-Verification codes (ivr/verification.py) are delivered the same way ("Your Hotline verification
+Verification codes (ivr/store/verification.py) are delivered the same way ("Your Hotline verification
 code is 1, 2, 3, 4, 5, 6"), with a Call Log row that never shows the code; a code heard in full
 is marked delivered.
 """
@@ -39,7 +39,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import random
 import time
 import uuid
@@ -47,10 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
-from ivr import models as m
-from ivr import verification
 from ivr.asterisk.agi import AgiChannel, AgiError, AgiHangup
 from ivr.asterisk.ami import (
     REASON_ANSWERED,
@@ -61,66 +57,29 @@ from ivr.asterisk.ami import (
     AmiConnectionLost,
     AmiError,
     AmiTimeout,
-    cause_text,
-    int_or_none,
 )
-from ivr.asterisk.endpoints import endpoint_for
-from ivr.db import on_reader, run_and_release
+from ivr.asterisk.causes import BUSY as CAUSE_BUSY
+from ivr.asterisk.causes import CALL_REJECTED, CONGESTION_CAUSES, NO_ANSWER_CAUSES, cause_text, int_or_none
+from ivr.asterisk.dialstrings import endpoint_for
+from ivr.core.notification import Notification, NotificationConversation, call_cost, spoken_code
+from ivr.core.vocabulary import AwaitDigit, DigitPressed, HangupCaller, Play, PlaybackFinished, TimerFired
 from ivr.metrics import Metrics
-from ivr.phone import InvalidNumber, to_e164, validate_sip_uri
+from ivr.runtime import Tasks
+from ivr.store import models as m
+from ivr.store import verification
+from ivr.store.calllogs import PHONE_COLUMN, create_call_log, finish_call_log, open_call_logs
+from ivr.store.db import run_and_release
 from ivr.tts import Synthesizer, TTSError
 
 log = logging.getLogger(__name__)
 
 ROUTE = "notification"
 CONTEXT = "hotline-notify"
-PROMPT = "Press 1 to acknowledge, press 9 to hear this again."
-VERIFICATION_PROMPT = "Press 9 to hear the code again."
-ACKNOWLEDGED = "Acknowledged. Thank you, goodbye."
-GOODBYE = "Goodbye."
-MAX_MESSAGE = 1000
-MAX_REPLAYS = 5
 MAX_CALL_SECONDS = 900         # a notification call longer than this is cut short
-PHONE_COLUMN = 32              # CallLog.toNumber / fromNumber keep 32 characters
 VERIFICATION_ATTEMPTS = 3      # calls per code before giving up on it
 VERIFICATION_RETRY = 300.0     # seconds between two calls for the same code
-LINK_FIELDS = ("incidentId", "alertId", "monitorId", "scheduledMaintenanceId", "statusPageId",
-               "statusPageAnnouncementId", "onCallDutyPolicyId", "onCallDutyPolicyEscalationRuleId",
-               "onCallDutyPolicyScheduleId", "teamId")
-REQUEST_FIELDS = ("toNumber", "userId", "message", "fromNumber", *LINK_FIELDS)
 SUCCESS, ERROR, MISSED, BUSY = (m.CallLogStatus.SUCCESS.value, m.CallLogStatus.ERROR.value,
                                 m.CallLogStatus.MISSED_CALL.value, m.CallLogStatus.BUSY.value)
-#: Q.850 causes of a call that rang but was not answered (the controller's, plus "rejected").
-NOT_ANSWERED_CAUSES = {16, 18, 19, 21, 31}
-CONGESTION_CAUSES = {34, 38, 41, 42, 44, 47}
-
-
-# -- pure parts ------------------------------------------------------------------------------
-
-
-def rate_for(address: str, rates: dict[str, float]) -> float:
-    """Cents per minute for ``address``: the longest matching prefix of ``notify.rates``.
-
-    Prefixes of phone numbers are digits (a leading ``+`` is ignored on both sides); a prefix
-    like ``sip:`` or ``sip:alice@`` matches SIP URIs as text. No match: 0.
-    """
-    is_sip = address.lower().startswith(("sip:", "sips:"))
-    subject = address.lower() if is_sip else address.lstrip("+")
-    best, best_len = 0.0, -1
-    for prefix, rate in rates.items():
-        key = str(prefix).strip()
-        key = key.lower() if is_sip else key.lstrip("+")
-        if (is_sip == key.startswith(("sip:", "sips:"))) and subject.startswith(key) and len(key) > best_len:
-            best, best_len = float(rate), len(key)
-    return best
-
-
-def call_cost(address: str, answered_seconds: float | None, rates: dict[str, float]) -> int:
-    """USD cents of an answered call: started minutes (at least one) times the rate, rounded up."""
-    if answered_seconds is None or answered_seconds < 0:
-        return 0
-    minutes = max(1, math.ceil(answered_seconds / 60 - 1e-9))
-    return int(math.ceil(minutes * rate_for(address, rates) - 1e-9))
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -139,160 +98,19 @@ def classify_unanswered(reason: int | None, cause: int | None, ring_timeout: flo
     OriginateResponse's Reason is the last state Asterisk saw (3: still ringing at the timeout,
     5: busy, 8: congestion, 0/1: failed or hung up); the channel's Q.850 cause says more.
     """
-    if cause == 17 or reason == REASON_BUSY:
+    if cause == CAUSE_BUSY or reason == REASON_BUSY:
         return BUSY, "Line busy" + (f": {cause_text(cause)}" if cause is not None else "")
     if reason == REASON_RINGING:
         return MISSED, f"Not answered within {ring_timeout:g} s"
-    if cause == 21:
+    if cause == CALL_REJECTED:
         return MISSED, f"Declined: {cause_text(cause)}"
-    if cause in NOT_ANSWERED_CAUSES:
+    if cause in NO_ANSWER_CAUSES:
         return MISSED, f"Not answered: {cause_text(cause)}"
     if reason == REASON_CONGESTION or cause in CONGESTION_CAUSES:
         return ERROR, f"The network is congested: {cause_text(cause)}"
     if cause is None:
         return ERROR, f"The call could not be placed (Asterisk's OriginateResponse reason {reason})"
     return ERROR, f"The call could not be placed: {cause_text(cause)}"
-
-
-def spoken_code(code: str) -> str:
-    digits = ", ".join(code)
-    return f"Your Hotline verification code is {digits}. Again: {digits}."
-
-
-# -- the request and the row -------------------------------------------------------------------
-
-
-class NotifyInputError(ValueError):
-    """Bad input for a notification call (the API answers 400)."""
-
-
-@dataclass(frozen=True)
-class Notification:
-    """A call to place: its Call Log row's id, who, what to say."""
-
-    call_log_id: uuid.UUID
-    project_id: uuid.UUID
-    to: str
-    from_number: str | None
-    message: str
-    kind: str = "notification"               # or "verification"
-    links: dict[str, str] = field(default_factory=dict)
-    user_id: uuid.UUID | None = None
-    number_id: uuid.UUID | None = None       # verification: the number whose code is spoken
-    code: str | None = None                  # verification: that code (a resend may replace it meanwhile)
-
-    def call_data(self) -> dict[str, Any]:
-        if self.kind == "verification":
-            return {"message": "Your Hotline verification code is ******", "kind": "verification",
-                    "userIncomingCallNumberId": str(self.number_id)}
-        return {"message": self.message, "kind": self.kind, **self.links}
-
-    def response(self) -> dict[str, Any]:
-        return {"_id": str(self.call_log_id), "toNumber": self.to, "fromNumber": self.from_number, "status": None,
-                "callData": self.call_data()}
-
-
-def _uuid(body: dict, name: str) -> uuid.UUID | None:
-    raw = body.get(name)
-    if raw is None:
-        return None
-    if not isinstance(raw, str):
-        raise NotifyInputError(f"{name}: must be an ID (a UUID string)")
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise NotifyInputError(f"{name}: {raw!r} is not a valid ID (a UUID)") from None
-
-
-def _address(text: str, region: str, name: str) -> str:
-    if text.strip().lower().startswith(("sip:", "sips:")):
-        try:
-            address = validate_sip_uri(text)
-        except InvalidNumber as exc:
-            raise NotifyInputError(f"{name}: {exc}") from None
-    else:
-        try:
-            address = to_e164(text, region)
-        except InvalidNumber as exc:
-            raise NotifyInputError(f"{name}: {exc}") from None
-    if len(address) > PHONE_COLUMN:
-        raise NotifyInputError(f"{name}: {address!r} is longer than the {PHONE_COLUMN} characters a Call Log keeps")
-    return address
-
-
-def plan_notification(project_id, body: dict, default_region: str, default_from: str = "") -> Notification:
-    """Validate a ``POST /api/call-log/send`` body (reads only); the row is created by
-    :func:`create_call_log`. Raises :class:`NotifyInputError`."""
-    unknown = sorted(set(body) - set(REQUEST_FIELDS))
-    if unknown:
-        raise NotifyInputError(f"unknown field {unknown[0]!r}. Fields: {', '.join(REQUEST_FIELDS)}")
-    message = body.get("message")
-    if not isinstance(message, str) or not message.strip():
-        raise NotifyInputError("message: the text to speak is required (a non-empty string)")
-    message = " ".join(message.split())
-    if len(message) > MAX_MESSAGE:
-        raise NotifyInputError(f"message: at most {MAX_MESSAGE} characters")
-    to_number, user_id = body.get("toNumber"), _uuid(body, "userId")
-    if (to_number is None) == (user_id is None):
-        raise NotifyInputError("give either toNumber (an E.164 number or a sip: URI) or userId (a user whose "
-                               "first verified number is called), not both")
-    if to_number is not None:
-        if not isinstance(to_number, str):
-            raise NotifyInputError("toNumber: must be a string (an E.164 number or a sip: URI)")
-        address = _address(to_number, default_region, "toNumber")
-    else:
-        user = on_reader(m.User.select(m.User.id).where(m.User.id == user_id, m.User.project == project_id)).first()
-        if user is None:
-            raise NotifyInputError(f"userId: no user {user_id} in this project")
-        Number = m.UserIncomingCallNumber
-        number = on_reader(Number.select().where(Number.user == user_id, Number.project == project_id,
-                                                 Number.isVerified == True)  # noqa: E712
-                           .order_by(Number.createdAt, Number.id)).first()
-        if number is None:
-            raise NotifyInputError(f"userId: user {user_id} has no verified number to call")
-        address = number.phoneNumber or number.sipUri
-        if len(address) > PHONE_COLUMN:
-            raise NotifyInputError(f"userId: the user's number {address!r} is longer than the {PHONE_COLUMN} "
-                                   "characters a Call Log keeps")
-    from_number = body.get("fromNumber")
-    if from_number is not None:
-        if not isinstance(from_number, str):
-            raise NotifyInputError("fromNumber: must be an E.164 number")
-        try:
-            from_number = to_e164(from_number, default_region)
-        except InvalidNumber as exc:
-            raise NotifyInputError(f"fromNumber: {exc}") from None
-    elif default_from:
-        from_number = default_from
-    links = {name: str(value) for name in LINK_FIELDS if (value := _uuid(body, name)) is not None}
-    return Notification(uuid.uuid4(), project_id, address, from_number or None, message, "notification", links,
-                        user_id)
-
-
-def create_call_log(note: Notification) -> Notification:
-    """The Call Log row of a notification, status null while the call is placed."""
-    m.CallLog.create(id=note.call_log_id, project=note.project_id, toNumber=note.to, fromNumber=note.from_number,
-                     callData=note.call_data(), status=None, statusMessage="The call is being placed.",
-                     callCostInUSDCents=0, user=note.user_id,
-                     **{name: uuid.UUID(value) for name, value in note.links.items()})
-    return note
-
-
-def finish_call_log(call_log_id, status: str, message: str, cost: int, data: dict[str, Any]) -> None:
-    row = m.CallLog.get_or_none(m.CallLog.id == call_log_id)
-    if row is None:
-        return
-    call_data = dict(row.callData or {})
-    call_data.update(data)
-    # A row gets one outcome: the first to record it (the call, or the sweep of orphaned rows) wins.
-    m.CallLog.update(status=status, statusMessage=message, callCostInUSDCents=cost, callData=call_data,
-                     updatedAt=m.utcnow()).where(m.CallLog.id == call_log_id, m.CallLog.status.is_null(True)).execute()
-
-
-def open_call_logs(created_before: dt.datetime) -> list[uuid.UUID]:
-    """Rows still waiting for an outcome, created before ``created_before`` (naive UTC)."""
-    Log = m.CallLog
-    return [row.id for row in Log.select(Log.id).where(Log.status.is_null(True), Log.createdAt < created_before)]
 
 
 # -- the running calls -----------------------------------------------------------------------
@@ -335,25 +153,20 @@ class NotificationService:
         self.metrics = metrics or Metrics()
         self.calls: dict[str, _Call] = {}
         self._by_channel: dict[str, _Call] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self.tasks = Tasks("notification service")
         self._verification: dict[Any, tuple[str, int, float]] = {}   # number id -> (code hash, calls, next)
         self._session: aiohttp.ClientSession | None = None
         ami.add_listener(self._ami_event)
 
     def spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self.tasks.spawn(coro)
 
     async def start(self) -> None:
         self.spawn(self._maintenance_loop())
 
     async def close(self) -> None:
         self.ami.remove_listener(self._ami_event)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.close()
         if self._session is not None:
             await self._session.close()
 
@@ -473,12 +286,14 @@ class NotificationService:
             return ERROR, f"{problem}; the outcome is unknown and the call was not placed again.", {}, None
         return await self._answered(call)
 
+    def conversation(self, note: Notification) -> NotificationConversation:
+        cfg = self.config.notify
+        return NotificationConversation(note.message, verifying=note.kind == "verification",
+                                        max_prompts=int(cfg.max_prompts), digit_timeout=float(cfg.digit_timeout))
+
     async def synthesize(self, note: Notification) -> dict[str, str]:
-        """The files the call plays (paths as Asterisk reads them); raises TTSError."""
-        verifying = note.kind == "verification"
-        texts = {"message": note.message, "prompt": VERIFICATION_PROMPT if verifying else PROMPT,
-                 "acknowledged": ACKNOWLEDGED, "goodbye": GOODBYE}
-        return {name: _path(await self.tts.media(text)) for name, text in texts.items()}
+        """The files the call plays, by text (paths as Asterisk reads them); raises TTSError."""
+        return {text: _path(await self.tts.media(text)) for text in self.conversation(note).texts()}
 
     async def _cause(self, call: _Call, wait: float) -> int | None:
         if call.hangup.done():
@@ -567,37 +382,22 @@ class NotificationService:
                 call.agi_done.set_result(outcome)
 
     async def _converse(self, chan: AgiChannel, call: _Call, outcome: AgiOutcome) -> None:
-        cfg = self.config.notify
-        verifying = call.note.kind == "verification"
-        keys = "9" if verifying else "19"
-        media = call.media
-        unanswered_prompts = 0
-        while True:
-            key = await _play(chan, media["message"], keys)
-            if key is None:
-                outcome.heard = True
-            while key not in ("1", "9") or (verifying and key == "1"):
-                key = await _play(chan, media["prompt"], keys)
-                if key is None:
-                    key = await chan.wait_for_digit(float(cfg.digit_timeout))
-                if key is not None and key in keys:
-                    break
-                unanswered_prompts += 1
-                if unanswered_prompts >= int(cfg.max_prompts):
-                    await _play(chan, media["goodbye"])
+        """Run the conversation (ivr.core.notification) on the answered channel, one command at a time."""
+        talk = self.conversation(call.note)
+        commands = talk.start()
+        while commands:
+            events = []
+            for command in commands:
+                if isinstance(command, Play):
+                    key = await _play(chan, call.media[command.text], command.interrupt_digits)
+                    events.append(DigitPressed(command.target, key) if key else PlaybackFinished(command.playback_id))
+                elif isinstance(command, AwaitDigit):
+                    key = await chan.wait_for_digit(command.seconds)
+                    events.append(DigitPressed(command.target, key) if key else TimerFired(command.timer_id))
+                elif isinstance(command, HangupCaller):
                     await chan.hangup()
-                    return
-            if key == "1":
-                outcome.key = "1"
-                outcome.heard = True
-                await _play(chan, media["acknowledged"])
-                await chan.hangup()
-                return
-            outcome.replays += 1
-            if outcome.replays > MAX_REPLAYS:
-                await _play(chan, media["goodbye"])
-                await chan.hangup()
-                return
+            commands = [c for event in events for c in talk.handle(event)]
+            outcome.heard, outcome.key, outcome.replays = talk.outcome.heard, talk.outcome.key, talk.outcome.replays
 
     # -- webhooks ---------------------------------------------------------------------------
 
@@ -721,31 +521,4 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-# -- the aiohttp context ----------------------------------------------------------------------
-
-NOTIFIER = web.AppKey("notifier", NotificationService)
-
-
-def notify_context(config, metrics_of):
-    """aiohttp cleanup context: notification calls (AMI + the FastAGI route ``notification``)."""
-    from api.app import DB
-    from ivr.agi_calls import AGI_SERVER
-    from ivr.asterisk.ami import AMI_CLIENT
-    from ivr.tts import synthesizer_from_config
-
-    async def ctx(app: web.Application):
-        tts = synthesizer_from_config(config)
-        service = NotificationService(config, app[DB], app[AMI_CLIENT], tts, metrics_of(app))
-        app[AGI_SERVER].add_route(ROUTE, service.agi_route)
-        app[NOTIFIER] = service
-        await service.start()
-        try:
-            yield
-        finally:
-            await service.close()
-
-    return ctx
-
-
-__all__ = ["NOTIFIER", "Notification", "NotificationService", "NotifyInputError", "call_cost", "classify_unanswered",
-           "create_call_log", "notify_context", "plan_notification", "rate_for", "sign", "signature_is_valid"]
+__all__ = ["NotificationService", "classify_unanswered", "sign", "signature_is_valid"]

@@ -1,7 +1,7 @@
 """Who is on call: on-call schedules as plain data, and the arithmetic that answers.
 
 No I/O and no clock: a ``Schedule`` (frozen dataclasses) and an instant go in, an ``OnCall``
-comes out. The database side (``ivr/schedules.py``) builds the dataclasses from the rows; the
+comes out. The database side (``ivr/store/schedules.py``) builds the dataclasses from the rows; the
 call controller, the API (``GET /api/on-call-duty-policy-schedule/:id/on-call``) and the CLI
 (``hotline oncall``) all ask ``who_is_on_call`` and ``next_handoffs``.
 

@@ -21,7 +21,7 @@ from playhouse import db_url
 from playhouse.migrations import Runner
 from playhouse.pwasyncio import AsyncPostgresqlDatabase, AsyncSqliteDatabase
 
-from ivr.models import database
+from ivr.store.models import database
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class Compiled:
         return compiled
 
     def _run(self, values):
-        from ivr.models import database
+        from ivr.store.models import database
 
         db = _reader.get() or database.obj
         compiled = self._compiled.get(id(db))

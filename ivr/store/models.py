@@ -33,8 +33,8 @@ from peewee import (
 )
 from playhouse.pwasyncio import AsyncModelMixin
 
-from ivr.engine import TERMINAL_STATUSES, CallStatus  # noqa: F401 - the one status enum, re-exported
-from ivr.oncall import RotationInterval
+from ivr.core.engine import TERMINAL_STATUSES, CallStatus  # noqa: F401 - the one status enum, re-exported
+from ivr.core.oncall import RotationInterval
 
 database = DatabaseProxy()
 
@@ -172,7 +172,7 @@ class UserIncomingCallNumber(ProjectScoped):
 
 
 class UserIncomingCallNumberVerification(BaseModel):
-    """The pending verification code of a number (ivr/verification.py). Never exposed by the API."""
+    """The pending verification code of a number (ivr/store/verification.py). Never exposed by the API."""
 
     userIncomingCallNumber = ForeignKeyField(
         UserIncomingCallNumber, column_name="userIncomingCallNumberId", object_id_name="userIncomingCallNumberId",
@@ -219,7 +219,7 @@ class ApiKey(ProjectScoped):
     expiresAt = DateTimeField(null=True, help_text="The key stops working at this time")
 
 
-# -- on-call schedules (semantics: ivr/oncall.py) -------------------------------------
+# -- on-call schedules (semantics: ivr/core/oncall.py) -------------------------------------
 
 
 class OnCallDutyPolicySchedule(ProjectScoped):

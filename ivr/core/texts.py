@@ -1,0 +1,47 @@
+"""What the escalation engine says: to callers and on-call users (prompts), and in the logs
+(status messages). Kept apart so that wording changes never touch the transitions."""
+
+from __future__ import annotations
+
+from ivr.core.vocabulary import ACCEPT_DIGIT, CallSetup
+
+DISABLED_MESSAGE = "Sorry, this service is currently disabled."
+
+
+def seconds(value: float) -> str:
+    """30.0 -> "30", 2.5 -> "2.5": for status messages."""
+    return f"{value:g}"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def speakable_number(caller: str) -> str:
+    """How text-to-speech should say the caller: "+1 555-0100" -> "plus 1 5 5 5 0 1 0 0".
+
+    Digits are separated so TTS reads them one by one instead of as a huge number; a SIP URI is
+    reduced to its user part; an empty or anonymous caller becomes "an unknown number".
+    """
+    text = caller.strip()
+    if text.lower().startswith(("sip:", "sips:")):
+        text = text.split(":", 1)[1].split("@", 1)[0]
+    compact = "".join(ch for ch in text if ch not in " -.()/")
+    if (
+        compact
+        and all(ch.isdigit() or ch == "+" for ch in compact)
+        and any(ch.isdigit() for ch in compact)
+    ):
+        words = ["plus" if ch == "+" else ch for ch in compact]
+        return " ".join(words)
+    if not text or text.lower() in {"anonymous", "unknown", "unavailable", "restricted"}:
+        return "an unknown number"
+    return text
+
+
+def confirmation_prompt(setup: CallSetup) -> str:
+    """What an answering leg hears, repeated until it presses 1 (shells may pre-synthesize it)."""
+    return (
+        f"Call for {setup.policy_name} from {speakable_number(setup.caller_number)}. "
+        f"Press {ACCEPT_DIGIT} to accept."
+    )
