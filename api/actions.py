@@ -23,24 +23,20 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
-from api.errors import ApiError, BadRequest, Forbidden, NotFound
+from api.errors import ApiError, BadRequest, Forbidden, NotFound, TooManyRequests
 from api.registry import BY_PATH
 from api.resources import Context, Resource
 from api.schema import format_datetime, parse_datetime
 from ivr.core.notification import NotifyInputError
-from ivr.runtime import CONFIG, NOTIFIER, READ
+from ivr.runtime import CONFIG, DB, READ
 from ivr.store import models as m
-from ivr.store.calllogs import plan_notification
+from ivr.store.calllogs import NotifyLimitReached, plan_notification, queue_notification
 from ivr.core import oncall
 from ivr.store import schedules, verification
 
 
 class Locked(ApiError):
     status = 423
-
-
-class ServiceUnavailable(ApiError):
-    status = 503
 
 
 @dataclass(frozen=True)
@@ -175,23 +171,21 @@ _ON_CALL_RESPONSE = {
 
 
 async def send_call(request, ctx: Context, call: Request) -> dict:
-    """Validate, then hand the call to the notification service (which creates the row and places the
-    call in a task of its own: a client that goes away changes nothing)."""
+    """Validate, then queue the call: its Call Log row and an outbox message, in one transaction,
+    within the project's caps. Whichever process runs the call services places it (the API never
+    waits for a call, nor the calls for the API); a client that goes away changes nothing."""
     app = request.app
+    cfg = app[CONFIG].notify
     try:
-        note = await app[READ](plan_notification, ctx.project_id, call.body, ctx.default_region, _default_from(app))
+        note = await app[READ](plan_notification, ctx.project_id, call.body, ctx.default_region, cfg.from_number)
     except NotifyInputError as exc:
         raise BadRequest(str(exc)) from None
-    service = app.get(NOTIFIER)
-    if service is None:
-        raise ServiceUnavailable("Notification calls are placed by the call controller, which this server does not "
-                                 "run: send this request to `hotline serve` (not --api-only).")
-    placed = await asyncio.shield(service.submit(note))
-    return placed.response()
-
-
-def _default_from(app) -> str:
-    return app[CONFIG].notify.from_number
+    try:
+        await asyncio.shield(app[DB].run(queue_notification, note, int(cfg.max_calls_in_progress),
+                                         int(cfg.max_calls_per_hour)))
+    except NotifyLimitReached as exc:
+        raise TooManyRequests(str(exc)) from None
+    return note.response()
 
 
 _NULLABLE_LINK = {"type": ["string", "null"], "format": "uuid"}
@@ -340,8 +334,10 @@ ACTIONS: list[Action] = [
         "press 9 to hear this again\". Answers at once with the created Call Log row, whose status is null while "
         "the call is placed; it then becomes Success (answered and heard; callData.keyPressed and "
         "callData.acknowledged say whether 1 was pressed), Missed Call, Busy or Error (statusMessage says why), "
-        "with its cost from the rate table. An acknowledgement is also posted to the configured webhook.",
-        None, writes=True, body=_SEND_BODY, response=_SEND_RESPONSE, codes=("400", "401", "403", "429", "503"),
+        "with its cost from the rate table. An acknowledgement is also posted to the configured webhook. Only "
+        "verified numbers of the project are called, from one of its numbers; 429 beyond the project's caps "
+        "(notify.max_calls_in_progress, notify.max_calls_per_hour).",
+        None, writes=True, body=_SEND_BODY, response=_SEND_RESPONSE, codes=("400", "401", "403", "429"),
         handler=send_call,
     ),
 ]

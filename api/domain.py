@@ -15,7 +15,7 @@ from api.resources import SCHEMA_TITLES, Context, Resource, Rules
 from ivr.store import models as m
 from ivr.core import oncall
 from ivr.store import verification
-from ivr.core.phone import InvalidNumber, area_code_of, region_of, to_e164, validate_sip_uri
+from ivr.core.phone import InvalidNumber, area_code_of, region_of, sip_host_allowed, to_e164, validate_sip_uri
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -220,6 +220,9 @@ class IncomingCallNumberRules(Rules):
                 values["sipUri"] = validate_sip_uri(values["sipUri"])
             except InvalidNumber as exc:
                 raise BadRequest(f"data.sipUri: {exc}") from None
+            if not sip_host_allowed(values["sipUri"], ctx.allowed_sip_hosts):
+                raise BadRequest(f"data.sipUri: {values['sipUri']} points at a host Hotline may not call: "
+                                 "sip.allowed_hosts lists the hosts SIP URIs may point at")
 
     @staticmethod
     def _check_one(phone, sip):

@@ -19,6 +19,7 @@ from api.auth import Principal
 from api.errors import BadRequest, Conflict, MethodNotAllowed, NotFound
 from api.query import Selection, parse_query, parse_select, parse_sort
 from api.schema import ApiField, ModelSchema, Relation, fetch_rendered, render_value
+from ivr.config import setting_default
 from ivr.store import models as m
 from ivr.store.db import on_reader
 
@@ -29,6 +30,8 @@ class Context:
 
     principal: Principal
     default_region: str = "US"
+    #: The hosts a SIP URI may point at (the setting sip.allowed_hosts).
+    allowed_sip_hosts: tuple[str, ...] = tuple(setting_default("sip.allowed_hosts"))
 
     @property
     def project_id(self) -> uuid.UUID:

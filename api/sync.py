@@ -38,6 +38,7 @@ from api.errors import ApiError
 from api.registry import BY_PATH
 from api.resources import Context, Resource
 from api.schema import render_value
+from ivr.config import setting_default
 from ivr.store import models as m
 from ivr.core import oncall
 from ivr.store import verification
@@ -163,10 +164,11 @@ def _fmt(value: Any) -> str:
 class Sync:
     """Reads the document and applies it (inside the caller's transaction)."""
 
-    def __init__(self, document: YMap, path: str, default_region: str):
+    def __init__(self, document: YMap, path: str, default_region: str, allowed_sip_hosts: tuple[str, ...]):
         self.doc = document
         self.path = path
         self.region = default_region
+        self.allowed_sip_hosts = allowed_sip_hosts
         self.problems: list[str] = []
         self.changes: list[str] = []
         self.ctx: Context | None = None
@@ -342,7 +344,8 @@ class Sync:
             project_id = self.project(project_override)
         except _Skip:
             return None
-        self.ctx = Context(Principal(uuid.UUID(int=0), project_id, m.Role.OWNER, frozenset(), None), self.region)
+        self.ctx = Context(Principal(uuid.UUID(int=0), project_id, m.Role.OWNER, frozenset(), None), self.region,
+                           self.allowed_sip_hosts)
         User = m.User
         self.users = {email: user_id for email, user_id in User.select(User.email, User.id).where(
             User.project == project_id, User.email.is_null(False)).tuples()}
@@ -806,11 +809,13 @@ def _api(values: dict) -> dict:
 
 
 def apply(text: str, path: str, *, default_region: str = "US", dry_run: bool = False,
-          project: str | None = None) -> Result:
+          project: str | None = None, allowed_sip_hosts: tuple[str, ...] | None = None) -> Result:
     """Applies the YAML ``text`` (named ``path`` in messages) in one transaction (rolled back when
     ``dry_run`` or when anything is wrong: then ``SyncError`` lists every problem)."""
     document = load(text, path)
-    sync = Sync(document, path, default_region)
+    if allowed_sip_hosts is None:
+        allowed_sip_hosts = tuple(setting_default("sip.allowed_hosts"))
+    sync = Sync(document, path, default_region, allowed_sip_hosts)
     database = m.Project._meta.database
     with database.atomic() as transaction:
         project_id = sync.run(project)

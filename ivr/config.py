@@ -145,6 +145,10 @@ SETTINGS: tuple[Setting, ...] = (
             "a test carrier); empty: define the outbound trunk yourself in pjsip.conf."),
     Setting("sip", "trunk_addresses", ["127.0.0.1"], "list",
             "Addresses (IP or CIDR) allowed to deliver inbound calls; comma separated in the environment."),
+    Setting("sip", "allowed_hosts", ["127.0.0.0/8", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+            "list",
+            "Hosts a SIP URI may point at (IP addresses, CIDR networks or host names): numbers and calls to any "
+            "other host are refused. Default: loopback and the private networks."),
     Setting("sip", "port", 5060, "int", "UDP port of the lab Asterisk's SIP transport."),
     Setting("sip", "bind", "127.0.0.1", "str", "Address of the lab Asterisk's SIP transport."),
     Setting("sip", "rtp_start", 20000, "int", "First RTP port of the lab Asterisk."),
@@ -177,10 +181,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("notify", "webhook_url", "", "str",
             "URL that receives a POST for every acknowledged notification call; empty: none."),
     Setting("notify", "webhook_secret", "", "str",
-            "Key of the webhook's HMAC-SHA256 signature (header X-Hotline-Signature: sha256=<hex>).",
+            "Key of the webhook's HMAC-SHA256 signature (header X-Hotline-Signature: t=<time>,v1=<hex>).",
             secret=True),
     Setting("notify", "webhook_retries", 5, "int",
             "Further attempts (with exponential back-off) when the webhook does not answer 2xx."),
+    Setting("notify", "max_calls_in_progress", 10, "int",
+            "Notification calls one project may have being placed at once (POST /api/call-log/send answers "
+            "429 beyond); 0: no cap."),
+    Setting("notify", "max_calls_per_hour", 120, "int",
+            "Notification calls one project may place per hour (429 beyond); 0: no cap."),
     Setting("notify", "verification_calls", True, "bool",
             "Deliver numbers' verification codes by a phone call that speaks them."),
     Setting("controller", "confirm_timeout", 10.0, "float",
@@ -188,11 +197,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("controller", "ari", True, "bool",
             "Run the ARI call controller. false: only the dialplan services (AMI, the FastAGI routes, "
             "notification calls), for installations whose dialplan runs the policies over FastAGI."),
+    Setting("controller", "host", "127.0.0.1", "str",
+            "Address of the call services' own HTTP server (health, readiness, /metrics, "
+            "/api/controller/stats) when `hotline serve` runs them in their own process beside the API."),
+    Setting("controller", "port", 8081, "int", "Port of that server."),
     Setting("controller", "reconnect_max_delay", 10.0, "float",
             "Longest wait between two attempts to reach Asterisk's ARI."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def setting_default(name: str) -> Any:
+    return _BY_NAME[name].default
 
 
 class Section:
@@ -300,7 +317,7 @@ class Config:
                 stored[name] = secrets.token_urlsafe(24)
                 changed = True
         if changed:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
             tmp = path.with_suffix(".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
@@ -311,6 +328,14 @@ class Config:
             if stored.get(name):
                 values[name] = stored[name]
         return Config(values, self.sources)
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` readable by its owner only (0700): it holds the database and the secrets."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
 
 
 def connect_host(host: str) -> str:
@@ -364,7 +389,7 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
         values["database.url"] = env["DATABASE_URL"]
         sources["database.url"] = "DATABASE_URL"
 
-    for name in ("api.port", "ami.port", "agi.port", "sip.port", "sip.rtp_start", "sip.rtp_end"):
+    for name in ("api.port", "controller.port", "ami.port", "agi.port", "sip.port", "sip.rtp_start", "sip.rtp_end"):
         if not 0 < values[name] < 65536:
             raise ConfigError(f"{name} must be a port between 1 and 65535, got {values[name]}")
     if values["sip.rtp_start"] > values["sip.rtp_end"]:

@@ -15,8 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+import time
+
+import aiohttp
 
 from aiohttp import web
 
@@ -26,9 +30,9 @@ from ivr.asterisk.agi import AgiServer
 from ivr.asterisk.ami import AmiClient
 from ivr.asterisk.ari import AriClient
 from ivr.cli.commands import _require_migrated, _run_db
-from ivr.config import Config, connect_host
+from ivr.config import Config, connect_host, private_dir
 from ivr.errors import CommandError
-from ivr.runtime import DB, METRICS, NOTIFIER, READ, READINESS, TTS, add_metrics_routes, tts_context
+from ivr.runtime import DB, METRICS, READ, READINESS, TTS, Tasks, add_metrics_routes, tts_context
 from ivr.shells.ari import Controller
 from ivr.shells.fastagi import AgiCalls
 from ivr.shells.notify import ROUTE as NOTIFY_ROUTE
@@ -41,6 +45,7 @@ CONTROLLER = web.AppKey("controller", Controller)
 AMI_CLIENT = web.AppKey("ami_client", AmiClient)
 AGI_SERVER = web.AppKey("agi_server", AgiServer)
 AGI_CALLS = web.AppKey("agi_calls", AgiCalls)
+NOTIFIER = web.AppKey("notifier", NotificationService)
 
 
 def _lab_secrets(config: Config, name: str, setting: str, env: str) -> Config:
@@ -157,15 +162,133 @@ def build_app(config: Config, db=None, *, api: bool = True, calls: bool = True) 
     return app
 
 
-async def serve(config: Config, api: bool = True, calls: bool = True) -> None:
-    """Run until SIGINT/SIGTERM."""
+class CallServicesProcess:
+    """The call services (ARI controller, AMI, FastAGI, notification calls) in a process of their own,
+    beside the API: no API request, however slow, can delay a call (they share no event loop and no
+    GIL). Started as ``hotline serve --controller-only`` with its HTTP server (health, readiness,
+    /metrics, /api/controller/stats) on ``controller.host:controller.port``; restarted when it exits
+    (its calls are resumed: the ARI controller takes over calls still in Asterisk); stopped by its
+    pid, and told to stop if this process dies (PR_SET_PDEATHSIG)."""
+
+    START_TIMEOUT = 60.0
+    STOP_TIMEOUT = 20.0
+    PROBE_EVERY = 2.0
+
+    def __init__(self, config: Config, config_file: str | None = None):
+        self.config = config
+        self.config_file = config_file
+        self.proc: asyncio.subprocess.Process | None = None
+        self.state: tuple[bool, str] = (False, "the call services are starting")
+        self.tasks = Tasks("call services supervisor")
+        self._stopping = False
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{connect_host(self.config.controller.host)}:{self.config.controller.port}"
+
+    def probe(self) -> tuple[bool, str]:
+        return self.state
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+        await self._spawn()
+        self.tasks.spawn(self._supervise())
+        self.tasks.spawn(self._watch())
+
+    async def _spawn(self) -> None:
+        argv = [sys.executable, "-m", "ivr.main", *(["--config", self.config_file] if self.config_file else []),
+                "serve", "--controller-only"]
+        env = {**os.environ, "HOTLINE_API_HOST": self.config.controller.host,
+               "HOTLINE_API_PORT": str(self.config.controller.port)}
+        self.proc = await asyncio.create_subprocess_exec(*argv, env=env, stdin=asyncio.subprocess.DEVNULL,
+                                                         preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + self.START_TIMEOUT
+        while not await self._answers("/api/health"):
+            if self.proc.returncode is not None:
+                raise RuntimeError(f"the call services did not start (exit status {self.proc.returncode}; "
+                                   "their error is above)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the call services did not answer on {self.base_url} within "
+                                   f"{self.START_TIMEOUT:.0f} s (controller.port)")
+            await asyncio.sleep(0.1)
+        log.info("call services running as pid %s, on %s", self.proc.pid, self.base_url)
+
+    async def _answers(self, path: str) -> dict | None:
+        try:
+            async with self._session.get(self.base_url + path) as resp:
+                body = await resp.json(content_type=None)
+                return body if resp.status == 200 or path == "/api/ready" else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+            return None
+
+    async def _supervise(self) -> None:
+        delay = 1.0
+        while True:
+            status = await self.proc.wait()
+            if self._stopping:
+                return
+            self.state = (False, f"the call services exited (status {status}); restarting them")
+            log.error("the call services (pid %s) exited with status %s; restarting them in %.0f s",
+                      self.proc.pid, status, delay)
+            await asyncio.sleep(delay)
+            try:
+                await self._spawn()
+                delay = 1.0
+            except RuntimeError as exc:
+                log.error("%s", exc)
+                delay = min(delay * 2, 30.0)
+
+    async def _watch(self) -> None:
+        """Keep ``state`` (the API's readiness check "calls") current from their own readiness."""
+        while True:
+            body = await self._answers("/api/ready")
+            if body is None:
+                self.state = (False, f"the call services do not answer on {self.base_url}")
+            else:
+                failing = [name for name, check in (body.get("checks") or {}).items() if not check.get("ok")]
+                self.state = (not failing, "not ready: " + ", ".join(failing))
+            await asyncio.sleep(self.PROBE_EVERY)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await self.tasks.close()
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), self.STOP_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.error("the call services (pid %s) did not stop within %.0f s: killing them", self.proc.pid,
+                          self.STOP_TIMEOUT)
+                self.proc.kill()
+                await self.proc.wait()
+        if self._session is not None:
+            await self._session.close()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies, so no call service outlives ``serve``."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+async def serve(config: Config, api: bool = True, calls: bool = True, config_file: str | None = None) -> None:
+    """Run until SIGINT/SIGTERM. The API and the call services both: in two processes (this one the
+    API, a child the call services); one of them: in this process."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    app = build_app(config, api=api, calls=calls)
+    private_dir(config.data_dir)
+    child = CallServicesProcess(config, config_file) if api and calls else None
+    app = build_app(config, api=api, calls=calls and child is None)
     runner = web.AppRunner(app, access_log=None)
     try:
+        if child is not None:
+            await child.start()  # first: a call service that cannot start fails `serve` at once
+            app[READINESS]["calls"] = child.probe
         # Inside the try: a context that fails at start-up must still close the ones before it
         # (an open database pool would keep the process from exiting).
         await runner.setup()
@@ -175,12 +298,14 @@ async def serve(config: Config, api: bool = True, calls: bool = True) -> None:
         except OSError as exc:
             raise RuntimeError(f"cannot listen on {config.api.host}:{config.api.port}: {exc.strerror} "
                                "(set api.port or HOTLINE_API_PORT)") from None
-        parts = [p for p, on in (("REST API", api), ("call controller", calls)) if on]
+        parts = [p for p, on in (("REST API", api), ("call services", calls and child is None)) if on]
         log.info("Hotline serving %s on http://%s:%s", " and ".join(parts), config.api.host, config.api.port)
         await stop.wait()
         log.info("stopping")
     finally:
         await runner.cleanup()
+        if child is not None:
+            await child.stop()
 
 
 # -- the two commands that need the API --------------------------------------------------------
@@ -190,7 +315,7 @@ def cmd_serve(config: Config, args) -> int:
     if args.api_only and args.controller_only:
         raise CommandError("--api-only and --controller-only exclude each other")
     try:
-        asyncio.run(serve(config, api=not args.controller_only, calls=not args.api_only))
+        asyncio.run(serve(config, api=not args.controller_only, calls=not args.api_only, config_file=args.config))
     except (RuntimeError, TTSError) as exc:
         raise CommandError(str(exc)) from None
     return 0
@@ -210,7 +335,8 @@ def cmd_sync(config: Config, args) -> int:
     async def go(db):
         await _require_migrated(db)
         return await db.run(lambda: sync.apply(text, str(path), default_region=config.sip.default_region,
-                                               dry_run=args.dry_run, project=args.project))
+                                               dry_run=args.dry_run, project=args.project,
+                                               allowed_sip_hosts=tuple(config.sip.allowed_hosts)))
 
     try:
         result = _run_db(config, go)

@@ -1,13 +1,11 @@
 """What the parts of one Hotline process share: typed aiohttp ``AppKey``s and the contexts that fill them.
 
 The REST API (``api``) and the call services (``ivr.shells``) never import each other; they meet
-here. The composition root (``ivr.main``) builds one application and puts in it:
+here, and in the database (the outbox, ivr/store/outbox.py, carries work from one to the other). The composition root (``ivr.main``) builds one application and puts in it:
 
 * ``CONFIG``, ``DB`` and ``READ`` (the configuration, the asyncio database, the way reads run);
 * ``METRICS`` (one Prometheus registry for the whole process, so ``/metrics`` shows everything);
 * ``TTS`` (one speech synthesizer per process: one cache, one set of in-flight syntheses);
-* ``NOTIFIER`` (whatever places notification calls: the API's ``/api/call-log/send`` hands them over
-  through it, without knowing the shell behind it);
 * ``READINESS`` (name -> a probe telling whether that part is connected, for ``/api/ready``).
 
 :class:`Tasks` is the one way background work is owned: every long-lived task belongs to the
@@ -18,25 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 from peewee import SqliteDatabase
 
 from ivr.config import Config
-from ivr.core.notification import Notification
 from ivr.metrics import Metrics
 from ivr.store.db import Reads, open_database, pending_migrations
 from ivr.tts import Synthesizer, synthesizer_from_config
 
 log = logging.getLogger(__name__)
-
-
-class Notifier(Protocol):
-    """Places notification calls: ``submit`` creates the Call Log row, then calls in a task it owns."""
-
-    def submit(self, note: Notification) -> Awaitable[Notification]: ...
 
 
 #: A readiness probe: (connected, what is wrong when it is not).
@@ -47,7 +38,6 @@ DB = web.AppKey("db", object)            # playhouse.pwasyncio's AsyncSqliteData
 READ = web.AppKey("read", Reads)
 METRICS = web.AppKey("metrics", Metrics)
 TTS = web.AppKey("tts", Synthesizer)
-NOTIFIER = web.AppKey("notifier", Notifier)
 READINESS = web.AppKey("readiness", dict[str, Probe])
 
 

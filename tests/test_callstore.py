@@ -130,3 +130,25 @@ def test_every_field_of_a_log_update_has_its_column():
     assert set(callstore.ITEM_COLUMNS) == {f.name for f in dataclasses.fields(UpdateItem)} - {"leg_id"}
     for model, columns in ((m.IncomingCallLog, callstore.LOG_COLUMNS), (m.IncomingCallLogItem, callstore.ITEM_COLUMNS)):
         assert set(columns.values()) <= set(model._meta.fields), model
+
+
+@pytest.mark.parametrize("caller", ["sip:" + "x" * 60 + "@203.0.113.9", "+1 (415) 555-0123 ext. 4455667788990011",
+                                    "\x00\x1b[31mred\x07" * 8])
+async def test_no_caller_id_keeps_a_call_from_being_logged(store, caller):
+    """A caller ID longer than the column (PostgreSQL refused the insert: the call went unlogged)
+    or full of control characters: the log is written, with the raw value kept beside it."""
+    prepared = await store.reads(callstore.prepare_call, store.number, caller, "US", 7.0)
+
+    def write():
+        callstore.open_log(prepared, f"chan-{uuid.uuid4().hex[:8]}", 1795400000.0)
+        return m.IncomingCallLog.get_by_id(prepared.log_id)
+
+    log = await store.db.run(write)
+    assert len(log.callerPhoneNumber) <= 32 and log.callerPhoneNumber.isprintable()
+    assert log.callerIdRaw == "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in caller)
+    assert len(prepared.setup.caller_number) <= 32    # what the confirmation prompt speaks
+
+
+async def test_a_plain_number_is_stored_in_e164_without_a_raw_copy(store):
+    prepared = await store.reads(callstore.prepare_call, store.number, "(415) 555-0123", "US", 7.0)
+    assert (prepared.caller_number, prepared.caller_raw) == ("+14155550123", None)

@@ -64,6 +64,18 @@ class Notification:
                     "userIncomingCallNumberId": str(self.number_id)}
         return {"message": self.message, "kind": self.kind, **self.links}
 
+    def to_payload(self) -> dict[str, Any]:
+        """JSON for the outbox (a notification, never a verification call: it carries no code)."""
+        return {"callLogId": str(self.call_log_id), "projectId": str(self.project_id), "to": self.to,
+                "fromNumber": self.from_number, "message": self.message, "kind": self.kind, "links": self.links,
+                "userId": str(self.user_id) if self.user_id else None}
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> Notification:
+        return cls(uuid.UUID(data["callLogId"]), uuid.UUID(data["projectId"]), data["to"], data["fromNumber"],
+                   data["message"], data["kind"], dict(data["links"]),
+                   uuid.UUID(data["userId"]) if data.get("userId") else None)
+
     def response(self) -> dict[str, Any]:
         return {"_id": str(self.call_log_id), "toNumber": self.to, "fromNumber": self.from_number, "status": None,
                 "callData": self.call_data()}

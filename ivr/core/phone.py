@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 
 import phonenumbers
@@ -98,3 +99,36 @@ def validate_sip_uri(text: str) -> str:
     if port is not None and not 0 < int(port) < 65536:
         raise InvalidNumber(f"{text!r}: the port must be between 1 and 65535")
     return text.strip()
+
+
+def sip_host(uri: str) -> str:
+    """The host of a SIP URI (brackets of an IPv6 address removed), lower-case."""
+    match = _SIP_URI.match(uri.strip())
+    if not match:
+        raise InvalidNumber(f"{uri!r} is not a SIP URI (expected e.g. sip:alice@10.0.0.5:5060)")
+    return match.group("host").strip("[]").lower()
+
+
+def sip_host_allowed(uri: str, allowed: list[str] | tuple[str, ...]) -> bool:
+    """Whether ``uri`` points at a host of ``allowed`` (IP addresses, CIDR networks or host names, as the
+    setting ``sip.allowed_hosts`` lists them). A host name is allowed only when listed as such."""
+    try:
+        host = sip_host(uri)
+    except InvalidNumber:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in allowed:
+        entry = str(entry).strip().lower()
+        if address is None:
+            if entry == host:
+                return True
+            continue
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue  # a host name entry: it does not match an address
+    return False

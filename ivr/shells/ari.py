@@ -23,7 +23,7 @@ from typing import Any
 
 from ivr.store import callstore
 from ivr.asterisk.ari import CONNECTED, AriClient, AriError, AriNotFound
-from ivr.asterisk.dialstrings import endpoint_for
+from ivr.asterisk.dialstrings import NotDialable, endpoint_for
 from ivr.asterisk.causes import leg_end_cause
 from ivr.shells.base import SORRY, CallActorBase
 from ivr.store.db import run_and_release
@@ -427,18 +427,20 @@ class CallActor(CallActorBase):
         else:
             log.error("call %s: unknown command %r", self.log_id, command)
 
-    def _endpoint(self, address: str) -> str | None:
-        return endpoint_for(address, self.c.config.sip.outbound_trunk)
+    def _endpoint(self, address: str) -> str:
+        sip = self.c.config.sip
+        return endpoint_for(address, sip.outbound_trunk, sip.allowed_hosts)
 
     def _register_leg(self, command: Dial) -> bool:
         """Log the ring attempt and route the leg's events to this call; False if it cannot be dialed."""
         leg = command.leg_id
         self.writes.put_nowait((callstore.create_item, self.log_id, self.project_id, leg, command.contact,
                                 command.rule_id, command.rule_order, time.time()))
-        if self._endpoint(command.contact.address) is None:
-            log.error("call %s: cannot ring %s: no sip.outbound_trunk is configured for phone numbers",
-                      self.log_id, command.contact.address)
-            self.post(LegEnded(leg, "failed", "no outbound trunk is configured for phone numbers (sip.outbound_trunk)"))
+        try:
+            self._endpoint(command.contact.address)
+        except NotDialable as exc:
+            log.error("call %s: cannot ring %s: %s", self.log_id, command.contact.address, exc)
+            self.post(LegEnded(leg, "failed", str(exc)))
             return False
         # Registered before the originate: its StasisStart can arrive before the HTTP answer.
         self.legs.add(leg)

@@ -64,7 +64,7 @@ from ivr.store import callstore
 from ivr.asterisk.agi import AgiChannel, AgiError, AgiHangup, AgiServer
 from ivr.asterisk.ami import AmiError
 from ivr.asterisk.causes import ANSWERED_ELSEWHERE, cause_text, int_or_none, leg_end_cause
-from ivr.asterisk.dialstrings import dial_target, safe_in_dialplan
+from ivr.asterisk.dialstrings import NotDialable, dial_target, safe_in_dialplan
 from ivr.shells.base import SORRY, CallActorBase
 from ivr.store.db import run_and_release
 from ivr.core.engine import (
@@ -423,19 +423,19 @@ class AgiCallActor(CallActorBase):
     # -- Dial ------------------------------------------------------------------------------
 
     def _queue_dial(self, dials: list[Dial]) -> None:
-        trunk = self.c.config.sip.outbound_trunk
+        sip = self.c.config.sip
         legs: dict[str, str] = {}
         now = time.time()
         for command in dials:
             self.writes.put_nowait((callstore.create_item, self.log_id, self.project_id, command.leg_id,
                                     command.contact, command.rule_id, command.rule_order, now))
-            target = dial_target(command.contact.address, trunk)
-            if target is None:
-                log.error("call %s: cannot ring %s: no sip.outbound_trunk is configured for phone numbers",
-                          self.log_id, command.contact.address)
-                self.post(LegEnded(command.leg_id, "failed",
-                                   "no outbound trunk is configured for phone numbers (sip.outbound_trunk)"))
-            elif not safe_in_dialplan(target) or target in legs:
+            try:
+                target = dial_target(command.contact.address, sip.outbound_trunk, sip.allowed_hosts)
+            except NotDialable as exc:
+                log.error("call %s: cannot ring %s: %s", self.log_id, command.contact.address, exc)
+                self.post(LegEnded(command.leg_id, "failed", str(exc)))
+                continue
+            if not safe_in_dialplan(target) or target in legs:
                 self.post(LegEnded(command.leg_id, "failed",
                                    f"{command.contact.address} cannot be dialed through the dialplan"))
             else:

@@ -60,14 +60,16 @@ from ivr.asterisk.ami import (
 )
 from ivr.asterisk.causes import BUSY as CAUSE_BUSY
 from ivr.asterisk.causes import CALL_REJECTED, CONGESTION_CAUSES, NO_ANSWER_CAUSES, cause_text, int_or_none
-from ivr.asterisk.dialstrings import endpoint_for
+from ivr.asterisk.dialstrings import NotDialable, endpoint_for
 from ivr.core.notification import Notification, NotificationConversation, call_cost, spoken_code
 from ivr.core.vocabulary import AwaitDigit, DigitPressed, HangupCaller, Play, PlaybackFinished, TimerFired
 from ivr.metrics import Metrics
 from ivr.runtime import Tasks
 from ivr.store import models as m
 from ivr.store import verification
-from ivr.store.calllogs import PHONE_COLUMN, create_call_log, finish_call_log, open_call_logs
+from ivr.store import outbox
+from ivr.store.calllogs import (NOTIFICATION_CALL, PHONE_COLUMN, create_call_log, finish_call_log,
+                                 open_call_logs)
 from ivr.store.db import run_and_release
 from ivr.tts import Synthesizer, TTSError
 
@@ -78,18 +80,36 @@ CONTEXT = "hotline-notify"
 MAX_CALL_SECONDS = 900         # a notification call longer than this is cut short
 VERIFICATION_ATTEMPTS = 3      # calls per code before giving up on it
 VERIFICATION_RETRY = 300.0     # seconds between two calls for the same code
+WEBHOOK = "webhook"            # the outbox kind of an acknowledgement to deliver
+WEBHOOK_LEASE = 60.0           # seconds a worker has to deliver one before another may try
 SUCCESS, ERROR, MISSED, BUSY = (m.CallLogStatus.SUCCESS.value, m.CallLogStatus.ERROR.value,
                                 m.CallLogStatus.MISSED_CALL.value, m.CallLogStatus.BUSY.value)
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The ``X-Hotline-Signature`` header of a webhook body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+#: How old a signed webhook may be when its receiver checks it (a replay later is refused).
+SIGNATURE_TOLERANCE = 300.0
 
 
-def signature_is_valid(secret: str, body: bytes, header: str | None) -> bool:
-    """What a receiver checks (constant-time)."""
-    return bool(header) and hmac.compare_digest(sign(secret, body), header)
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``X-Hotline-Signature`` header of a webhook body sent at ``timestamp`` (Unix seconds):
+    ``t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>." + body>``. Signing the time with the body
+    lets a receiver refuse an old request replayed."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def signature_is_valid(secret: str, body: bytes, header: str | None, now: float | None = None,
+                       tolerance: float = SIGNATURE_TOLERANCE) -> bool:
+    """What a receiver checks: the signature (constant-time) and that it is recent."""
+    try:
+        parts = dict(part.split("=", 1) for part in (header or "").split(","))
+        timestamp = int(parts["t"])
+    except (ValueError, KeyError):
+        return False
+    now = time.time() if now is None else now
+    if abs(now - timestamp) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, body, timestamp), header or "")
 
 
 def classify_unanswered(reason: int | None, cause: int | None, ring_timeout: float) -> tuple[str, str]:
@@ -144,6 +164,7 @@ class NotificationService:
     connect_wait = 10.0          # seconds a call waits for AMI to be connected
     verification_poll = 5.0      # seconds between two looks for codes to deliver
     webhook_base_delay = 1.0     # first retry after this many seconds, then doubling
+    outbox_poll = 0.25           # seconds between two looks at the outbox (calls queued by the API)
 
     def __init__(self, config, db, ami: AmiClient, tts: Synthesizer, metrics: Metrics | None = None):
         self.config = config
@@ -163,6 +184,7 @@ class NotificationService:
 
     async def start(self) -> None:
         self.spawn(self._maintenance_loop())
+        self.spawn(self._outbox_loop())
 
     async def close(self) -> None:
         self.ami.remove_listener(self._ami_event)
@@ -171,16 +193,6 @@ class NotificationService:
             await self._session.close()
 
     # -- placing calls -------------------------------------------------------------------
-
-    def submit(self, note: Notification) -> asyncio.Task:
-        """Create the row and place the call in a task of the service (the request may go away)."""
-
-        async def go() -> Notification:
-            await run_and_release(self.db, create_call_log, note)
-            self.place(note)
-            return note
-
-        return self.spawn(go())
 
     def place(self, note: Notification) -> asyncio.Task:
         call = _Call(note, str(uuid.uuid4()))
@@ -215,8 +227,12 @@ class NotificationService:
             self.metrics.notifications_in_progress.dec()
             self.metrics.notifications.labels(status).inc()
             log.info("notification call %s to %s: %s (%s)", note.call_log_id, note.to, status, message)
-        if data.get("acknowledged"):
-            self.spawn(self._deliver_webhook(note, data))
+        if data.get("acknowledged") and self.config.notify.webhook_url:
+            try:
+                # Delivered by the outbox's worker (retried across restarts), never holding up this call.
+                await run_and_release(self.db, outbox.put, WEBHOOK, self.webhook_payload(note, data))
+            except Exception:  # noqa: BLE001
+                log.exception("could not queue the acknowledgement of call %s for the webhook", note.call_log_id)
         if note.kind == "verification" and status == SUCCESS and note.number_id is not None:
             try:
                 await run_and_release(self.db, verification.mark_delivered, note.number_id, note.code)
@@ -231,9 +247,10 @@ class NotificationService:
             except asyncio.TimeoutError:
                 return ERROR, (f"Hotline is not connected to Asterisk's AMI at {self.ami.address} "
                                f"({self.ami.last_error or 'not connected'}): the call was not placed."), {}, None
-        endpoint = endpoint_for(note.to, cfg.sip.outbound_trunk)
-        if endpoint is None:
-            return ERROR, "No outbound trunk is configured for phone numbers (sip.outbound_trunk).", {}, None
+        try:
+            endpoint = endpoint_for(note.to, cfg.sip.outbound_trunk, cfg.sip.allowed_hosts)
+        except NotDialable as exc:
+            return ERROR, f"The call was not placed: {exc}.", {}, None
         try:
             # Before dialing: whoever answers hears the message at once, and speech that cannot be
             # synthesized places no call.
@@ -406,42 +423,62 @@ class NotificationService:
                 "projectId": str(note.project_id), "toNumber": note.to, "keyPressed": data.get("keyPressed"),
                 "acknowledgedAt": _iso(time.time()), "message": note.message, **note.links}
 
-    async def _deliver_webhook(self, note: Notification, data: dict) -> bool:
+    async def deliver_webhooks(self) -> int:
+        """One attempt for each acknowledgement due in the outbox; returns how many were delivered."""
+        messages = await run_and_release(self.db, outbox.lease, WEBHOOK, WEBHOOK_LEASE)
+        results = await asyncio.gather(*(self._deliver_webhook(message) for message in messages))
+        return sum(results)
+
+    async def _deliver_webhook(self, message) -> bool:
         cfg = self.config.notify
-        if not cfg.webhook_url:
-            return False
-        if not cfg.webhook_secret:
-            log.error("notify.webhook_url is set but notify.webhook_secret is empty: acknowledgements are not "
-                      "sent unsigned (set HOTLINE_NOTIFY_WEBHOOK_SECRET)")
+        payload = message.payload
+        attempts = message.attempts + 1
+        if not cfg.webhook_url or not cfg.webhook_secret:
+            log.error("an acknowledgement of call %s waits for the webhook, but notify.webhook_url or "
+                      "notify.webhook_secret is empty: acknowledgements are never sent unsigned; dropped",
+                      payload.get("callLogId"))
             self.metrics.webhook_deliveries.labels("failed").inc()
+            await run_and_release(self.db, outbox.finish, message.id)
             return False
-        body = json.dumps(self.webhook_payload(note, data), separators=(",", ":"), sort_keys=True).encode()
+        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "Hotline",
-                   "X-Hotline-Event": "call-log.acknowledged", "X-Hotline-Delivery": str(uuid.uuid4()),
-                   "X-Hotline-Signature": sign(cfg.webhook_secret, body)}
+                   "X-Hotline-Event": payload.get("event", ""), "X-Hotline-Delivery": str(message.id),
+                   "X-Hotline-Signature": sign(cfg.webhook_secret, body, int(time.time()))}
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        attempts = 1 + max(0, int(cfg.webhook_retries))
-        problem = ""
-        for attempt in range(attempts):
-            if attempt:
-                delay = min(self.webhook_base_delay * 2 ** (attempt - 1), 300.0)
-                await asyncio.sleep(delay + random.uniform(0, delay / 4))
-            try:
-                async with self._session.post(cfg.webhook_url, data=body, headers=headers) as resp:
-                    if 200 <= resp.status < 300:
-                        self.metrics.webhook_deliveries.labels("delivered").inc()
-                        log.info("acknowledgement of call %s delivered to the webhook", note.call_log_id)
-                        return True
-                    problem = f"HTTP {resp.status}"
-                    if 400 <= resp.status < 500 and resp.status not in (408, 425, 429):
-                        break  # the receiver refuses it: retrying would not help
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                problem = str(exc) or type(exc).__name__
+        retriable = True
+        try:
+            async with self._session.post(cfg.webhook_url, data=body, headers=headers) as resp:
+                if 200 <= resp.status < 300:
+                    await run_and_release(self.db, outbox.finish, message.id)
+                    self.metrics.webhook_deliveries.labels("delivered").inc()
+                    log.info("acknowledgement of call %s delivered to the webhook", payload.get("callLogId"))
+                    return True
+                problem = f"HTTP {resp.status}"
+                # The receiver refuses it: retrying would not help.
+                retriable = not (400 <= resp.status < 500 and resp.status not in (408, 425, 429))
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            problem = str(exc) or type(exc).__name__
+        if retriable and attempts <= max(0, int(cfg.webhook_retries)):
+            delay = min(self.webhook_base_delay * 2 ** (attempts - 1), 300.0)
+            await run_and_release(self.db, outbox.retry, message.id, delay + random.uniform(0, delay / 4), problem)
+            return False
+        await run_and_release(self.db, outbox.finish, message.id)
         self.metrics.webhook_deliveries.labels("failed").inc()
         log.error("could not deliver the acknowledgement of call %s to %s (%s) after %d attempt(s)",
-                  note.call_log_id, cfg.webhook_url, problem, attempt + 1)
+                  payload.get("callLogId"), cfg.webhook_url, problem, attempts)
         return False
+
+    async def _outbox_loop(self) -> None:
+        """Calls the API queued, and acknowledgements due for the webhook, taken from the outbox."""
+        while True:
+            try:
+                for message in await run_and_release(self.db, outbox.take, NOTIFICATION_CALL):
+                    self.place(Notification.from_payload(message.payload))
+                await self.deliver_webhooks()
+            except Exception:  # noqa: BLE001 - tried again at the next poll
+                log.exception("reading the outbox failed")
+            await asyncio.sleep(self.outbox_poll)
 
     # -- verification codes ------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from typing import Any
 from ivr.core.notification import MAX_MESSAGE, Notification, NotifyInputError
 from ivr.core.phone import InvalidNumber, to_e164, validate_sip_uri
 from ivr.store import models as m
-from ivr.store.db import on_reader
+from ivr.store import outbox
+from ivr.store.db import on_reader, write_transaction
 
 PHONE_COLUMN = 32              # CallLog.toNumber / fromNumber keep 32 characters
 LINK_FIELDS = ("incidentId", "alertId", "monitorId", "scheduledMaintenanceId", "statusPageId",
@@ -66,6 +67,11 @@ def plan_notification(project_id, body: dict, default_region: str, default_from:
         if not isinstance(to_number, str):
             raise NotifyInputError("toNumber: must be a string (an E.164 number or a sip: URI)")
         address = _address(to_number, default_region, "toNumber")
+        if not _is_verified_number(project_id, address):
+            # Toll fraud stops here: a key can only ring the numbers its project verified.
+            raise NotifyInputError(f"toNumber: {address} is not a verified number of this project; only verified "
+                                   "numbers are ever called (add it to a user as a user-incoming-call-number and "
+                                   "verify it, or send userId)")
     else:
         user = on_reader(m.User.select(m.User.id).where(m.User.id == user_id, m.User.project == project_id)).first()
         if user is None:
@@ -88,11 +94,61 @@ def plan_notification(project_id, body: dict, default_region: str, default_from:
             from_number = to_e164(from_number, default_region)
         except InvalidNumber as exc:
             raise NotifyInputError(f"fromNumber: {exc}") from None
+        if from_number != default_from and not _is_own_number(project_id, from_number):
+            raise NotifyInputError(f"fromNumber: {from_number} is not one of this project's numbers (the routing "
+                                   "number of one of its Incoming Call Policies, or notify.from_number)")
     elif default_from:
         from_number = default_from
     links = {name: str(value) for name in LINK_FIELDS if (value := _uuid(body, name)) is not None}
     return Notification(uuid.uuid4(), project_id, address, from_number or None, message, "notification", links,
                         user_id)
+
+
+def _is_verified_number(project_id, address: str) -> bool:
+    Number = m.UserIncomingCallNumber
+    column = Number.sipUri if address.lower().startswith(("sip:", "sips:")) else Number.phoneNumber
+    return on_reader(Number.select(Number.id).where(Number.project == project_id, column == address,
+                                                    Number.isVerified == True)).exists()  # noqa: E712
+
+
+def _is_own_number(project_id, e164: str) -> bool:
+    Policy = m.IncomingCallPolicy
+    return on_reader(Policy.select(Policy.id).where(Policy.project == project_id,
+                                                    Policy.routingPhoneNumber == e164)).exists()
+
+
+class NotifyLimitReached(Exception):
+    """A project's cap on notification calls is reached (the API answers 429)."""
+
+
+#: A notification call with no outcome after this long is not running any more (the orphan sweep
+#: closes it): only younger ones count as in progress.
+CALL_LIFETIME = dt.timedelta(minutes=20)
+NOTIFICATION_CALL = "notification-call"   # the outbox kind of a call to place
+
+
+def queue_notification(note: Notification, max_in_progress: int, max_per_hour: int) -> Notification:
+    """The call's Call Log row (status null) and its outbox message, in one write transaction, within
+    the project's caps: ``max_in_progress`` calls being placed, ``max_per_hour`` calls per hour
+    (0: no cap). Any process running the call services takes the message and places the call."""
+    now = m.utcnow()
+    with write_transaction():
+        # Serialize the check and the insert per project (PostgreSQL: the project row's lock; SQLite's
+        # writers are serialized by its one write lock, taken up front).
+        if m.database.obj.for_update:
+            list(m.Project.select(m.Project.id).where(m.Project.id == note.project_id).for_update())
+        Log = m.CallLog
+        mine = Log.select().where(Log.project == note.project_id)
+        if max_in_progress and mine.where(Log.status.is_null(True), Log.createdAt > now - CALL_LIFETIME).count() \
+                >= max_in_progress:
+            raise NotifyLimitReached(f"This project already has {max_in_progress} notification calls being placed "
+                                     "(notify.max_calls_in_progress): try again when one has ended.")
+        if max_per_hour and mine.where(Log.createdAt > now - dt.timedelta(hours=1)).count() >= max_per_hour:
+            raise NotifyLimitReached(f"This project placed {max_per_hour} notification calls in the last hour "
+                                     "(notify.max_calls_per_hour): try again later.")
+        create_call_log(note)
+        outbox.put(NOTIFICATION_CALL, note.to_payload())
+    return note
 
 
 def create_call_log(note: Notification) -> Notification:

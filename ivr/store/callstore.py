@@ -176,6 +176,27 @@ class PreparedCall:
     routing_number: str | None
     caller_number: str | None
     setup: CallSetup
+    caller_raw: str | None = None
+
+
+#: callerPhoneNumber keeps this many characters; the raw caller ID (capped) goes to callerIdRaw.
+CALLER_COLUMN = m.IncomingCallLog.callerPhoneNumber.max_length
+RAW_CALLER_LIMIT = 1024
+
+
+def caller_id(raw: str, default_region: str) -> tuple[str | None, str | None]:
+    """(callerPhoneNumber, callerIdRaw) of a caller ID as the network sent it: E.164 when it is a
+    number; otherwise its printable characters, cut to the column. The raw value is kept beside it
+    (capped, control characters escaped: PostgreSQL refuses a NUL) whenever the column could not hold
+    it all. No caller input can keep a call from being logged (it is still rung)."""
+    if not raw:
+        return None, None
+    number = normalize_loose(raw, default_region)
+    shown = "".join(ch for ch in number if ch.isprintable()).strip()[:CALLER_COLUMN] or None
+    if shown == number and len(raw) <= CALLER_COLUMN:
+        return shown, None
+    escaped = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in raw[:RAW_CALLER_LIMIT])
+    return shown, escaped
 
 
 def prepare_call(dialed: str, caller: str, default_region: str, confirm_timeout: float) -> PreparedCall | None:
@@ -184,16 +205,17 @@ def prepare_call(dialed: str, caller: str, default_region: str, confirm_timeout:
     if policy is None:
         return None
     log_id = uuid.uuid4()
-    caller_number = normalize_loose(caller, default_region) if caller else None
+    caller_number, caller_raw = caller_id(caller, default_region)
     setup = build_setup(policy, str(log_id), caller_number or "an unknown number", confirm_timeout)
-    return PreparedCall(log_id, policy.id, policy.projectId, policy.routingPhoneNumber, caller_number, setup)
+    return PreparedCall(log_id, policy.id, policy.projectId, policy.routingPhoneNumber, caller_number, setup,
+                        caller_raw)
 
 
 def open_log(call: PreparedCall, channel_id: str, started_at: float) -> None:
     """The call's IncomingCallLog row (status Initiated)."""
     m.IncomingCallLog.create(
         id=call.log_id, project=call.project_id, incomingCallPolicyId=call.policy_id,
-        callerPhoneNumber=call.caller_number, routingPhoneNumber=call.routing_number,
+        callerPhoneNumber=call.caller_number, callerIdRaw=call.caller_raw, routingPhoneNumber=call.routing_number,
         callProviderCallId=channel_id, status=m.CallStatus.INITIATED.value,
         startedAt=utc_from_timestamp(started_at))
 

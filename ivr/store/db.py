@@ -10,6 +10,7 @@ go through ``run_sync``.
 from __future__ import annotations
 
 import asyncio
+import os
 import contextvars
 import logging
 from pathlib import Path
@@ -21,6 +22,7 @@ from playhouse import db_url
 from playhouse.migrations import Runner
 from playhouse.pwasyncio import AsyncPostgresqlDatabase, AsyncSqliteDatabase
 
+from ivr.config import private_dir
 from ivr.store.models import database
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ def open_database(url: str, pool_size: int = 8) -> AsyncSqliteDatabase | AsyncPo
         db = db_url.connect(url.replace("sqlite://", "sqlite+async://", 1), pragmas=SQLITE_PRAGMAS,
                             pool_size=pool_size, timeout=10)
         if db.database != ":memory:":
-            Path(db.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(db.database))
     elif scheme in ("postgresql", "postgres"):
         db = db_url.connect(url.replace(f"{scheme}://", "postgresql+async://", 1), pool_size=pool_size)
     else:
@@ -62,6 +64,17 @@ def open_database(url: str, pool_size: int = 8) -> AsyncSqliteDatabase | AsyncPo
     return db
 
 
+def _private_file(path: Path) -> None:
+    """The SQLite file readable by its owner only (0600), in a directory only its owner enters;
+    SQLite gives its -wal and -shm files the database file's mode."""
+    if not path.parent.exists():
+        private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+
+
 _reader: contextvars.ContextVar = contextvars.ContextVar("hotline_reader", default=None)
 
 
@@ -69,6 +82,14 @@ def on_reader(query):
     """Bind a read query to the reader of the operation running now (see ``Reads``)."""
     reader = _reader.get()
     return query.bind(reader) if reader is not None else query
+
+
+def write_transaction():
+    """A transaction that writes: on SQLite it takes the write lock up front (``BEGIN IMMEDIATE``),
+    waiting ``busy_timeout`` for it, instead of failing with "database is locked" when it later
+    tries to upgrade a read lock another writer holds."""
+    db = database.obj
+    return db.atomic("IMMEDIATE") if isinstance(db, SqliteDatabase) else db.atomic()
 
 
 class Reads:

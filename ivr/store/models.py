@@ -376,6 +376,9 @@ class IncomingCallLog(ProjectScoped):
     startedAt = DateTimeField(null=True, help_text="When the call started")
     endedAt = DateTimeField(null=True, help_text="When the call ended")
     answeredByUserId = IdField(null=True, help_text="User ID who answered the call")
+    callerIdRaw = LongTextField(null=True, help_text="The caller ID as the network sent it, when it was not a "
+                                                     "phone number that fits callerPhoneNumber (which then holds "
+                                                     "its first 32 printable characters)")
     currentEscalationRuleOrder = IntegerField(null=True, help_text="The current escalation rule order being processed")
     repeatCount = IntegerField(default=0, help_text="Number of times the policy has been repeated")
 
@@ -445,10 +448,25 @@ class CallLog(ProjectScoped):
         )
 
 
+class OutboxMessage(BaseModel):
+    """Work handed from one process to another through the database (ivr/store/outbox.py): a
+    notification call to place, an acknowledgement to deliver to the webhook. Never exposed by the API."""
+
+    kind = CharField(max_length=32)
+    payload = JSONField(default=dict)
+    availableAt = DateTimeField(default=utcnow)   # not to be taken before
+    attempts = IntegerField(default=0)
+    leaseUntil = DateTimeField(null=True)         # taken by a worker until then
+    lastError = TextField(null=True)
+
+    class Meta:
+        indexes = ((("kind", "availableAt"), False),)
+
+
 MODELS = (
     Project, User, UserIncomingCallNumber, UserIncomingCallNumberVerification, Team, TeamMember, Label, ApiKey,
     OnCallDutyPolicySchedule, OnCallDutyPolicyScheduleLayer, OnCallDutyPolicyScheduleLayerUser,
     OnCallDutyPolicyScheduleOverride,
     IncomingCallPolicy, IncomingCallPolicyLabel, IncomingCallPolicyEscalationRule,
-    IncomingCallLog, IncomingCallLogItem, CallLog,
+    IncomingCallLog, IncomingCallLogItem, CallLog, OutboxMessage,
 )

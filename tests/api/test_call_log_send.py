@@ -7,14 +7,14 @@ end-to-end tests place real ones)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 import uuid
 
 import pytest
 
-from ivr.main import build_app
-from ivr.runtime import NOTIFIER
+from ivr.main import NOTIFIER, build_app
 from ivr.store import models as m
 from ivr.store.db import open_database
 from tests.api.conftest import ApiClient
@@ -57,12 +57,34 @@ async def outcome_of(api: ApiClient, call_log_id: str, timeout: float = 10.0) ->
         await asyncio.sleep(0.05)
 
 
+async def tenant_with_numbers(api: ApiClient, name: str, *numbers: str, routing: str | None = None):
+    """A project whose user has these verified numbers, and an Incoming Call Policy routing ``routing``
+    (a number of the project's own, usable as fromNumber: ``tenant.routing``)."""
+    routing = routing or f"+1212{random.randint(2_000_000, 9_999_999)}"
+    tenant = await api.tenant(name)
+    tenant.routing = routing
+    user = await api.create("user", tenant.owner, {"name": "On call"})
+    for number in numbers:
+        kind = "sipUri" if number.startswith("sip:") else "phoneNumber"
+        await api.create("user-incoming-call-number", tenant.owner,
+                         {"userId": user["_id"], kind: number, "isVerified": True})
+    await api.create("incoming-call-policy", tenant.owner, {"name": f"{name} desk", "routingPhoneNumber": routing})
+    return tenant
+
+
+async def queued(api: ApiClient, tenant) -> int:
+    """Calls of this project waiting in the outbox (the session's tests share the database)."""
+    def count():
+        return sum(msg.payload.get("projectId") == tenant.project_id for msg in m.OutboxMessage.select())
+    return await api.db.run(count)
+
+
 async def test_a_call_is_placed_and_its_row_created_at_once(calling):
     api, notifier = calling
-    tenant = await api.tenant("Calls")
+    tenant = await tenant_with_numbers(api, "Calls", "+14155552671")
     sent = await api.post(SEND, tenant.keys["member"], {"toNumber": "(415) 555-2671", "message": " Disk  full on db-1 ",
-                                                        "incidentId": INCIDENT, "fromNumber": "+1 212 555 0100"})
-    assert sent["status"] is None and sent["toNumber"] == "+14155552671" and sent["fromNumber"] == "+12125550100"
+                                                        "incidentId": INCIDENT, "fromNumber": tenant.routing})
+    assert sent["status"] is None and sent["toNumber"] == "+14155552671" and sent["fromNumber"] == tenant.routing
     assert sent["callData"] == {"message": "Disk full on db-1", "kind": "notification", "incidentId": INCIDENT}
     row = await api.post(f"/api/call-log/{sent['_id']}/get-item", tenant.keys["viewer"],
                          {"select": {"status": True, "statusMessage": True, "toNumber": True, "incidentId": True,
@@ -105,11 +127,11 @@ async def test_a_user_is_called_on_their_first_verified_number(calling):
 ])
 async def test_bad_input_is_a_400_and_places_no_call(calling, body, message):
     api, notifier = calling
-    tenant = await api.tenant("Bad")
+    tenant = await tenant_with_numbers(api, "Bad", "+14155552671")
     status, payload = await api.call("POST", SEND, tenant.owner, body, expect=None)
     assert status == 400 and message in payload["error"], payload
-    assert not notifier.calls
     assert await api.post("/api/call-log/count", tenant.owner, {}) == {"count": 0}
+    assert await queued(api, tenant) == 0
 
 
 async def test_a_user_without_a_verified_number_is_a_400(calling):
@@ -118,7 +140,7 @@ async def test_a_user_without_a_verified_number_is_a_400(calling):
     user = await api.create("user", tenant.owner, {"name": "Bo"})
     await api.create("user-incoming-call-number", tenant.owner, {"userId": user["_id"], "sipUri": "sip:bo@10.0.0.9"})
     status, payload = await api.call("POST", SEND, tenant.owner, {"userId": user["_id"], "message": "Hi"}, expect=None)
-    assert status == 400 and "has no verified number" in payload["error"] and not notifier.calls
+    assert status == 400 and "has no verified number" in payload["error"] and await queued(api, tenant) == 0
     other = await api.tenant("Other")  # a user of another project is unknown here
     status, payload = await api.call("POST", SEND, other.owner, {"userId": user["_id"], "message": "Hi"}, expect=None)
     assert status == 400 and "no user" in payload["error"]
@@ -126,7 +148,7 @@ async def test_a_user_without_a_verified_number_is_a_400(calling):
 
 async def test_permissions(calling):
     api, notifier = calling
-    tenant = await api.tenant("Perms")
+    tenant = await tenant_with_numbers(api, "Perms", "+14155552671")
     body = {"toNumber": "+14155552671", "message": "Hi"}
     for role in ("owner", "admin", "member"):
         await api.post(SEND, tenant.keys[role], body)
@@ -145,13 +167,72 @@ async def test_permissions(calling):
     assert status == 405
 
 
-async def test_without_the_call_controller_it_is_a_503_after_validation(api, acme):
-    status, payload = await api.call("POST", SEND, acme.owner, {"toNumber": "+14155552671", "message": "Hi"},
+async def test_an_api_only_server_queues_the_call_for_the_call_services(api):
+    """`hotline serve --api-only` places nothing itself: the call waits in the outbox for whichever
+    process runs the call services (they may run on another machine)."""
+    tenant = await tenant_with_numbers(api, "Queued", "+14155552671")
+    sent = await api.post(SEND, tenant.owner, {"toNumber": "+14155552671", "message": "Hi"})
+    assert sent["status"] is None
+    messages = await api.db.run(lambda: list(m.OutboxMessage.select().where(m.OutboxMessage.kind == "notification-call")))
+    assert [msg.payload["callLogId"] for msg in messages if msg.payload["callLogId"] == sent["_id"]] == [sent["_id"]]
+
+
+@pytest.mark.parametrize("number", ["+1 900 555 0199", "+44 909 879 0000", "sip:premium@203.0.113.5",
+                                    "sip:alice@10.0.0.8"])
+async def test_toll_fraud_only_verified_numbers_of_the_project_are_called(calling, number):
+    """A key of the project can ring its verified numbers only: not a premium-rate number, not a SIP
+    URI on some host, not a number another project verified."""
+    api, notifier = calling
+    await tenant_with_numbers(api, "Elsewhere", "sip:alice@10.0.0.8")  # another project's verified number
+    tenant = await tenant_with_numbers(api, "Fraud")
+    status, payload = await api.call("POST", SEND, tenant.keys["member"], {"toNumber": number, "message": "Hi"},
                                      expect=None)
-    assert status == 503 and "call controller" in payload["error"]
-    status, payload = await api.call("POST", SEND, acme.owner, {"toNumber": "12", "message": "Hi"}, expect=None)
-    assert status == 400
-    assert await api.post("/api/call-log/count", acme.owner, {}) == {"count": 0}
+    assert status == 400 and "is not a verified number of this project" in payload["error"], payload
+    assert await api.post("/api/call-log/count", tenant.owner, {}) == {"count": 0}
+
+
+async def test_the_caller_id_is_one_of_the_projects_own_numbers(calling):
+    api, _ = calling
+    tenant = await tenant_with_numbers(api, "Caller ID", "+14155552671")
+    body = {"toNumber": "+14155552671", "message": "Hi"}
+    status, payload = await api.call("POST", SEND, tenant.owner, {**body, "fromNumber": "+1 900 555 0100"},
+                                     expect=None)
+    assert status == 400 and "is not one of this project's numbers" in payload["error"]
+    sent = await api.post(SEND, tenant.owner, {**body, "fromNumber": tenant.routing})
+    assert sent["fromNumber"] == tenant.routing
+
+
+async def test_a_project_has_caps_on_calls_in_progress_and_per_hour(database_url, config, aiohttp_client):
+    db = open_database(database_url, pool_size=2)
+    config = config.replace(notify__max_calls_in_progress=2, notify__max_calls_per_hour=3)
+    client = ApiClient(await aiohttp_client(build_app(config, db=db, calls=False)), db)
+    try:
+        tenant = await tenant_with_numbers(client, "Capped", "+14155552671")
+        body = {"toNumber": "+14155552671", "message": "Hi"}
+        answers = await asyncio.gather(*(client.call("POST", SEND, tenant.owner, body, expect=None) for _ in range(5)))
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == [200, 200, 429, 429, 429], answers
+        assert "notify.max_calls_in_progress" in next(p["error"] for s, p in answers if s == 429)
+        # Ended calls free their place; the hourly cap still counts them.
+        await db.run(lambda: m.CallLog.update(status="Success").where(
+            m.CallLog.project == uuid.UUID(tenant.project_id)).execute())
+        assert (await client.call("POST", SEND, tenant.owner, body, expect=None))[0] == 200
+        status, payload = await client.call("POST", SEND, tenant.owner, body, expect=None)
+        assert status == 429 and "notify.max_calls_per_hour" in payload["error"]
+        assert await client.post("/api/call-log/count", tenant.owner, {}) == {"count": 3}
+    finally:
+        await client.client.close()
+        await db.close_pool()
+
+
+async def test_a_number_on_a_host_outside_sip_allowed_hosts_is_refused(api):
+    tenant = await api.tenant("Hosts")
+    user = await api.create("user", tenant.owner, {"name": "Ann"})
+    for uri in ("sip:ann@203.0.113.5", "sip:ann@pbx.example.com:5060"):
+        status, payload = await api.call("POST", "/api/user-incoming-call-number", tenant.owner,
+                                         {"data": {"userId": user["_id"], "sipUri": uri}}, expect=None)
+        assert status == 400 and "sip.allowed_hosts" in payload["error"], payload
+    await api.create("user-incoming-call-number", tenant.owner, {"userId": user["_id"], "sipUri": "sip:ann@10.1.2.3"})
 
 
 async def test_ready_and_health(api):
@@ -165,7 +246,7 @@ async def test_the_operation_is_documented(api):
     document = await (await api.client.get("/api/openapi.json")).json()
     operation = document["paths"][SEND]["post"]
     assert operation["operationId"] == "sendCallLog"
-    assert set(operation["responses"]) == {"200", "400", "401", "403", "429", "503"}
+    assert set(operation["responses"]) == {"200", "400", "401", "403", "429"}
     assert "Project Member" in operation["description"] and "Create Call Log" in operation["description"]
 
 

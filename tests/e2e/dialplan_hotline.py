@@ -13,8 +13,8 @@ import time
 from aiohttp import web
 
 from ivr.asterisk.ami import AmiClient
-from ivr.main import AGI_CALLS, AGI_SERVER, AMI_CLIENT, build_app
-from ivr.runtime import METRICS, NOTIFIER
+from ivr.main import AGI_CALLS, AGI_SERVER, AMI_CLIENT, NOTIFIER, build_app
+from ivr.runtime import METRICS
 from ivr.shells.fastagi import AgiCalls
 from ivr.shells.notify import NotificationService
 from tests.e2e.hotline import Hotline

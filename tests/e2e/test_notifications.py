@@ -9,17 +9,20 @@ import json
 import os
 import signal
 import time
+import uuid
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from api.auth import hash_key, new_key
+from ivr.core.phone import to_e164
 from ivr.store import models as m
 from ivr.store import verification
 from ivr.shells.notify import signature_is_valid
 from tests.e2e.conftest import running_hotline
 from tests.e2e.dialplan_hotline import DialplanHotline
+from tests.e2e.hotline import routing_number
 from tests.sip.parties import Phone
 
 pytestmark = pytest.mark.e2e
@@ -80,19 +83,39 @@ async def hotline(lab, hotline_config, receiver):
         yield running
 
 
+#: key -> (project id, the project's routing number: a caller ID it may use)
+PROJECTS: dict[str, tuple] = {}
+
+
 @pytest.fixture
 async def key(hotline) -> str:
     def make() -> str:
         project = m.Project.create(name="notifications")
+        policy = m.IncomingCallPolicy.create(project=project, name="Desk", slug=f"desk-{uuid.uuid4().hex}",
+                                             routingPhoneNumber=routing_number())
         secret = new_key()
         m.ApiKey.create(project=project, name="e2e", keyHash=hash_key(secret), keyPrefix=secret[:10],
                         role="Project Member", permissions=[])
+        PROJECTS[secret] = (project.id, policy.routingPhoneNumber)
         return secret
 
     return await hotline.db.run(make)
 
 
+def make_verified(project_id, address: str) -> None:
+    """Only verified numbers of the project are called: make ``address`` one."""
+    sip = address.startswith("sip:")
+    address = address if sip else to_e164(address)
+    Number = m.UserIncomingCallNumber
+    column = Number.sipUri if sip else Number.phoneNumber
+    if Number.select().where(Number.project == project_id, column == address).exists():
+        return
+    user = m.User.create(project=project_id, name=f"On call {address}")
+    Number.create(project=project_id, user=user, isVerified=True, **{"sipUri" if sip else "phoneNumber": address})
+
+
 async def send(hotline, key: str, body: dict) -> dict:
+    await hotline.db.run(make_verified, PROJECTS[key][0], body["toNumber"])
     async with aiohttp.ClientSession() as session:
         async with session.post(f"{hotline.base_url}/api/call-log/send", json=body, headers={"ApiKey": key}) as resp:
             payload = await resp.json()
@@ -120,7 +143,7 @@ async def test_answered_and_acknowledged_with_1(hotline, key, receiver):
     phone = Phone.answer_and_press("1", delay=1.0)
     async with phone:
         sent = await send(hotline, key, {"toNumber": phone.uri(), "message": "Incident 42 is critical.",
-                                         "fromNumber": "+12125550100", "incidentId": INCIDENT})
+                                         "fromNumber": PROJECTS[key][1], "incidentId": INCIDENT})
         assert sent["status"] is None
         row = await outcome(hotline, key, sent["_id"])
         result = await phone.wait(10)
@@ -132,7 +155,7 @@ async def test_answered_and_acknowledged_with_1(hotline, key, receiver):
     assert 1 <= data["durationInSeconds"] < 10
     assert row["callCostInUSDCents"] == 2                         # sip: at 2 cents a minute, 1 started minute
     assert result.answered and result.digits == "1" and result.hung_up_by == "remote"
-    assert result.call.caller_number == "+12125550100"            # the caller ID shown
+    assert result.call.caller_number == PROJECTS[key][1]          # the caller ID shown: the project's number
     [(body, headers)] = await receiver.wait(1)
     assert signature_is_valid(SECRET, body, headers["X-Hotline-Signature"])
     payload = json.loads(body)

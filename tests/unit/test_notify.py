@@ -32,6 +32,8 @@ from ivr.shells.notify import (
     sign,
     signature_is_valid,
 )
+from ivr.store import outbox
+from ivr.store.db import migrate, open_database
 from ivr.tts import TTSError
 
 RATES = {"1": 1, "44": 2, "4420": 3.5, "sip:": 0.25}
@@ -60,8 +62,8 @@ def test_no_rate_costs_nothing():
 
 def test_signature():
     body = b'{"callLogId":"x","event":"call-log.acknowledged"}'
-    header = sign("s3cret", body)
-    assert header.startswith("sha256=") and len(header) == 7 + 64
+    header = sign("s3cret", body, int(time.time()))
+    assert header.startswith("t=") and ",v1=" in header and len(header.split("v1=")[1]) == 64
     assert signature_is_valid("s3cret", body, header)
     assert not signature_is_valid("other", body, header)
     assert not signature_is_valid("s3cret", body + b" ", header)
@@ -306,15 +308,48 @@ async def receiver(aiohttp_server):
     return server, got, plan
 
 
-async def test_an_acknowledgement_is_signed_and_retried_with_back_off(receiver):
+@pytest.fixture
+async def outbox_db(tmp_path):
+    """A migrated SQLite database: acknowledgements wait in its outbox table."""
+    db = open_database(f"sqlite:///{tmp_path / 'hotline.db'}", pool_size=2)
+    await migrate(db)
+    await db.aclose()
+    try:
+        yield db
+    finally:
+        await db.close_pool()
+
+
+def webhook_service(db, **env) -> NotificationService:
+    config = load_config(env={"HOTLINE_NOTIFY_MAX_PROMPTS": "2", **env})
+    svc = NotificationService(config, db=db, ami=FakeAmi(), tts=FakeTts())
+    svc.webhook_base_delay = 0.01
+    return svc
+
+
+async def drain(svc: NotificationService, rounds: int = 20) -> None:
+    """Run the outbox's webhook worker until nothing is left (retries come due within milliseconds)."""
+    for _ in range(rounds):
+        await svc.deliver_webhooks()
+        if not await svc.db.run(outbox.pending, "webhook"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("acknowledgements are still waiting in the outbox")
+
+
+async def queue_ack(svc: NotificationService, note: Notification) -> None:
+    await svc.db.run(outbox.put, "webhook", svc.webhook_payload(note, {"keyPressed": "1", "acknowledged": True}))
+
+
+async def test_an_acknowledgement_is_signed_and_retried_with_back_off(receiver, outbox_db):
     server, got, plan = receiver
     plan.extend([500, 503])
-    svc = service(HOTLINE_NOTIFY_WEBHOOK_URL=str(server.make_url("/hook")), HOTLINE_NOTIFY_WEBHOOK_SECRET="k3y",
-                  HOTLINE_NOTIFY_WEBHOOK_RETRIES="3")
-    svc.webhook_base_delay = 0.01
+    svc = webhook_service(outbox_db, HOTLINE_NOTIFY_WEBHOOK_URL=str(server.make_url("/hook")),
+                          HOTLINE_NOTIFY_WEBHOOK_SECRET="k3y", HOTLINE_NOTIFY_WEBHOOK_RETRIES="3")
     note = Notification(uuid.uuid4(), uuid.uuid4(), "+14155550100", None, "Disk full", links={"incidentId": "i-1"})
     try:
-        assert await svc._deliver_webhook(note, {"keyPressed": "1", "acknowledged": True})
+        await queue_ack(svc, note)
+        await drain(svc)
     finally:
         await svc.close()
     assert len(got) == 3
@@ -326,17 +361,48 @@ async def test_an_acknowledgement_is_signed_and_retried_with_back_off(receiver):
     assert len({h["X-Hotline-Delivery"] for _, h in got}) == 1   # one delivery, several attempts
 
 
-async def test_a_refusing_receiver_is_not_retried_and_no_secret_means_no_delivery(receiver):
+async def test_an_acknowledgement_survives_a_restart(receiver, outbox_db):
+    """Queued by one service, delivered by the next one (a restart, or another node)."""
+    server, got, plan = receiver
+    env = {"HOTLINE_NOTIFY_WEBHOOK_URL": str(server.make_url("/hook")), "HOTLINE_NOTIFY_WEBHOOK_SECRET": "k3y"}
+    first = webhook_service(outbox_db, **env)
+    await queue_ack(first, Notification(uuid.uuid4(), uuid.uuid4(), "+14155550100", None, "Disk full"))
+    await first.close()
+    assert got == []
+    second = webhook_service(outbox_db, **env)
+    try:
+        await drain(second)
+    finally:
+        await second.close()
+    assert len(got) == 1
+
+
+async def test_a_refusing_receiver_is_not_retried_and_no_secret_means_no_delivery(receiver, outbox_db):
     server, got, plan = receiver
     plan.append(401)
-    svc = service(HOTLINE_NOTIFY_WEBHOOK_URL=str(server.make_url("/hook")), HOTLINE_NOTIFY_WEBHOOK_SECRET="k3y")
-    svc.webhook_base_delay = 0.01
+    svc = webhook_service(outbox_db, HOTLINE_NOTIFY_WEBHOOK_URL=str(server.make_url("/hook")),
+                          HOTLINE_NOTIFY_WEBHOOK_SECRET="k3y")
     note = Notification(uuid.uuid4(), uuid.uuid4(), "+14155550100", None, "Disk full")
+    unsigned = webhook_service(outbox_db, HOTLINE_NOTIFY_WEBHOOK_URL=str(server.make_url("/hook")))
     try:
-        assert not await svc._deliver_webhook(note, {"keyPressed": "1"})
+        await queue_ack(svc, note)
+        await drain(svc)
         assert len(got) == 1
-        unsigned = service(HOTLINE_NOTIFY_WEBHOOK_URL=str(server.make_url("/hook")))
-        assert not await unsigned._deliver_webhook(note, {"keyPressed": "1"})
+        await queue_ack(unsigned, note)
+        await drain(unsigned)
         assert len(got) == 1
     finally:
         await svc.close()
+        await unsigned.close()
+
+
+def test_a_signature_is_refused_when_old_or_forged():
+    body = b'{"event":"call-log.acknowledged"}'
+    now = 1_800_000_000
+    header = sign("k3y", body, now)
+    assert signature_is_valid("k3y", body, header, now=now + 299)
+    assert not signature_is_valid("k3y", body, header, now=now + 301)      # a replay, later
+    assert not signature_is_valid("k3y", body + b" ", header, now=now)
+    assert not signature_is_valid("other", body, header, now=now)
+    assert not signature_is_valid("k3y", body, header.replace(f"t={now}", f"t={now + 1}"), now=now)
+    assert not signature_is_valid("k3y", body, "sha256=abc", now=now)

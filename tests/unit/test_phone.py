@@ -1,6 +1,8 @@
 import pytest
 
-from ivr.core.phone import InvalidNumber, area_code_of, region_of, spoken_digits, to_e164, validate_sip_uri
+from ivr.asterisk.dialstrings import NotDialable, endpoint_for
+from ivr.core.phone import (InvalidNumber, area_code_of, region_of, sip_host_allowed, spoken_digits, to_e164,
+                            validate_sip_uri)
 
 
 @pytest.mark.parametrize("text,region,expected", [
@@ -40,3 +42,25 @@ def test_sip_uris(uri):
 def test_bad_sip_uris(uri):
     with pytest.raises(InvalidNumber):
         validate_sip_uri(uri)
+
+
+ALLOWED = ["127.0.0.0/8", "::1", "10.0.0.0/8", "pbx.example.com"]
+
+
+@pytest.mark.parametrize(("uri", "allowed"), [
+    ("sip:alice@127.0.0.1:5062", True), ("sip:alice@10.20.30.40", True), ("sip:alice@[::1]:5060", True),
+    ("sip:desk@PBX.example.com", True), ("sips:desk@pbx.example.com;transport=tls", True),
+    ("sip:premium@203.0.113.5", False), ("sip:x@pbx.example.com.evil.net", False), ("sip:x@11.0.0.1", False),
+    ("sip:x@10.0.0.1@203.0.113.5", False), ("not a uri", False),
+])
+def test_sip_uris_only_to_allowed_hosts(uri, allowed):
+    assert sip_host_allowed(uri, ALLOWED) is allowed
+
+
+def test_the_dial_string_refuses_what_cannot_be_rung():
+    assert endpoint_for("sip:a@10.0.0.5:5060", "", ALLOWED) == "PJSIP/hotline-direct/sip:a@10.0.0.5:5060"
+    assert endpoint_for("+14155550100", "carrier", ALLOWED) == "PJSIP/+14155550100@carrier"
+    with pytest.raises(NotDialable, match="sip.allowed_hosts"):
+        endpoint_for("sip:a@203.0.113.5", "carrier", ALLOWED)
+    with pytest.raises(NotDialable, match="sip.outbound_trunk"):
+        endpoint_for("+14155550100", "", ALLOWED)
