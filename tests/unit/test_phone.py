@@ -1,6 +1,14 @@
 import pytest
 
-from ivr.core.phone import InvalidNumber, area_code_of, region_of, spoken_digits, to_e164, validate_sip_uri
+from ivr.core.phone import (
+    InvalidNumber,
+    area_code_of,
+    destination_key,
+    region_of,
+    spoken_digits,
+    to_e164,
+    validate_sip_uri,
+)
 
 
 @pytest.mark.parametrize("text,region,expected", [
@@ -40,3 +48,24 @@ def test_sip_uris(uri):
 def test_bad_sip_uris(uri):
     with pytest.raises(InvalidNumber):
         validate_sip_uri(uri)
+
+
+@pytest.mark.parametrize(("spellings", "key"), [
+    (["+14155550100"], "+14155550100"),
+    (["sip:alice@pbx.example", "sip:Alice@PBX.Example", "SIP:alice@pbx.example:5060",
+      "sip:alice@pbx.example;transport=tcp", "sips:alice@pbx.example:5061", "sip:%61lice@pbx.example",
+      " sip:alice@pbx.example:05060;lr "], "sip:alice@pbx.example"),
+    (["sip:alice@10.0.0.5:5062", "sip:alice@10.0.0.5:05062;transport=udp"], "sip:alice@10.0.0.5:5062"),
+    (["sip:[2001:DB8::1]:5060", "sip:[2001:db8::1]"], "sip:[2001:db8::1]"),
+])
+def test_spellings_of_one_destination_share_one_key(spellings, key):
+    """The key of a destination's verification guard: another spelling of a SIP URI must not get a
+    fresh count of wrong codes (or of codes sent)."""
+    assert {destination_key(text) for text in spellings} == {key}
+
+
+def test_different_destinations_keep_different_keys():
+    keys = {destination_key(text) for text in ("sip:alice@pbx.example", "sip:bob@pbx.example",
+                                               "sip:alice@pbx.example:5070", "sip:alice@other.example",
+                                               "+14155550100", "+14155550101")}
+    assert len(keys) == 6
