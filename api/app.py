@@ -71,6 +71,11 @@ async def principal_of(request: web.Request) -> auth.Principal:
     return principal
 
 
+def context_of(request: web.Request, principal) -> Context:
+    config = request.app[CONFIG]
+    return Context(principal, config.sip.default_region, config.notify.verification_codes_per_day)
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -82,7 +87,7 @@ def resource_routes(resource: Resource) -> list[web.RouteDef]:
         if verb != "read":
             resource.check_writable(verb)  # 405 before 403: no permission makes a log writable
         principal.require(verb, resource.title)
-        return Context(principal, request.app[CONFIG].sip.default_region)
+        return context_of(request, principal)
 
     async def get_list(request: web.Request) -> web.Response:
         ctx = await context(request, "read")
@@ -151,7 +156,7 @@ def action_routes(action: Action) -> list[web.RouteDef]:
     async def handle(request: web.Request) -> web.Response:
         principal = await principal_of(request)
         principal.require(action.verb, action.resource.title)
-        ctx = Context(principal, request.app[CONFIG].sip.default_region)
+        ctx = context_of(request, principal)
         body = await read_body(request) if action.method != "GET" else {}
         call = ActionRequest(dict(request.match_info), request.query, body)
         if action.handler is not None:  # an operation that needs more than the database (places a call)

@@ -21,6 +21,7 @@ from api.query import Selection, parse_query, parse_select, parse_sort
 from api.schema import ApiField, ModelSchema, Relation, fetch_rendered, render_value
 from ivr.store import models as m
 from ivr.store.db import on_reader
+from ivr.store.verification import CODES_PER_DAY
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Context:
 
     principal: Principal
     default_region: str = "US"
+    codes_per_day: int = CODES_PER_DAY   # notify.verification_codes_per_day: codes to one destination in 24 h
 
     @property
     def project_id(self) -> uuid.UUID:

@@ -210,7 +210,8 @@ def cmd_sync(config: Config, args) -> int:
     async def go(db):
         await _require_migrated(db)
         return await db.run(lambda: sync.apply(text, str(path), default_region=config.sip.default_region,
-                                               dry_run=args.dry_run, project=args.project))
+                                               dry_run=args.dry_run, project=args.project,
+                                               codes_per_day=config.notify.verification_codes_per_day))
 
     try:
         result = _run_db(config, go)
