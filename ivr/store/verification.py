@@ -39,6 +39,7 @@ import datetime as dt
 import enum
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 
@@ -46,6 +47,21 @@ from peewee import PostgresqlDatabase
 
 from ivr.core.phone import destination_key
 from ivr.store import models as m
+
+class _HideCodes(logging.Filter):
+    """peewee logs every query with its parameters at DEBUG (``general.log_level: DEBUG``): the
+    parameters of queries on the codes' table (a code, its hash and salt) are never written out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if (isinstance(msg, tuple) and len(msg) == 2 and isinstance(msg[0], str)
+                and CODES_TABLE in msg[0] and msg[1]):
+            record.msg = (msg[0], ["(hidden)"] * len(msg[1]))
+        return True
+
+
+CODES_TABLE = m.UserIncomingCallNumberVerification._meta.table_name
+logging.getLogger("peewee").addFilter(_HideCodes())
 
 CODE_DIGITS = 6
 MAX_ATTEMPTS = 5

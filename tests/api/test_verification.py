@@ -5,6 +5,7 @@ calls ``ivr.store.verification.pending_code``): the API never shows it."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 
 import pytest
@@ -362,3 +363,17 @@ async def test_the_limit_of_codes_is_a_setting(api, database_url, aiohttp_client
     for minute in range(7):                                   # 0: no limit
         await api.db.run(lambda: verification.issue_code(row, codes_per_day=0,
                                                          now=unlimited + dt.timedelta(minutes=minute)))
+
+
+async def test_debug_logs_never_show_a_code(api, acme, caplog):
+    """``general.log_level: DEBUG`` makes peewee log every query with its parameters."""
+    caplog.set_level(logging.DEBUG, logger="peewee")
+    number = await new_number(api, acme, f"sip:log@{uuid.uuid4().hex[:8]}.example")
+    code = await code_of(api, number["_id"])
+    await api.call("POST", RESEND, acme.owner, {"itemId": number["_id"]})
+    second = await code_of(api, number["_id"])
+    await verify(api, acme.owner, number["_id"], wrong(second), expect=400)
+    await verify(api, acme.owner, number["_id"], second)
+    queries = [r.getMessage() for r in caplog.records if r.name == "peewee"]
+    assert not any(code in q or second in q for q in queries)
+    assert any("user_incoming_call_number_verification" in q and "(hidden)" in q for q in queries)
