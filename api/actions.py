@@ -5,7 +5,8 @@ are both built from (like ``api.registry.RESOURCES``).
   (default: now), until when, and the next N hand-offs.
 - ``POST /api/user-incoming-call-number/verify {itemId, code}``: verifies a number with its code.
 - ``POST /api/user-incoming-call-number/resend-verification-code {itemId}``: a new code (an admin's
-  re-send also unlocks a number locked after too many wrong codes).
+  re-send also unlocks a number locked after too many wrong codes; codes per destination are limited
+  per day: 429).
 - ``POST /api/call-log/send {toNumber | userId, message, fromNumber?, incidentId?, ...}``: places a
   notification call ("press 1 to acknowledge", ivr/shells/notify.py); answers with the Call Log row at once.
 
@@ -23,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
+from api.domain import too_many_codes
 from api.errors import ApiError, BadRequest, Forbidden, NotFound, TooManyRequests
 from api.registry import BY_PATH
 from api.resources import Context, Resource
@@ -275,10 +277,12 @@ def resend(ctx: Context, request: Request) -> dict:
         if number.isVerified:
             raise BadRequest("This number is already verified.")
         try:
-            verification.issue_code(number.id, unlock=ctx.principal.is_admin)
+            verification.issue_code(number, unlock=ctx.principal.is_admin, codes_per_day=ctx.codes_per_day)
         except verification.NumberLocked:
             raise Forbidden(f"This number is locked after {verification.MAX_ATTEMPTS} wrong codes: only a Project "
                             "Owner or Project Admin key can re-send a code, which unlocks it.") from None
+        except verification.TooManyCodes as exc:
+            raise too_many_codes(exc) from None
     return {}
 
 
@@ -307,8 +311,9 @@ ACTIONS: list[Action] = [
         BY_PATH["user-incoming-call-number"], "update", "POST", "/verify",
         "verifyUserIncomingCallNumber", "Verify a number with its code",
         "Verifies a number with the 6-digit code it received; a number is rung only once verified. Wrong codes "
-        f"are counted: after {verification.MAX_ATTEMPTS} the number is locked (423) until a Project Owner or "
-        "Admin re-sends a code.",
+        f"are counted per destination (the project and the E.164 number or SIP URI, whatever number row points "
+        f"at it): after {verification.MAX_ATTEMPTS} the destination is locked (423), even for a number deleted "
+        "and created again, until a Project Owner or Admin re-sends a code.",
         verify, writes=True,
         body={"type": "object", "additionalProperties": False, "required": ["itemId", "code"],
               "properties": {"itemId": _ITEM_ID,
@@ -321,7 +326,8 @@ ACTIONS: list[Action] = [
         "Sends the number a new code (replacing the previous one), which the call controller delivers by a "
         "phone call that speaks it (an administrator can also read it on the server with `hotline number "
         "code` until then). From a Project Owner or Admin key it also unlocks a number locked after too many "
-        "wrong codes.",
+        "wrong codes. At most `notify.verification_codes_per_day` codes (5 by default) are sent to one "
+        "destination in 24 hours, whoever asks: one more is a 429 saying when to try again (and Retry-After).",
         resend, writes=True,
         body={"type": "object", "additionalProperties": False, "required": ["itemId"],
               "properties": {"itemId": _ITEM_ID}},

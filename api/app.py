@@ -72,8 +72,9 @@ async def principal_of(request: web.Request) -> auth.Principal:
 
 
 def context_of(app: web.Application, principal: auth.Principal) -> Context:
-    sip = app[CONFIG].sip
-    return Context(principal, sip.default_region, tuple(sip.allowed_hosts))
+    config = app[CONFIG]
+    return Context(principal, config.sip.default_region, tuple(config.sip.allowed_hosts),
+                   config.notify.verification_codes_per_day)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import unicodedata
@@ -10,7 +11,7 @@ from typing import Any
 
 from peewee import PostgresqlDatabase
 
-from api.errors import BadRequest, Conflict, Forbidden
+from api.errors import BadRequest, Conflict, Forbidden, TooManyRequests
 from api.resources import SCHEMA_TITLES, Context, Resource, Rules
 from ivr.store import models as m
 from ivr.core import oncall
@@ -206,6 +207,17 @@ class UserRules(Rules):
         return f"A user with the email {values.get('email')} already exists in this project."
 
 
+def too_many_codes(exc: verification.TooManyCodes) -> TooManyRequests:
+    """The 429 of a code refused by the limit of codes per destination, saying when to try again."""
+    seconds = max(1, math.ceil((exc.retry_at - m.utcnow()).total_seconds()))
+    minutes = math.ceil(seconds / 60)
+    wait = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+    return TooManyRequests(
+        f"Too many verification codes for {exc.destination}: at most {exc.limit} are sent to one number in "
+        f"24 hours. Try again after {exc.retry_at.isoformat(timespec='seconds')}Z (in {wait}).",
+        headers={"Retry-After": str(seconds)})
+
+
 class IncomingCallNumberRules(Rules):
     """A number is a phone number (E.164) or a SIP URI, and stays unverified until proven."""
 
@@ -248,16 +260,25 @@ class IncomingCallNumberRules(Rules):
         if phone != row.phoneNumber or sip != row.sipUri:
             values["isVerified"] = False  # a changed number must be verified again
 
+    @staticmethod
+    def _issue_code(ctx, number_id) -> None:
+        """A code for the number, delivered by a call (see ivr/store/verification.py). Too many codes
+        to its destination today: 429, and the request changes nothing."""
+        number = m.UserIncomingCallNumber.get_by_id(number_id)
+        try:
+            verification.issue_code(number, codes_per_day=ctx.codes_per_day)
+        except verification.NumberLocked:
+            pass  # its destination stays locked: only an admin's re-send unlocks it
+        except verification.TooManyCodes as exc:
+            raise too_many_codes(exc) from None
+
     def after_create(self, ctx, row, values, resource):
         if not row.isVerified:
-            verification.issue_code(row.id)  # delivered by a call (see ivr/store/verification.py)
+            self._issue_code(ctx, row.id)
 
     def after_update(self, ctx, row, values, resource):
         if values.get("isVerified") is False:
-            try:
-                verification.issue_code(row.id)  # a code for the new number
-            except verification.NumberLocked:
-                pass  # stays locked: only an admin's re-send unlocks it
+            self._issue_code(ctx, row.id)  # a code for the new number
 
 
 class NamedRules(Rules):

@@ -22,6 +22,7 @@ from api.schema import ApiField, ModelSchema, Relation, fetch_rendered, render_v
 from ivr.config import setting_default
 from ivr.store import models as m
 from ivr.store.db import on_reader
+from ivr.store.verification import CODES_PER_DAY
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Context:
     default_region: str = "US"
     #: The hosts a SIP URI may point at (the setting sip.allowed_hosts).
     allowed_sip_hosts: tuple[str, ...] = tuple(setting_default("sip.allowed_hosts"))
+    codes_per_day: int = CODES_PER_DAY   # notify.verification_codes_per_day: codes to one destination in 24 h
 
     @property
     def project_id(self) -> uuid.UUID:

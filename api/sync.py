@@ -164,11 +164,13 @@ def _fmt(value: Any) -> str:
 class Sync:
     """Reads the document and applies it (inside the caller's transaction)."""
 
-    def __init__(self, document: YMap, path: str, default_region: str, allowed_sip_hosts: tuple[str, ...]):
+    def __init__(self, document: YMap, path: str, default_region: str, allowed_sip_hosts: tuple[str, ...],
+                 codes_per_day: int = verification.CODES_PER_DAY):
         self.doc = document
         self.path = path
         self.region = default_region
         self.allowed_sip_hosts = allowed_sip_hosts
+        self.codes_per_day = codes_per_day
         self.problems: list[str] = []
         self.changes: list[str] = []
         self.ctx: Context | None = None
@@ -345,7 +347,7 @@ class Sync:
         except _Skip:
             return None
         self.ctx = Context(Principal(uuid.UUID(int=0), project_id, m.Role.OWNER, frozenset(), None), self.region,
-                           self.allowed_sip_hosts)
+                           self.allowed_sip_hosts, self.codes_per_day)
         User = m.User
         self.users = {email: user_id for email, user_id in User.select(User.email, User.id).where(
             User.project == project_id, User.email.is_null(False)).tuples()}
@@ -809,13 +811,14 @@ def _api(values: dict) -> dict:
 
 
 def apply(text: str, path: str, *, default_region: str = "US", dry_run: bool = False,
-          project: str | None = None, allowed_sip_hosts: tuple[str, ...] | None = None) -> Result:
+          project: str | None = None, allowed_sip_hosts: tuple[str, ...] | None = None,
+          codes_per_day: int = verification.CODES_PER_DAY) -> Result:
     """Applies the YAML ``text`` (named ``path`` in messages) in one transaction (rolled back when
     ``dry_run`` or when anything is wrong: then ``SyncError`` lists every problem)."""
     document = load(text, path)
     if allowed_sip_hosts is None:
         allowed_sip_hosts = tuple(setting_default("sip.allowed_hosts"))
-    sync = Sync(document, path, default_region, allowed_sip_hosts)
+    sync = Sync(document, path, default_region, allowed_sip_hosts, codes_per_day)
     database = m.Project._meta.database
     with database.atomic() as transaction:
         project_id = sync.run(project)

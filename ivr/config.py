@@ -192,6 +192,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Notification calls one project may place per hour (429 beyond); 0: no cap."),
     Setting("notify", "verification_calls", True, "bool",
             "Deliver numbers' verification codes by a phone call that speaks them."),
+    Setting("notify", "verification_codes_per_day", 5, "int",
+            "Verification codes sent to one destination (a phone number or SIP URI of a project) in any 24 "
+            "hours, whoever asks; more are refused (429) until the oldest is a day old. 0: no limit."),
     Setting("controller", "confirm_timeout", 10.0, "float",
             "Seconds an answered on-call leg has to press 1 before it counts as not answered."),
     Setting("controller", "ari", True, "bool",

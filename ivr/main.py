@@ -336,7 +336,8 @@ def cmd_sync(config: Config, args) -> int:
         await _require_migrated(db)
         return await db.run(lambda: sync.apply(text, str(path), default_region=config.sip.default_region,
                                                dry_run=args.dry_run, project=args.project,
-                                               allowed_sip_hosts=tuple(config.sip.allowed_hosts)))
+                                               allowed_sip_hosts=tuple(config.sip.allowed_hosts),
+                                               codes_per_day=config.notify.verification_codes_per_day))
 
     try:
         result = _run_db(config, go)

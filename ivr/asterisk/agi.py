@@ -244,6 +244,21 @@ class AgiChannel(fast_agi.Request):
             raise AgiHangup("the channel hung up during the playback")
         return result
 
+    async def say_digits(self, digits: str, escape_digits: str = "", timeout: float | None = 600.0) -> AgiResult:
+        """``SAY DIGITS``: say ``digits`` one by one with Asterisk's own recordings (``digits/0`` ...
+        ``digits/9`` in the channel's language); nothing is synthesized or written. ``result.digit``
+        is the key that stopped it; ``value == -1`` means the channel hung up, or a digit's recording
+        could not be played. Errors never repeat the digits (they may be a secret)."""
+        if not (digits.isascii() and digits.isdigit()):
+            raise ValueError("SAY DIGITS takes digits 0-9")
+        result = await self.command(f"SAY DIGITS {digits} {quote(escape_digits)}", timeout)
+        if result.value == -1 and not self.hung_up:
+            if not await self.is_up():
+                self.hung_up = True
+        if self.hung_up:
+            raise AgiHangup("the channel hung up while digits were said")
+        return result
+
     async def wait_for_digit(self, seconds: float) -> str | None:
         result = await self.command(f"WAIT FOR DIGIT {int(seconds * 1000)}", seconds + COMMAND_TIMEOUT)
         if result.value == -1:

@@ -6,7 +6,14 @@ listens for a key, replays on 9, thanks and hangs up on 1, and gives up politely
 ``max_prompts`` prompts without an answer (or ``MAX_REPLAYS`` replays). A verification call only
 offers 9 (hear the code again). :class:`NotificationConversation` takes events (``PlaybackFinished``,
 ``DigitPressed``, ``TimerFired``, ``CallerHungUp``) and returns commands (``Play`` with the keys
-that interrupt it, ``AwaitDigit``, ``HangupCaller``); a shell executes them on the answered channel.
+that interrupt it, ``SayDigits``, ``AwaitDigit``, ``HangupCaller``); a shell executes them on the
+answered channel.
+
+A message is made of parts: texts, which are synthesized and cached like every prompt, and
+:class:`Digits`, which are said with Asterisk's own recordings of digits (``SayDigits``) and so are
+never synthesized, cached or written anywhere. A verification code is always such a part: a
+cached prompt is named after its text, so a prompt holding the code would give the code away to
+anyone who can list the prompt directory.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence, TypeAlias
 
 from ivr.core.vocabulary import (
     CALLER,
@@ -27,6 +34,7 @@ from ivr.core.vocabulary import (
     IllegalEvent,
     Play,
     PlaybackFinished,
+    SayDigits,
     TimerFired,
 )
 
@@ -34,6 +42,9 @@ PROMPT = "Press 1 to acknowledge, press 9 to hear this again."
 VERIFICATION_PROMPT = "Press 9 to hear the code again."
 ACKNOWLEDGED = "Acknowledged. Thank you, goodbye."
 GOODBYE = "Goodbye."
+VERIFICATION_INTRO = "Your Hotline verification code is"
+VERIFICATION_AGAIN = "Again:"
+VERIFICATION_LOGGED = "Your Hotline verification code is ******"   # what a verification call's Call Log says
 MAX_MESSAGE = 1000
 MAX_REPLAYS = 5
 
@@ -41,6 +52,27 @@ MAX_REPLAYS = 5
 class NotifyInputError(ValueError):
     """Bad input for a notification call (the API answers 400)."""
 
+
+
+@dataclass(frozen=True)
+class Digits:
+    """A part of a message said digit by digit with Asterisk's own recordings (``SayDigits``), never
+    synthesized: a secret (a verification code) is never written to a file, and never shown in a repr."""
+
+    value: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not (self.value.isascii() and self.value.isdigit()):
+            raise ValueError("Digits: 0-9 only, at least one")
+
+
+Part: TypeAlias = str | Digits
+
+
+def verification_message(code: str) -> tuple[Part, ...]:
+    """"Your Hotline verification code is 4 8 2 9 1 3. Again: 4 8 2 9 1 3." The texts are synthesized
+    (and cached: they hold nothing secret); the code is only ever said as digits."""
+    return (VERIFICATION_INTRO, Digits(code), VERIFICATION_AGAIN, Digits(code))
 
 
 @dataclass(frozen=True)
@@ -56,11 +88,22 @@ class Notification:
     links: dict[str, str] = field(default_factory=dict)
     user_id: uuid.UUID | None = None
     number_id: uuid.UUID | None = None       # verification: the number whose code is spoken
-    code: str | None = None                  # verification: that code (a resend may replace it meanwhile)
+    # verification: that code (a resend may replace it meanwhile); never in a repr, a log or a row
+    code: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind == "verification" and not (self.code and self.code.isascii() and self.code.isdigit()):
+            raise NotifyInputError("a verification call needs the code it speaks (digits)")
+
+    def parts(self) -> tuple[Part, ...]:
+        """What the call says before its prompt."""
+        if self.kind == "verification":
+            return verification_message(self.code)
+        return (self.message,)
 
     def call_data(self) -> dict[str, Any]:
         if self.kind == "verification":
-            return {"message": "Your Hotline verification code is ******", "kind": "verification",
+            return {"message": VERIFICATION_LOGGED, "kind": "verification",
                     "userIncomingCallNumberId": str(self.number_id)}
         return {"message": self.message, "kind": self.kind, **self.links}
 
@@ -106,11 +149,6 @@ def call_cost(address: str, answered_seconds: float | None, rates: dict[str, flo
     return int(math.ceil(minutes * rate_for(address, rates) - 1e-9))
 
 
-def spoken_code(code: str) -> str:
-    digits = ", ".join(code)
-    return f"Your Hotline verification code is {digits}. Again: {digits}."
-
-
 @dataclass
 class ConversationOutcome:
     """What the callee heard and did."""
@@ -123,8 +161,11 @@ class ConversationOutcome:
 class NotificationConversation:
     """The conversation of one answered notification call (message, prompt, key, goodbye)."""
 
-    def __init__(self, message: str, *, verifying: bool, max_prompts: int, digit_timeout: float):
-        self.message = message
+    def __init__(self, message: str | Sequence[Part], *, verifying: bool, max_prompts: int,
+                 digit_timeout: float):
+        self.parts: tuple[Part, ...] = (message,) if isinstance(message, str) else tuple(message)
+        if not self.parts:
+            raise ValueError("a notification says something")
         self.verifying = verifying
         self.keys = "9" if verifying else "19"
         self.prompt = VERIFICATION_PROMPT if verifying else PROMPT
@@ -136,16 +177,19 @@ class NotificationConversation:
         self._playback: str | None = None
         self._timer: str | None = None
         self._count = 0
+        self._part = 0               # the part of the message being said
         self._unanswered_prompts = 0
 
     def texts(self) -> list[str]:
-        """Everything the conversation may say (a shell synthesizes it before dialing)."""
-        return [self.message, self.prompt, ACKNOWLEDGED, GOODBYE]
+        """Every text the conversation may say (a shell synthesizes them before dialing): the
+        message's digits are not among them, they are never synthesized."""
+        texts = [part for part in self.parts if isinstance(part, str)]
+        return [*dict.fromkeys(texts), self.prompt, ACKNOWLEDGED, GOODBYE]
 
     def start(self) -> list[Command]:
         if self._phase != "new":
             raise IllegalEvent("the conversation already started")
-        return self._play("message", self.message)
+        return self._message()
 
     def handle(self, event: Event) -> list[Command]:
         if self.finished:
@@ -167,6 +211,9 @@ class NotificationConversation:
 
     def _played(self) -> list[Command]:
         if self._phase == "message":
+            self._part += 1
+            if self._part < len(self.parts):
+                return self._play("message", self.parts[self._part])
             self.outcome.heard = True
             return self._play("prompt", self.prompt)
         if self._phase == "prompt":
@@ -193,7 +240,7 @@ class NotificationConversation:
         self.outcome.replays += 1
         if self.outcome.replays > MAX_REPLAYS:
             return self._play("closing", GOODBYE)
-        return self._play("message", self.message)
+        return self._message()
 
     def _no_key(self) -> list[Command]:
         self._unanswered_prompts += 1
@@ -201,12 +248,19 @@ class NotificationConversation:
             return self._play("closing", GOODBYE)
         return self._play("prompt", self.prompt)
 
-    def _play(self, phase: str, text: str) -> list[Command]:
+    def _message(self) -> list[Command]:
+        self._part = 0
+        return self._play("message", self.parts[0])
+
+    def _play(self, phase: str, part: Part) -> list[Command]:
         self._count += 1
         self._phase = phase
         self._playback = f"notify-pb-{self._count}"
         self._timer = None
-        return [Play(CALLER, self._playback, text, interrupt_digits="" if phase == "closing" else self.keys)]
+        keys = "" if phase == "closing" else self.keys
+        if isinstance(part, Digits):
+            return [SayDigits(CALLER, self._playback, part.value, interrupt_digits=keys)]
+        return [Play(CALLER, self._playback, part, interrupt_digits=keys)]
 
     def _done(self) -> None:
         self._phase = "done"

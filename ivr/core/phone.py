@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import urllib.parse
 
 import phonenumbers
 
@@ -132,3 +133,30 @@ def sip_host_allowed(uri: str, allowed: list[str] | tuple[str, ...]) -> bool:
         except ValueError:
             continue  # a host name entry: it does not match an address
     return False
+
+
+_DEFAULT_PORTS = {"sip": "5060", "sips": "5061"}
+
+
+def destination_key(address: str) -> str:
+    """What a number reaches, as one text: the key of its verification guard (codes sent, wrong
+    codes, the lock), which must not be shed by spelling the same destination another way.
+
+    E.164 is already canonical and is kept. A SIP URI is reduced to what picks the phone: scheme and
+    host in lowercase, the user part %-decoded and in lowercase, the scheme's default port dropped,
+    parameters dropped, ``sips:`` written ``sip:``; ``sip:Alice@PBX.example:5060;transport=tcp`` and
+    ``sip:alice@pbx.example`` are one destination. Anything else is returned stripped.
+    """
+    text = re.sub(r"^(?i:sips?):", lambda scheme: scheme.group(0).lower(), address.strip())
+    match = _SIP_URI.match(text)
+    if not match:
+        return text
+    scheme = text.split(":", 1)[0].lower()
+    user = urllib.parse.unquote(match.group("user") or "").lower()
+    host = match.group("host").lower()
+    port = match.group("port")
+    if port is not None:
+        port = str(int(port))
+    if port == _DEFAULT_PORTS[scheme]:
+        port = None
+    return "sip:" + (f"{user}@" if user else "") + host + (f":{port}" if port else "")

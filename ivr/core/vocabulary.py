@@ -10,7 +10,7 @@ dataclasses; none of them names a database column or a protocol detail: the log 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, TypeAlias
 
@@ -59,8 +59,8 @@ __all__ = [
     "ACCEPT_DIGIT", "CALLER", "DTMF_DIGITS", "LEG_END_CAUSES", "LEG_ID_MARK", "TERMINAL_STATUSES",
     "Answer", "AwaitDigit", "Bridge", "CallSetup", "CallStarted", "CallStatus", "CallerHungUp", "CancelTimer",
     "Command", "Contact", "Dial", "DialStarted", "DigitPressed", "Event", "HangupCaller", "HangupLeg",
-    "IllegalEvent", "LegAnswered", "LegEnded", "LegRinging", "Play", "PlaybackFinished", "Rule", "StartRingback",
-    "StartTimer", "StopPlayback", "StopRingback", "TimerFired", "UpdateItem", "UpdateLog",
+    "IllegalEvent", "LegAnswered", "LegEnded", "LegRinging", "Play", "PlaybackFinished", "Rule", "SayDigits",
+    "StartRingback", "StartTimer", "StopPlayback", "StopRingback", "TimerFired", "UpdateItem", "UpdateLog",
 ]
 
 
@@ -280,6 +280,22 @@ class Play:
 
 
 @dataclass(frozen=True)
+class SayDigits:
+    """Say ``digits`` one by one with the telephony server's own recordings of digits: never
+    synthesized, so never written to a file (a secret such as a verification code is spoken this
+    way). Reported like a :class:`Play`: PlaybackFinished, or DigitPressed for an interrupting key."""
+
+    target: str  # CALLER or a leg id
+    playback_id: str
+    digits: str = field(repr=False)  # kept out of every repr (a log line, a traceback)
+    interrupt_digits: str = ""
+
+    def __post_init__(self) -> None:
+        if not (self.digits.isascii() and self.digits.isdigit()):
+            raise ValueError("SayDigits: digits must be 0-9, at least one")
+
+
+@dataclass(frozen=True)
 class StopPlayback:
     playback_id: str
 
@@ -383,6 +399,7 @@ class UpdateItem:
 Command: TypeAlias = (
     Answer
     | Play
+    | SayDigits
     | StopPlayback
     | StartRingback
     | StopRingback

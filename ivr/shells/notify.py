@@ -28,7 +28,9 @@ row and a call:
 
 Verification codes (ivr/store/verification.py) are delivered the same way ("Your Hotline verification
 code is 1, 2, 3, 4, 5, 6"), with a Call Log row that never shows the code; a code heard in full
-is marked delivered.
+is marked delivered. The code itself is said with ``SAY DIGITS`` (Asterisk's own recordings of
+digits), never synthesized: a synthesized prompt is a file named after its text, and the code must
+not be recoverable from the prompt directory. Only the texts around it are synthesized and cached.
 """
 
 from __future__ import annotations
@@ -61,8 +63,16 @@ from ivr.asterisk.ami import (
 from ivr.asterisk.causes import BUSY as CAUSE_BUSY
 from ivr.asterisk.causes import CALL_REJECTED, CONGESTION_CAUSES, NO_ANSWER_CAUSES, cause_text, int_or_none
 from ivr.asterisk.dialstrings import NotDialable, endpoint_for
-from ivr.core.notification import Notification, NotificationConversation, call_cost, spoken_code
-from ivr.core.vocabulary import AwaitDigit, DigitPressed, HangupCaller, Play, PlaybackFinished, TimerFired
+from ivr.core.notification import VERIFICATION_LOGGED, Notification, NotificationConversation, call_cost
+from ivr.core.vocabulary import (
+    AwaitDigit,
+    DigitPressed,
+    HangupCaller,
+    Play,
+    PlaybackFinished,
+    SayDigits,
+    TimerFired,
+)
 from ivr.metrics import Metrics
 from ivr.runtime import Tasks
 from ivr.store import models as m
@@ -305,11 +315,12 @@ class NotificationService:
 
     def conversation(self, note: Notification) -> NotificationConversation:
         cfg = self.config.notify
-        return NotificationConversation(note.message, verifying=note.kind == "verification",
+        return NotificationConversation(note.parts(), verifying=note.kind == "verification",
                                         max_prompts=int(cfg.max_prompts), digit_timeout=float(cfg.digit_timeout))
 
     async def synthesize(self, note: Notification) -> dict[str, str]:
-        """The files the call plays, by text (paths as Asterisk reads them); raises TTSError."""
+        """The files the call plays, by text (paths as Asterisk reads them); raises TTSError. A
+        verification code is not among them: it is said with SAY DIGITS."""
         return {text: _path(await self.tts.media(text)) for text in self.conversation(note).texts()}
 
     async def _cause(self, call: _Call, wait: float) -> int | None:
@@ -407,6 +418,9 @@ class NotificationService:
             for command in commands:
                 if isinstance(command, Play):
                     key = await _play(chan, call.media[command.text], command.interrupt_digits)
+                    events.append(DigitPressed(command.target, key) if key else PlaybackFinished(command.playback_id))
+                elif isinstance(command, SayDigits):
+                    key = await _say_digits(chan, command.digits, command.interrupt_digits)
                     events.append(DigitPressed(command.target, key) if key else PlaybackFinished(command.playback_id))
                 elif isinstance(command, AwaitDigit):
                     key = await chan.wait_for_digit(command.seconds)
@@ -519,7 +533,7 @@ class NotificationService:
                 continue
             self._verification[number.id] = (digest, calls + 1, now + VERIFICATION_RETRY)
             note = Notification(uuid.uuid4(), number.projectId, address, self.config.notify.from_number or None,
-                                spoken_code(code), "verification", {}, number.userId, number.id, code)
+                                VERIFICATION_LOGGED, "verification", {}, number.userId, number.id, code)
             await run_and_release(self.db, create_call_log, note)
             self.place(note)
             placed += 1
@@ -551,6 +565,16 @@ async def _play(chan: AgiChannel, path: str, keys: str = "") -> str | None:
     if result.value == -1:
         raise AgiError(f"Asterisk could not play {path}: is Hotline's sounds directory readable by Asterisk "
                        "at the same path? (hotline doctor checks it)")
+    return result.digit
+
+
+async def _say_digits(chan: AgiChannel, digits: str, keys: str = "") -> str | None:
+    """Say digits with Asterisk's recordings; the key that stopped them. The error never repeats the
+    digits (a verification code)."""
+    result = await chan.say_digits(digits, keys)
+    if result.value == -1:
+        raise AgiError("Asterisk could not say the digits: are its core sounds installed (digits/0 to "
+                       "digits/9, Debian's asterisk-core-sounds-en-wav)?")
     return result.digit
 
 

@@ -172,7 +172,8 @@ class UserIncomingCallNumber(ProjectScoped):
 
 
 class UserIncomingCallNumberVerification(BaseModel):
-    """The pending verification code of a number (ivr/store/verification.py). Never exposed by the API."""
+    """The pending verification code of a number (ivr/store/verification.py). Never exposed by the API.
+    Wrong codes and the lock are counted per destination, in VerificationGuard."""
 
     userIncomingCallNumber = ForeignKeyField(
         UserIncomingCallNumber, column_name="userIncomingCallNumberId", object_id_name="userIncomingCallNumberId",
@@ -181,9 +182,23 @@ class UserIncomingCallNumberVerification(BaseModel):
     codeSalt = CharField(max_length=32, help_text="Random salt of codeHash")
     undeliveredCode = CharField(max_length=16, null=True,
                                 help_text="The code itself, kept only until it has been delivered to the number")
+    expiresAt = DateTimeField(help_text="The code stops working at this time")
+
+
+class VerificationGuard(ProjectScoped):
+    """Wrong codes, the lock and the codes sent, per destination of a project
+    (ivr/store/verification.py). Not tied to a number row: deleting and re-creating a number
+    neither unlocks it nor resets its counts. Never exposed by the API."""
+
+    destination = CharField(max_length=255, help_text="E.164 number or SIP URI, as ivr.core.phone.destination_key "
+                                                      "writes it")
     attempts = IntegerField(default=0, help_text="Wrong codes tried since the last unlock")
     lockedAt = DateTimeField(null=True, help_text="Locked after too many wrong codes; an admin re-sending unlocks")
-    expiresAt = DateTimeField(help_text="The code stops working at this time")
+    codesSentAt = JSONField(default=list, help_text="When the latest codes were sent (naive UTC, ISO 8601), "
+                                                    "for the limit of codes per day")
+
+    class Meta:
+        indexes = ((("project", "destination"), True),)
 
 
 class Team(ProjectScoped):
@@ -464,7 +479,8 @@ class OutboxMessage(BaseModel):
 
 
 MODELS = (
-    Project, User, UserIncomingCallNumber, UserIncomingCallNumberVerification, Team, TeamMember, Label, ApiKey,
+    Project, User, UserIncomingCallNumber, UserIncomingCallNumberVerification, VerificationGuard, Team, TeamMember,
+    Label, ApiKey,
     OnCallDutyPolicySchedule, OnCallDutyPolicyScheduleLayer, OnCallDutyPolicyScheduleLayerUser,
     OnCallDutyPolicyScheduleOverride,
     IncomingCallPolicy, IncomingCallPolicyLabel, IncomingCallPolicyEscalationRule,

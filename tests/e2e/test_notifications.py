@@ -10,6 +10,7 @@ import os
 import signal
 import time
 import uuid
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from api.auth import hash_key, new_key
 from ivr.core.phone import to_e164
+from ivr.core.notification import ACKNOWLEDGED, GOODBYE, VERIFICATION_AGAIN, VERIFICATION_INTRO, VERIFICATION_PROMPT
 from ivr.store import models as m
 from ivr.store import verification
 from ivr.shells.notify import signature_is_valid
@@ -199,14 +201,25 @@ async def test_a_phone_number_is_called_through_the_outbound_trunk(hotline, key,
     assert result.call.dialed == "+14155552671"
 
 
-async def test_a_verification_code_is_delivered_by_a_call(hotline):
+async def test_a_verification_code_is_delivered_by_a_call(hotline, lab, monkeypatch):
+    """The code is said with SAY DIGITS (Asterisk's digit recordings): the call succeeds only if both
+    readings played to their end, and the only prompts it synthesizes are its texts without the code."""
     phone = Phone.answer_silent()
+    tts = hotline.notifier.tts
+    synthesized: list[str] = []
+    media = tts.media
+
+    async def spy(text: str) -> str:
+        synthesized.append(text)
+        return await media(text)
+
+    monkeypatch.setattr(tts, "media", spy)
 
     def setup():
         project = m.Project.create(name="verify")
         user = m.User.create(project=project, name="Vera")
         number = m.UserIncomingCallNumber.create(project=project, user=user, sipUri=phone.uri())
-        return number.id, verification.issue_code(number.id)
+        return number.id, verification.issue_code(number)
 
     async with phone:
         number_id, code = await hotline.db.run(setup)
@@ -225,8 +238,18 @@ async def test_a_verification_code_is_delivered_by_a_call(hotline):
             m.UserIncomingCallNumber.get_by_id(number_id)))
     assert (log.status, log.statusMessage) == ("Success", "Answered; the verification code was read out.")
     assert code not in json.dumps(log.callData) and log.callData["kind"] == "verification"
+    assert log.callData["message"] == "Your Hotline verification code is ******"
+    assert log.callData["durationInSeconds"] >= 4          # twelve digits were said, not skipped
     assert pending.code is None and "already delivered" in pending.reason
     assert result.answered and result.hung_up_by == "remote"
+    # No prompt holds the code: the call synthesized (and cached) only its fixed texts.
+    assert synthesized == [VERIFICATION_INTRO, VERIFICATION_AGAIN, VERIFICATION_PROMPT, ACKNOWLEDGED, GOODBYE]
+    digits = ", ".join(code)
+    old_prompt = tts.name_for(f"Your Hotline verification code is {digits}. Again: {digits}.")
+    assert not (Path(tts.cache_dir) / f"{old_prompt}.wav").exists()     # the prompt earlier versions made
+    messages = lab.log_dir / "messages.log"
+    if messages.exists():                                   # Asterisk found every digit's recording
+        assert "digits/" not in messages.read_text(errors="replace")
 
 
 # -- AMI through Asterisk restarts -------------------------------------------------------------

@@ -155,6 +155,34 @@ async def test_a_route_runs_commands_and_survives_hangup_lines():
     assert server.served == 1 and server.rejected == 0
 
 
+async def test_say_digits_speaks_with_asterisks_recordings_and_reports_keys_and_hang_ups():
+    """SAY DIGITS answers like STREAM FILE: 0 when said to the end, the key that stopped it, -1 when the
+    channel is gone (or a digit's recording is missing: CHANNEL STATUS tells them apart)."""
+    seen: dict = {}
+
+    async def route(chan: AgiChannel) -> None:
+        seen["done"] = (await chan.say_digits("482913", "9")).digit
+        seen["key"] = (await chan.say_digits("482913", "9")).digit
+        seen["missing"] = (await chan.say_digits("0", "")).value
+        with pytest.raises(ValueError):
+            await chan.say_digits("48 29", "")     # never an argument res_agi would split
+        with pytest.raises(AgiHangup) as hung_up:
+            await chan.say_digits("482913", "9")
+        seen["error"] = str(hung_up.value)
+
+    server = await start_server()
+    server.add_route("incoming-call-policy", route)
+    fake = FakeAsterisk(server.port, {
+        "SAY": ["200 result=0", "200 result=57", "200 result=-1", "HANGUP\n200 result=-1"],
+        "CHANNEL": ["200 result=6"],
+    })
+    await asyncio.wait_for(fake.run(), 5)
+    await server.close()
+    assert seen == {"done": None, "key": "9", "missing": -1, "error": "the channel hung up while digits were said"}
+    assert fake.commands[:2] == ['SAY DIGITS 482913 "9"', 'SAY DIGITS 482913 "9"']
+    assert fake.commands[2:4] == ['SAY DIGITS 0 ""', "CHANNEL STATUS"]
+
+
 async def test_a_command_without_an_answer_times_out():
     async def route(chan: AgiChannel) -> None:
         started = time.monotonic()

@@ -1,5 +1,6 @@
-"""Notification calls without Asterisk: rates, signatures, outcomes, the spoken conversation (a fake
-FastAGI channel), the webhook's retries (a real HTTP server on loopback), the rate-table setting."""
+"""Notification calls without Asterisk: rates, signatures, outcomes, the conversation (as a pure flow,
+and spoken on a fake FastAGI channel), the webhook's retries (a real HTTP server on loopback), the
+rate-table setting."""
 
 from __future__ import annotations
 
@@ -18,11 +19,28 @@ from ivr.core.notification import (
     ACKNOWLEDGED,
     GOODBYE,
     PROMPT,
+    VERIFICATION_AGAIN,
+    VERIFICATION_INTRO,
+    VERIFICATION_LOGGED,
     VERIFICATION_PROMPT,
+    Digits,
     Notification,
+    NotificationConversation,
+    NotifyInputError,
     call_cost,
     rate_for,
-    spoken_code,
+    verification_message,
+)
+from ivr.core.vocabulary import (
+    CALLER,
+    AwaitDigit,
+    CallerHungUp,
+    DigitPressed,
+    HangupCaller,
+    IllegalEvent,
+    Play,
+    PlaybackFinished,
+    SayDigits,
 )
 from ivr.shells.notify import (
     AgiOutcome,
@@ -84,9 +102,68 @@ def test_unanswered_outcomes(reason, cause, status, text):
     assert classify_unanswered(reason, cause, 30.0) == (status, text)
 
 
-def test_spoken_code_is_read_digit_by_digit_twice():
-    assert spoken_code("123456") == ("Your Hotline verification code is 1, 2, 3, 4, 5, 6. "
-                                     "Again: 1, 2, 3, 4, 5, 6.")
+def test_a_verification_message_says_the_code_twice_as_digits_never_as_text():
+    assert verification_message("123456") == (VERIFICATION_INTRO, Digits("123456"), VERIFICATION_AGAIN,
+                                              Digits("123456"))
+    note = Notification(uuid.uuid4(), uuid.uuid4(), "+14155550100", None, VERIFICATION_LOGGED, "verification",
+                        number_id=uuid.uuid4(), code="482913")
+    assert note.parts() == verification_message("482913")
+    # Nothing a log line or a traceback could show holds the code; nor does the Call Log row.
+    for shown in (repr(note), repr(note.parts()), str(note.call_data()), str(note.response())):
+        assert "482913" not in shown, shown
+    assert note.call_data()["message"] == "Your Hotline verification code is ******"
+    with pytest.raises(NotifyInputError):
+        Notification(uuid.uuid4(), uuid.uuid4(), "+14155550100", None, VERIFICATION_LOGGED, "verification")
+    with pytest.raises(ValueError):
+        Digits("12a4")
+
+
+# -- the conversation as a pure flow ---------------------------------------------------------------
+
+
+def talk(code: str = "482913") -> NotificationConversation:
+    return NotificationConversation(verification_message(code), verifying=True, max_prompts=2, digit_timeout=5.0)
+
+
+def test_the_verification_flow_says_the_code_with_say_digits_and_never_asks_to_synthesize_it():
+    flow = talk()
+    assert "482913" not in " ".join(flow.texts())          # what a shell synthesizes (and caches)
+    assert flow.texts() == [VERIFICATION_INTRO, VERIFICATION_AGAIN, VERIFICATION_PROMPT, ACKNOWLEDGED, GOODBYE]
+    said = []
+    commands = flow.start()
+    while commands and not isinstance(commands[0], (AwaitDigit, HangupCaller)):
+        [command] = commands
+        said.append(command)
+        commands = flow.handle(PlaybackFinished(command.playback_id))
+    assert [(type(c).__name__, getattr(c, "text", None) or c.digits, c.interrupt_digits) for c in said] == [
+        ("Play", VERIFICATION_INTRO, "9"), ("SayDigits", "482913", "9"), ("Play", VERIFICATION_AGAIN, "9"),
+        ("SayDigits", "482913", "9"), ("Play", VERIFICATION_PROMPT, "9")]
+    assert flow.outcome.heard                                 # heard once the second reading ended
+    assert all(c.target == CALLER for c in said) and "482913" not in repr(said)
+    assert isinstance(commands[0], AwaitDigit)
+
+
+def test_9_during_the_digits_starts_the_message_again_and_hanging_up_before_the_end_is_not_heard():
+    flow = talk()
+    [intro] = flow.start()
+    [digits] = flow.handle(PlaybackFinished(intro.playback_id))
+    assert isinstance(digits, SayDigits) and not flow.outcome.heard
+    [again] = flow.handle(DigitPressed(CALLER, "9"))             # the key stopped the digits
+    assert isinstance(again, Play) and again.text == VERIFICATION_INTRO and flow.outcome.replays == 1
+    [digits] = flow.handle(PlaybackFinished(again.playback_id))
+    [second] = flow.handle(PlaybackFinished(digits.playback_id))
+    assert isinstance(digits, SayDigits) and second.text == VERIFICATION_AGAIN
+    [digits] = flow.handle(PlaybackFinished(second.playback_id))
+    with pytest.raises(IllegalEvent):
+        flow.handle(PlaybackFinished(intro.playback_id))          # a stale playback is a shell bug
+    assert flow.handle(CallerHungUp()) == []
+    assert flow.finished and not flow.outcome.heard              # hung up during the second reading
+
+
+def test_a_plain_notification_is_one_synthesized_text():
+    flow = NotificationConversation("Disk full.", verifying=False, max_prompts=1, digit_timeout=5.0)
+    assert flow.texts() == ["Disk full.", PROMPT, ACKNOWLEDGED, GOODBYE]
+    assert flow.start() == [Play(CALLER, "notify-pb-1", "Disk full.", "19")]
 
 
 def test_the_rate_table_setting(tmp_path):
@@ -132,6 +209,15 @@ class FakeChannel:
             key = None  # Asterisk ignores a key that is not an escape digit
         return AgiResult(200, str(ord(key)) if key else "0")
 
+    async def say_digits(self, digits: str, escape: str = "") -> AgiResult:
+        self.played.append(f"(say digits {digits})")
+        if "digits" in self.unplayable:
+            return AgiResult(200, "-1")
+        key = self._next() if escape else None
+        if key is not None and key not in escape:
+            key = None
+        return AgiResult(200, str(ord(key)) if key else "0")
+
     async def wait_for_digit(self, seconds: float):
         self.played.append("(wait)")
         return self._next()
@@ -143,8 +229,10 @@ class FakeChannel:
 class FakeTts:
     def __init__(self, broken: bool = False):
         self.broken = broken
+        self.texts: list[str] = []     # everything synthesized (and so cached in a file named after it)
 
     async def media(self, text: str) -> str:
+        self.texts.append(text)
         if self.broken:
             raise TTSError("espeak-ng: not found")
         return f"sound:/sounds/{text}"
@@ -180,8 +268,15 @@ def service(tts=None, **env) -> NotificationService:
     return NotificationService(config, db=None, ami=FakeAmi(), tts=tts or FakeTts())
 
 
+CODE = "482913"
+
+
 def new_call(svc: NotificationService, kind: str = "notification", to: str = "+14155550100") -> _Call:
-    note = Notification(uuid.uuid4(), uuid.uuid4(), to, None, "Incident 42 is critical.", kind)
+    if kind == "verification":
+        note = Notification(uuid.uuid4(), uuid.uuid4(), to, None, VERIFICATION_LOGGED, kind,
+                            number_id=uuid.uuid4(), code=CODE)
+    else:
+        note = Notification(uuid.uuid4(), uuid.uuid4(), to, None, "Incident 42 is critical.", kind)
     call = _Call(note, "chan")
     loop = asyncio.get_running_loop()
     call.agi_done, call.hangup = loop.create_future(), loop.create_future()
@@ -189,8 +284,8 @@ def new_call(svc: NotificationService, kind: str = "notification", to: str = "+1
     return call
 
 
-async def converse(keys: list, kind: str = "notification", unplayable: tuple[str, ...] = ()):
-    svc = service()
+async def converse(keys: list, kind: str = "notification", unplayable: tuple[str, ...] = (), tts=None):
+    svc = service(tts=tts)
     call = new_call(svc, kind)
     note = call.note
     call.media = await svc.synthesize(note)
@@ -231,10 +326,38 @@ async def test_hanging_up_during_the_message_is_a_missed_call():
     assert message == "Answered, but hung up before the message was heard in full."
 
 
+SAID = [VERIFICATION_INTRO, f"(say digits {CODE})", VERIFICATION_AGAIN, f"(say digits {CODE})"]
+
+
 async def test_verification_calls_only_offer_a_replay():
-    played, outcome, status, message, _ = await converse([None, "1", "1", None, None], kind="verification")
-    assert played == [MSG, VERIFICATION_PROMPT, "(wait)", VERIFICATION_PROMPT, "(wait)", GOODBYE, "(hangup)"]
+    played, outcome, status, message, _ = await converse([None] * 4 + ["1", "1", None, None], kind="verification")
+    assert played == [*SAID, VERIFICATION_PROMPT, "(wait)", VERIFICATION_PROMPT, "(wait)", GOODBYE, "(hangup)"]
     assert (outcome.key, status, message) == (None, "Success", "Answered; the verification code was read out.")
+
+
+async def test_a_verification_code_is_said_with_say_digits_and_never_synthesized():
+    """A synthesized prompt is cached in a file named after a hash of its text: a code in a text would
+    be recoverable from the prompt directory's listing. The code goes only through SAY DIGITS."""
+    tts = FakeTts()
+    played, outcome, status, _, _ = await converse([None, "9"] + [None] * 6, kind="verification", tts=tts)
+    assert played == [VERIFICATION_INTRO, f"(say digits {CODE})", *SAID,   # 9 during the first digits: again
+                      VERIFICATION_PROMPT, "(wait)", VERIFICATION_PROMPT, "(wait)", GOODBYE, "(hangup)"]
+    assert (outcome.replays, outcome.heard, status) == (1, True, "Success")
+    assert tts.texts and not any(CODE in text or "4, 8" in text or "4 8" in text for text in tts.texts)
+    assert not any(CODE in name for name in played if not name.startswith("(say digits"))
+
+
+async def test_hanging_up_before_the_second_reading_ends_is_not_heard():
+    played, outcome, status, _, _ = await converse([None, None, None, "hangup"], kind="verification")
+    assert played == SAID and (outcome.heard, status) == (False, "Missed Call")
+
+
+async def test_digits_asterisk_cannot_say_are_an_error_that_does_not_repeat_them():
+    played, outcome, status, message, _ = await converse([None], kind="verification", unplayable=("digits",))
+    assert played == [VERIFICATION_INTRO, f"(say digits {CODE})", "(hangup)"] and not outcome.heard
+    assert status == "Error" and message.startswith("Answered, but the message could not be played: Asterisk "
+                                                    "could not say the digits")
+    assert CODE not in message
 
 
 async def test_a_message_asterisk_cannot_play_is_an_error_not_a_message_heard():

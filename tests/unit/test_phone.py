@@ -1,8 +1,16 @@
 import pytest
 
 from ivr.asterisk.dialstrings import NotDialable, endpoint_for
-from ivr.core.phone import (InvalidNumber, area_code_of, region_of, sip_host_allowed, spoken_digits, to_e164,
-                            validate_sip_uri)
+from ivr.core.phone import (
+    InvalidNumber,
+    area_code_of,
+    destination_key,
+    region_of,
+    sip_host_allowed,
+    spoken_digits,
+    to_e164,
+    validate_sip_uri,
+)
 
 
 @pytest.mark.parametrize("text,region,expected", [
@@ -64,3 +72,24 @@ def test_the_dial_string_refuses_what_cannot_be_rung():
         endpoint_for("sip:a@203.0.113.5", "carrier", ALLOWED)
     with pytest.raises(NotDialable, match="sip.outbound_trunk"):
         endpoint_for("+14155550100", "", ALLOWED)
+
+
+@pytest.mark.parametrize(("spellings", "key"), [
+    (["+14155550100"], "+14155550100"),
+    (["sip:alice@pbx.example", "sip:Alice@PBX.Example", "SIP:alice@pbx.example:5060",
+      "sip:alice@pbx.example;transport=tcp", "sips:alice@pbx.example:5061", "sip:%61lice@pbx.example",
+      " sip:alice@pbx.example:05060;lr "], "sip:alice@pbx.example"),
+    (["sip:alice@10.0.0.5:5062", "sip:alice@10.0.0.5:05062;transport=udp"], "sip:alice@10.0.0.5:5062"),
+    (["sip:[2001:DB8::1]:5060", "sip:[2001:db8::1]"], "sip:[2001:db8::1]"),
+])
+def test_spellings_of_one_destination_share_one_key(spellings, key):
+    """The key of a destination's verification guard: another spelling of a SIP URI must not get a
+    fresh count of wrong codes (or of codes sent)."""
+    assert {destination_key(text) for text in spellings} == {key}
+
+
+def test_different_destinations_keep_different_keys():
+    keys = {destination_key(text) for text in ("sip:alice@pbx.example", "sip:bob@pbx.example",
+                                               "sip:alice@pbx.example:5070", "sip:alice@other.example",
+                                               "+14155550100", "+14155550101")}
+    assert len(keys) == 6
