@@ -185,6 +185,8 @@ class NotificationService:
         self.calls: dict[str, _Call] = {}
         self._by_channel: dict[str, _Call] = {}
         self.tasks = Tasks("notification service")
+        self._stopping = asyncio.Event()
+        self._loops: list[asyncio.Task] = []
         self._verification: dict[Any, tuple[str, int, float]] = {}   # number id -> (code hash, calls, next)
         self._session: aiohttp.ClientSession | None = None
         ami.add_listener(self._ami_event)
@@ -193,11 +195,15 @@ class NotificationService:
         return self.tasks.spawn(coro)
 
     async def start(self) -> None:
-        self.spawn(self._maintenance_loop())
-        self.spawn(self._outbox_loop())
+        self._loops = [self.spawn(self._maintenance_loop()), self.spawn(self._outbox_loop())]
 
     async def close(self) -> None:
         self.ami.remove_listener(self._ami_event)
+        # The polling loops end between two reads: a read cancelled inside the database bridge could
+        # keep its pooled connection, and closing the pool would then wait for it forever.
+        self._stopping.set()
+        if self._loops:
+            await asyncio.wait(self._loops, timeout=10)
         await self.tasks.close()
         if self._session is not None:
             await self._session.close()
@@ -485,14 +491,23 @@ class NotificationService:
 
     async def _outbox_loop(self) -> None:
         """Calls the API queued, and acknowledgements due for the webhook, taken from the outbox."""
-        while True:
+        while not self._stopping.is_set():
             try:
                 for message in await run_and_release(self.db, outbox.take, NOTIFICATION_CALL):
                     self.place(Notification.from_payload(message.payload))
                 await self.deliver_webhooks()
             except Exception:  # noqa: BLE001 - tried again at the next poll
                 log.exception("reading the outbox failed")
-            await asyncio.sleep(self.outbox_poll)
+            if await self._stopped_within(self.outbox_poll):
+                return
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Sleep ``seconds``; True as soon as the service is closing."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     # -- verification codes ------------------------------------------------------------------
 
@@ -511,7 +526,8 @@ class NotificationService:
                     await self.deliver_codes()
                 except Exception:  # noqa: BLE001 - tried again at the next poll
                     log.exception("delivering verification codes failed")
-            await asyncio.sleep(self.verification_poll)
+            if await self._stopped_within(self.verification_poll):
+                return
 
     async def deliver_codes(self) -> int:
         """Call the numbers whose verification code waits for delivery; returns how many calls started."""
