@@ -3,8 +3,9 @@
 A ``Resource`` is a model, its API schema, its permission noun and optional
 domain rules (``Rules``). Its operations are plain synchronous peewee code run
 through the asyncio database's bridge (``db.run``), one bridge crossing per
-request, inside a transaction when they write. The project of the caller's API
-key is applied here, in one place, to every read and every write.
+request, inside a ``write_transaction`` when they write (on SQLite it waits for
+the write lock rather than fail). The project of the caller's API key is
+applied here, in one place, to every read and every write.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from api.errors import BadRequest, Conflict, MethodNotAllowed, NotFound
 from api.query import Selection, parse_query, parse_select, parse_sort
 from api.schema import ApiField, ModelSchema, Relation, fetch_rendered, render_value
 from ivr.store import models as m
-from ivr.store.db import on_reader
+from ivr.store.db import on_reader, write_transaction
 
 
 @dataclass
@@ -244,7 +245,7 @@ class Resource:
         values, links = self._coerce_data(data, creating=True)
         given = list(data) if isinstance(data, dict) else []
         db = self.model._meta.database
-        with db.atomic():
+        with write_transaction():
             self.rules.prepare_create(ctx, values, self)
             missing = [f.name for f in self.schema.fields.values()
                        if f.required and values.get(f.name) is None]
@@ -282,7 +283,7 @@ class Resource:
         self.check_writable("update")
         values, links = self._coerce_data(data, creating=False)
         db = self.model._meta.database
-        with db.atomic():
+        with write_transaction():
             row = self._get_row(ctx, item_id)
             self.rules.prepare_update(ctx, row, values, self)
             self._check_references(ctx, values)
@@ -300,7 +301,7 @@ class Resource:
     def delete(self, ctx: Context, item_id: str) -> None:
         self.check_writable("delete")
         db = self.model._meta.database
-        with db.atomic():
+        with write_transaction():
             row = self._get_row(ctx, item_id)
             self.rules.before_delete(ctx, row, self)
             try:

@@ -41,6 +41,7 @@ from api.schema import render_value
 from ivr.store import models as m
 from ivr.core import oncall
 from ivr.store import verification
+from ivr.store.db import write_transaction
 from ivr.core.phone import InvalidNumber, to_e164, validate_sip_uri
 
 # -- YAML with line numbers ---------------------------------------------------------------------
@@ -811,8 +812,7 @@ def apply(text: str, path: str, *, default_region: str = "US", dry_run: bool = F
     ``dry_run`` or when anything is wrong: then ``SyncError`` lists every problem)."""
     document = load(text, path)
     sync = Sync(document, path, default_region)
-    database = m.Project._meta.database
-    with database.atomic() as transaction:
+    with write_transaction() as transaction:
         project_id = sync.run(project)
         if sync.problems:
             transaction.rollback()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
@@ -60,6 +61,28 @@ def open_database(url: str, pool_size: int = 8) -> AsyncSqliteDatabase | AsyncPo
             "or postgresql://user:password@host/dbname")
     database.initialize(db)
     return db
+
+
+def write_transaction():
+    """The one way a write transaction begins (nested, it is a savepoint of the outer one).
+
+    On SQLite a transaction that reads before it writes asks for the write lock only at its first
+    write, and SQLite cannot make it wait then (another writer may have changed what it read): it
+    fails at once with "database is locked", whatever busy_timeout says. Taking the lock when the
+    transaction begins (``BEGIN IMMEDIATE``) makes concurrent writers wait their turn, up to
+    busy_timeout. PostgreSQL's row locks wait by themselves.
+    """
+    db = database.obj
+    if isinstance(db, SqliteDatabase):
+        return db.atomic(lock_type="IMMEDIATE")
+    return db.atomic()
+
+
+def lock_wait_expired(exc: BaseException) -> bool:
+    """Whether ``exc`` says SQLite's write lock was still taken when busy_timeout ran out."""
+    exc = getattr(exc, "orig", exc)  # peewee's error keeps the driver's
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.OperationalError) else None
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY  # SQLITE_BUSY and its extended codes
 
 
 _reader: contextvars.ContextVar = contextvars.ContextVar("hotline_reader", default=None)
