@@ -88,7 +88,7 @@ def resource_routes(resource: Resource) -> list[web.RouteDef]:
         ctx = await context(request, "read")
         body = await read_body(request)
         skip, limit = parse_paging(request.query, body)
-        selection = resource.selection(body.get("select"))
+        selection = resource.selection(body.get("select"), ctx.principal)
         conditions = resource.conditions(body.get("query"))
         order = resource.order(body.get("sort"))
         count, rows = await request.app[READ](resource.list, ctx, selection, conditions, order, skip, limit)
@@ -97,7 +97,7 @@ def resource_routes(resource: Resource) -> list[web.RouteDef]:
     async def get_item(request: web.Request) -> web.Response:
         ctx = await context(request, "read")
         body = await read_body(request)
-        selection = resource.selection(body.get("select"))
+        selection = resource.selection(body.get("select"), ctx.principal)
         row = await request.app[READ](resource.get, ctx, request.match_info["id"], selection)
         return json_response(row)
 

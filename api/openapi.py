@@ -97,7 +97,8 @@ def _select_schema(resource) -> dict:
                 "additionalProperties": False} if target else {"type": "object"})
         properties[name] = {"anyOf": [{"type": ["boolean", "null"]}, sub]}
     return {"type": ["object", "null"], "properties": properties, "additionalProperties": False,
-            "description": "Fields to return (_id always). Relations: true, or an object of their fields."}
+            "description": "Fields to return (_id always). Relations: true, or an object of their fields; "
+                           "a relation needs the permission to read its target (a 403 otherwise)."}
 
 
 def _query_schema(resource) -> dict:

@@ -315,9 +315,16 @@ class Resource:
 
     # -- request parsing helpers --------------------------------------------------------
 
-    def selection(self, select: Any) -> Selection:
+    def selection(self, select: Any, principal: Principal) -> Selection:
+        """The fields and relations ``select`` asks for; a relation shows rows of its target, so it needs
+        the permission to read those (a key that may read logs only must not read users through them)."""
         related = {name: SCHEMAS[rel.target] for name, rel in self.schema.relations.items()}
-        return parse_select(self.schema, select, related)
+        selection = parse_select(self.schema, select, related)
+        for name in selection.relations:
+            target = self.schema.relations[name].target
+            title = SCHEMA_TITLES.get(target, target.__name__)
+            principal.require("read", title, through=f"select.{name}")
+        return selection
 
     def conditions(self, query: Any) -> list:
         return parse_query(self.schema, query)
