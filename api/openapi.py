@@ -111,6 +111,8 @@ def _query_schema(resource) -> dict:
     properties = {}
     for name, api_field in resource.schema.fields.items():
         value = {k: v for k, v in _value_schema(api_field).items() if k != "description"}
+        if api_field.textual:
+            value["maxLength"] = api_field.query_max_length
         if isinstance(value.get("type"), str):
             value["type"] = [value["type"], "null"]  # null means IS NULL, on any field
             if "enum" in value:
