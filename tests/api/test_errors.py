@@ -162,3 +162,22 @@ async def test_400_long_texts_are_capped(api, acme):
     document = await api.call("GET", "/api/openapi.json")
     data = document["paths"]["/api/incoming-call-policy"]["post"]["requestBody"]["content"]["application/json"]
     assert data["schema"]["properties"]["data"]["properties"]["greetingMessage"]["maxLength"] == MAX_LONG_TEXT
+
+
+async def test_400_deeply_nested_body(api, acme):
+    """Deeper than json.loads can go (100,000 lists), or than the API ever needs: a 400, never a 500."""
+    from api.app import MAX_DEPTH
+
+    for depth in (100_000, 990, MAX_DEPTH + 1):
+        nested = "[" * depth + "]" * depth
+        for path, text in (("/api/incoming-call-policy/get-list", '{"query": {"name": %s}}' % nested),
+                           ("/api/incoming-call-policy", '{"data": {"name": "x", "description": %s}}' % nested),
+                           ("/api/incoming-call-policy", nested)):
+            status, body, _ = await raw(api, "POST", path, acme.owner, text.encode())
+            assert (status, body) == (400, {"error": f"The request body is nested too deeply: at most "
+                                                     f"{MAX_DEPTH} levels of objects and lists"}), (depth, path)
+    # As deep as allowed: an ordinary 400 for the wrong type.
+    nested = "[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2)
+    status, body, _ = await raw(api, "POST", "/api/incoming-call-policy", acme.owner,
+                                ('{"data": {"name": "x", "description": %s}}' % nested).encode())
+    assert (status, body) == (400, {"error": "data.description: must be a string"})
