@@ -206,8 +206,8 @@ def build_openapi(resources, actions=()) -> dict:
                                      "properties": {"count": {"type": "integer"}}}, read_codes)}}
         if not resource.writable:
             continue
-        created = {"type": "object", "required": ["_id"],
-                   "properties": {"_id": {"type": "string", "format": "uuid"}}}
+        # The saved object: every field (and the ids of many-to-many relations such as labels).
+        created = {"allOf": [ref], "required": [*resource.schema.fields, *resource.extra_writable]}
         empty = {"type": "object", "additionalProperties": False}
         paths[base] = {"post": {
             "tags": [tag], "summary": f"Create {resource.title}", "operationId": f"create{name}",

@@ -19,7 +19,7 @@ import peewee
 from api.auth import Principal
 from api.errors import BadRequest, Conflict, MethodNotAllowed, NotFound
 from api.query import Selection, parse_query, parse_select, parse_sort
-from api.schema import ApiField, ModelSchema, Relation, fetch_rendered, render_value
+from api.schema import ApiField, ModelSchema, Relation, fetch_rendered
 from ivr.store import models as m
 from ivr.store.db import on_reader, write_transaction
 
@@ -243,7 +243,6 @@ class Resource:
     def create(self, ctx: Context, data: Any) -> dict:
         self.check_writable("create")
         values, links = self._coerce_data(data, creating=True)
-        given = list(data) if isinstance(data, dict) else []
         db = self.model._meta.database
         with write_transaction():
             self.rules.prepare_create(ctx, values, self)
@@ -262,15 +261,13 @@ class Resource:
                 raise Conflict(self.rules.conflict_message(values, exc, self)) from None
             self._set_links(ctx, row, links)
             self.rules.after_create(ctx, row, values, self)
-        result = {"_id": str(row.id)}
-        for name in given:
-            if name == "projectId":
-                result[name] = str(ctx.project_id)
-            elif name in self.extra_writable:
-                result[name] = [str(i) for i in links[name]]
-            else:
-                result[name] = render_value(values.get(name, getattr(row, self.schema.fields[name].column.name)))
-        return result
+        # The saved object, as OneUptime's server answers: what was generated (slug, defaults, createdAt) too.
+        return self._fetch(ctx, self.saved_selection(), [self.model.id == row.id], [], 0, 1)[0]
+
+    def saved_selection(self) -> Selection:
+        """Every field, and the ids of the many-to-many relations a client writes (a policy's labels): what a
+        create answers."""
+        return Selection(list(self.schema.fields), {name: ["_id"] for name in self.extra_writable})
 
     def _get_row(self, ctx: Context, item_id: str) -> m.BaseModel:
         key = self.parse_id(item_id)
