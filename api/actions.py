@@ -33,6 +33,7 @@ from ivr.core.notification import NotifyInputError
 from ivr.runtime import CONFIG, DB, READ
 from ivr.store import models as m
 from ivr.store.calllogs import NotifyLimitReached, plan_notification, queue_notification
+from ivr.store.db import write_transaction
 from ivr.core import oncall
 from ivr.store import schedules, verification
 
@@ -245,8 +246,7 @@ def verify(ctx: Context, request: Request) -> dict:
     code = "".join(code.split()).replace("-", "")
     if not (code.isascii() and code.isdigit() and len(code) == verification.CODE_DIGITS):
         raise BadRequest(f"code: must be the {verification.CODE_DIGITS} digits the number received")
-    database = m.UserIncomingCallNumber._meta.database
-    with database.atomic():  # the count of wrong codes is kept: the errors are raised after the commit
+    with write_transaction():  # the count of wrong codes is kept: the errors are raised after the commit
         check = verification.check_code(_number(ctx, number_id, resource), code)
     outcome = check.outcome
     if outcome is verification.Outcome.VERIFIED:
@@ -271,8 +271,7 @@ def resend(ctx: Context, request: Request) -> dict:
     resource = BY_PATH["user-incoming-call-number"]
     _check_keys(request.body, ("itemId",))
     number_id = _item_id(request.body, resource)
-    database = m.UserIncomingCallNumber._meta.database
-    with database.atomic():
+    with write_transaction():
         number = _number(ctx, number_id, resource)
         if number.isVerified:
             raise BadRequest("This number is already verified.")

@@ -28,6 +28,7 @@ KEYS = web.AppKey("keys", auth.KeyCache)
 LIMITER = web.AppKey("limiter", auth.RateLimiter)
 OPENAPI = web.AppKey("openapi", dict)
 MAX_BODY = 1024 * 1024
+MAX_DEPTH = 32  # levels of objects and lists in a body (a get-list with an Includes query needs 4)
 
 
 def _dumps(value: Any) -> str:
@@ -45,13 +46,31 @@ async def read_body(request: web.Request) -> dict:
     raw = await request.read()
     if not raw:
         return {}  # no body; whitespace alone is not JSON (a 400 below)
+    too_deep = f"The request body is nested too deeply: at most {MAX_DEPTH} levels of objects and lists"
     try:
         body = json.loads(raw)
+    except RecursionError:  # deeper than Python's stack: json.loads gives up
+        raise BadRequest(too_deep) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    # What json.loads accepts can still exhaust the stack later (rendering it, storing a JSON field).
+    if isinstance(body, (dict, list)) and _depth_exceeds(body, MAX_DEPTH):
+        raise BadRequest(too_deep)
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object")
     return body
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether objects and lists nest in ``value`` more than ``limit`` levels (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 async def principal_of(request: web.Request) -> auth.Principal:
@@ -94,7 +113,7 @@ def resource_routes(resource: Resource) -> list[web.RouteDef]:
         ctx = await context(request, "read")
         body = await read_body(request)
         skip, limit = parse_paging(request.query, body)
-        selection = resource.selection(body.get("select"))
+        selection = resource.selection(body.get("select"), ctx.principal)
         conditions = resource.conditions(body.get("query"))
         order = resource.order(body.get("sort"))
         count, rows = await request.app[READ](resource.list, ctx, selection, conditions, order, skip, limit)
@@ -103,7 +122,7 @@ def resource_routes(resource: Resource) -> list[web.RouteDef]:
     async def get_item(request: web.Request) -> web.Response:
         ctx = await context(request, "read")
         body = await read_body(request)
-        selection = resource.selection(body.get("select"))
+        selection = resource.selection(body.get("select"), ctx.principal)
         row = await request.app[READ](resource.get, ctx, request.match_info["id"], selection)
         return json_response(row)
 

@@ -53,11 +53,13 @@ class Principal:
             return True
         return permission_name(verb, title) in self.permissions
 
-    def require(self, verb: str, title: str) -> None:
+    def require(self, verb: str, title: str, through: str | None = None) -> None:
+        """``through``: the part of the request that reaches ``title`` (a selected relation)."""
         if not self.grants(verb, title):
             action = {"read": "read", "create": "create", "update": "update", "delete": "delete"}[verb]
+            via = f" (through {through})" if through else ""
             raise Forbidden(
-                f"Permission denied: to {action} {title} this API key needs one of: "
+                f"Permission denied: to {action} {title}{via} this API key needs one of: "
                 f"{', '.join(allowed_by(verb, title))}")
 
     @property

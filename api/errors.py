@@ -7,6 +7,8 @@ import logging
 
 from aiohttp import web
 
+from ivr.store.db import lock_wait_expired
+
 log = logging.getLogger(__name__)
 
 
@@ -72,6 +74,10 @@ async def error_middleware(request: web.Request, handler):
             headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
             return error_response(exc.status, message, headers)
         raise
-    except Exception:
+    except Exception as exc:
+        if lock_wait_expired(exc):  # writers queued past busy_timeout: the server is overloaded, not broken
+            log.warning("database write lock busy serving %s %s", request.method, request.path)
+            return error_response(503, "The database is busy with other writes; retry in a moment.",
+                                  {"Retry-After": "1"})
         log.exception("unexpected error serving %s %s", request.method, request.path)
         return error_response(500, "Internal server error; the server log has the details.")

@@ -97,7 +97,8 @@ def _select_schema(resource) -> dict:
                 "additionalProperties": False} if target else {"type": "object"})
         properties[name] = {"anyOf": [{"type": ["boolean", "null"]}, sub]}
     return {"type": ["object", "null"], "properties": properties, "additionalProperties": False,
-            "description": "Fields to return (_id always). Relations: true, or an object of their fields."}
+            "description": "Fields to return (_id always). Relations: true, or an object of their fields; "
+                           "a relation needs the permission to read its target (a 403 otherwise)."}
 
 
 def _query_schema(resource) -> dict:
@@ -110,6 +111,8 @@ def _query_schema(resource) -> dict:
     properties = {}
     for name, api_field in resource.schema.fields.items():
         value = {k: v for k, v in _value_schema(api_field).items() if k != "description"}
+        if api_field.textual:
+            value["maxLength"] = api_field.query_max_length
         if isinstance(value.get("type"), str):
             value["type"] = [value["type"], "null"]  # null means IS NULL, on any field
             if "enum" in value:
@@ -203,8 +206,8 @@ def build_openapi(resources, actions=()) -> dict:
                                      "properties": {"count": {"type": "integer"}}}, read_codes)}}
         if not resource.writable:
             continue
-        created = {"type": "object", "required": ["_id"],
-                   "properties": {"_id": {"type": "string", "format": "uuid"}}}
+        # The saved object: every field (and the ids of many-to-many relations such as labels).
+        created = {"allOf": [ref], "required": [*resource.schema.fields, *resource.extra_writable]}
         empty = {"type": "object", "additionalProperties": False}
         paths[base] = {"post": {
             "tags": [tag], "summary": f"Create {resource.title}", "operationId": f"create{name}",

@@ -17,7 +17,7 @@ import peewee
 from peewee import SQL, NodeList, Value, fn
 
 from api.errors import BadRequest
-from api.schema import ApiField, ModelSchema
+from api.schema import MAX_QUERY_LIST, ApiField, ModelSchema
 from ivr.core.phone import normalize_loose
 
 OPERATORS = (
@@ -30,7 +30,6 @@ _COMPARISONS = {
     "LessThan": lambda c, v: c < v,
     "LessThanOrEqual": lambda c, v: c <= v,
 }
-MAX_LIST = 1000
 
 
 def _like(column: peewee.Field, raw: str, op: str) -> peewee.Node:
@@ -40,9 +39,17 @@ def _like(column: peewee.Field, raw: str, op: str) -> peewee.Node:
     return NodeList((fn.LOWER(column), SQL("LIKE"), Value(pattern), SQL("ESCAPE '!'")))
 
 
+def _check_length(api_field: ApiField, value: Any, where: str) -> None:
+    if isinstance(value, str) and len(value) > api_field.query_max_length:
+        raise BadRequest(f"{where}: at most {api_field.query_max_length} characters in a query "
+                         f"(got {len(value)})")
+
+
 def _value(api_field: ApiField, value: Any, where: str) -> Any:
     if api_field.kind == "json":
         raise BadRequest(f"{where}: JSON fields can only be filtered with IsNull or NotNull")
+    if api_field.textual:
+        _check_length(api_field, value, where)
     coerced = api_field.coerce(value, where)
     if api_field.kind == "phone" and isinstance(coerced, str):
         coerced = normalize_loose(coerced)
@@ -50,8 +57,8 @@ def _value(api_field: ApiField, value: Any, where: str) -> Any:
 
 
 def _any_of(api_field: ApiField, values: list, where: str) -> peewee.Node:
-    if len(values) > MAX_LIST:
-        raise BadRequest(f"{where}: at most {MAX_LIST} values")
+    if len(values) > MAX_QUERY_LIST:
+        raise BadRequest(f"{where}: at most {MAX_QUERY_LIST} values")
     present = [_value(api_field, v, where) for v in values if v is not None]
     condition = api_field.column.in_(present)
     if len(present) < len(values):  # null in the list means "or empty", as null alone does
@@ -98,6 +105,7 @@ def _condition(api_field: ApiField, spec: Any, where: str) -> peewee.Node:
             raise BadRequest(f"{where}: {op} applies to text fields only")
         if not isinstance(raw, str) or "\x00" in raw:
             raise BadRequest(f"{where}: {op} needs a string value")
+        _check_length(api_field, raw, f"{where}.value")
         return _like(column, raw, op)
     value = _value(api_field, raw, f"{where}.value")
     if op == "EqualTo":

@@ -3,8 +3,9 @@
 A ``Resource`` is a model, its API schema, its permission noun and optional
 domain rules (``Rules``). Its operations are plain synchronous peewee code run
 through the asyncio database's bridge (``db.run``), one bridge crossing per
-request, inside a transaction when they write. The project of the caller's API
-key is applied here, in one place, to every read and every write.
+request, inside a ``write_transaction`` when they write (on SQLite it waits for
+the write lock rather than fail). The project of the caller's API key is
+applied here, in one place, to every read and every write.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import peewee
 from api.auth import Principal
 from api.errors import BadRequest, Conflict, MethodNotAllowed, NotFound
 from api.query import Selection, parse_query, parse_select, parse_sort
-from api.schema import ApiField, ModelSchema, Relation, fetch_rendered, render_value
+from api.schema import ApiField, ModelSchema, Relation, fetch_rendered
 from ivr.config import setting_default
 from ivr.store import models as m
-from ivr.store.db import on_reader
+from ivr.store.db import on_reader, write_transaction
 from ivr.store.verification import CODES_PER_DAY
 
 
@@ -247,9 +248,8 @@ class Resource:
     def create(self, ctx: Context, data: Any) -> dict:
         self.check_writable("create")
         values, links = self._coerce_data(data, creating=True)
-        given = list(data) if isinstance(data, dict) else []
         db = self.model._meta.database
-        with db.atomic():
+        with write_transaction():
             self.rules.prepare_create(ctx, values, self)
             missing = [f.name for f in self.schema.fields.values()
                        if f.required and values.get(f.name) is None]
@@ -266,15 +266,13 @@ class Resource:
                 raise Conflict(self.rules.conflict_message(values, exc, self)) from None
             self._set_links(ctx, row, links)
             self.rules.after_create(ctx, row, values, self)
-        result = {"_id": str(row.id)}
-        for name in given:
-            if name == "projectId":
-                result[name] = str(ctx.project_id)
-            elif name in self.extra_writable:
-                result[name] = [str(i) for i in links[name]]
-            else:
-                result[name] = render_value(values.get(name, getattr(row, self.schema.fields[name].column.name)))
-        return result
+        # The saved object, as OneUptime's server answers: what was generated (slug, defaults, createdAt) too.
+        return self._fetch(ctx, self.saved_selection(), [self.model.id == row.id], [], 0, 1)[0]
+
+    def saved_selection(self) -> Selection:
+        """Every field, and the ids of the many-to-many relations a client writes (a policy's labels): what a
+        create answers."""
+        return Selection(list(self.schema.fields), {name: ["_id"] for name in self.extra_writable})
 
     def _get_row(self, ctx: Context, item_id: str) -> m.BaseModel:
         key = self.parse_id(item_id)
@@ -287,7 +285,7 @@ class Resource:
         self.check_writable("update")
         values, links = self._coerce_data(data, creating=False)
         db = self.model._meta.database
-        with db.atomic():
+        with write_transaction():
             row = self._get_row(ctx, item_id)
             self.rules.prepare_update(ctx, row, values, self)
             self._check_references(ctx, values)
@@ -305,7 +303,7 @@ class Resource:
     def delete(self, ctx: Context, item_id: str) -> None:
         self.check_writable("delete")
         db = self.model._meta.database
-        with db.atomic():
+        with write_transaction():
             row = self._get_row(ctx, item_id)
             self.rules.before_delete(ctx, row, self)
             try:
@@ -319,9 +317,16 @@ class Resource:
 
     # -- request parsing helpers --------------------------------------------------------
 
-    def selection(self, select: Any) -> Selection:
+    def selection(self, select: Any, principal: Principal) -> Selection:
+        """The fields and relations ``select`` asks for; a relation shows rows of its target, so it needs
+        the permission to read those (a key that may read logs only must not read users through them)."""
         related = {name: SCHEMAS[rel.target] for name, rel in self.schema.relations.items()}
-        return parse_select(self.schema, select, related)
+        selection = parse_select(self.schema, select, related)
+        for name in selection.relations:
+            target = self.schema.relations[name].target
+            title = SCHEMA_TITLES.get(target, target.__name__)
+            principal.require("read", title, through=f"select.{name}")
+        return selection
 
     def conditions(self, query: Any) -> list:
         return parse_query(self.schema, query)

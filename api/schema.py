@@ -21,6 +21,12 @@ from ivr.store import models as m
 
 INT32_MAX = 2**31 - 1
 
+# What one request may ask the database to do: the limits of text, here for every resource.
+MAX_LONG_TEXT = 10_000   # a long text field (a description, a message the caller hears) on create and update
+MAX_QUERY_TEXT = 200     # a text a query compares with (Search, StartsWith, EqualTo, ...): a LIKE over long
+                         # texts costs their length times the pattern's
+MAX_QUERY_LIST = 1000    # the values of a list (any-of) or of Includes
+
 
 @dataclass
 class ApiField:
@@ -44,6 +50,14 @@ class ApiField:
     @property
     def textual(self) -> bool:
         return self.kind in ("text", "longtext", "phone", "email", "slug", "enum")
+
+    @property
+    def query_max_length(self) -> int:
+        """The longest text a query may compare this field with: what a short column holds (a 255-character
+        SIP URI can still be found), ``MAX_QUERY_TEXT`` for a long text."""
+        if self.kind == "longtext" or not self.max_length:
+            return MAX_QUERY_TEXT
+        return self.max_length
 
     # -- values in ------------------------------------------------------------------
 
@@ -272,6 +286,9 @@ def build_schema(
         default = column.default if not callable(column.default) else None
         if isinstance(default, m.enum.Enum):
             default = default.value
+        max_length = None if kind == "id" else getattr(column, "max_length", None)
+        if kind == "longtext":
+            max_length = MAX_LONG_TEXT  # the column has no limit: the API sets one
         api_field = ApiField(
             name=name,
             column=column,
@@ -282,7 +299,7 @@ def build_schema(
             create_only=name in create_only or name == "projectId",
             required=name in required,
             enum=tuple(column.choices_values) if isinstance(column, m.EnumField) else None,
-            max_length=getattr(column, "max_length", None) if kind != "id" else None,
+            max_length=max_length,
             references=references,
             default=default,
         )

@@ -37,11 +37,12 @@ from api.domain import slugify
 from api.errors import ApiError
 from api.registry import BY_PATH
 from api.resources import Context, Resource
-from api.schema import render_value
+from api.schema import MAX_LONG_TEXT, render_value
 from ivr.config import setting_default
 from ivr.store import models as m
 from ivr.core import oncall
 from ivr.store import verification
+from ivr.store.db import write_transaction
 from ivr.core.phone import InvalidNumber, to_e164, validate_sip_uri
 
 # -- YAML with line numbers ---------------------------------------------------------------------
@@ -457,7 +458,7 @@ class Sync:
         what = f"team {name}"
         if name in self.teams:
             self.fail(line, f"{what}: named twice in the file")
-        desired = {"description": self.text(spec, "description", what, max_length=10000)}
+        desired = {"description": self.text(spec, "description", what, max_length=MAX_LONG_TEXT)}
         Team = m.Team
         rows = list(Team.select().where(Team.project == self.ctx.project_id, Team.name == name))
         if len(rows) > 1:
@@ -506,7 +507,7 @@ class Sync:
         what = f"schedule {name}"
         if name in self.schedules:
             self.fail(line, f"{what}: named twice in the file")
-        desired = {"description": self.text(spec, "description", what, max_length=10000),
+        desired = {"description": self.text(spec, "description", what, max_length=MAX_LONG_TEXT),
                    "timeZone": self.zone(spec, "timeZone", what)}
         S = m.OnCallDutyPolicySchedule
         row = S.get_or_none(S.project == self.ctx.project_id, S.name == name)
@@ -544,7 +545,7 @@ class Sync:
             interval, count = self.rotation(spec, where)
             desired = {
                 "name": self.text(spec, "name", where),
-                "description": self.text(spec, "description", where, max_length=10000),
+                "description": self.text(spec, "description", where, max_length=MAX_LONG_TEXT),
                 "startsAt": self.instant(spec, "start", where, zone),
                 "rotationInterval": interval,
                 "rotationIntervalCount": count,
@@ -650,7 +651,7 @@ class Sync:
             spec = self.mapping(item, line, where, ("user", "start", "end", "description"), ("user", "start", "end"))
             user_id = self.user_ref(spec["user"], spec.line_of("user"), where)
             start, end = self.instant(spec, "start", where, zone), self.instant(spec, "end", where, zone)
-            description = self.text(spec, "description", where, max_length=10000)
+            description = self.text(spec, "description", where, max_length=MAX_LONG_TEXT)
             description = None if description is MISSING else description
             key = (user_id, start, end)
             label = f"{where} {spec['user']} {render_value(start)} - {render_value(end)}"
@@ -700,7 +701,7 @@ class Sync:
         desired: dict[str, Any] = {"name": name}
         for key, kind in self.POLICY_FIELDS.items():
             if kind == "text":
-                desired[key] = self.text(spec, key, what, max_length=10000)
+                desired[key] = self.text(spec, key, what, max_length=MAX_LONG_TEXT)
             elif kind == "bool":
                 desired[key] = self.boolean(spec, key, what)
             elif kind == "int":
@@ -755,7 +756,7 @@ class Sync:
             target_line = spec.line_of(target)
             desired = {
                 "name": self.text(spec, "name", where),
-                "description": self.text(spec, "description", where, max_length=10000),
+                "description": self.text(spec, "description", where, max_length=MAX_LONG_TEXT),
                 "escalateAfterSeconds": self.integer(spec, "escalateAfterSeconds", where, 1, 3600),
                 "userId": self.user_ref(spec[target], target_line, where) if target == "user" else None,
                 "teamId": (self.named_ref("team", spec[target], target_line, where, self.teams, m.Team)
@@ -819,8 +820,7 @@ def apply(text: str, path: str, *, default_region: str = "US", dry_run: bool = F
     if allowed_sip_hosts is None:
         allowed_sip_hosts = tuple(setting_default("sip.allowed_hosts"))
     sync = Sync(document, path, default_region, allowed_sip_hosts, codes_per_day)
-    database = m.Project._meta.database
-    with database.atomic() as transaction:
+    with write_transaction() as transaction:
         project_id = sync.run(project)
         if sync.problems:
             transaction.rollback()

@@ -13,6 +13,7 @@ import asyncio
 import os
 import contextvars
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
@@ -75,6 +76,28 @@ def _private_file(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
+def write_transaction():
+    """The one way a write transaction begins (nested, it is a savepoint of the outer one).
+
+    On SQLite a transaction that reads before it writes asks for the write lock only at its first
+    write, and SQLite cannot make it wait then (another writer may have changed what it read): it
+    fails at once with "database is locked", whatever busy_timeout says. Taking the lock when the
+    transaction begins (``BEGIN IMMEDIATE``) makes concurrent writers wait their turn, up to
+    busy_timeout. PostgreSQL's row locks wait by themselves.
+    """
+    db = database.obj
+    if isinstance(db, SqliteDatabase):
+        return db.atomic(lock_type="IMMEDIATE")
+    return db.atomic()
+
+
+def lock_wait_expired(exc: BaseException) -> bool:
+    """Whether ``exc`` says SQLite's write lock was still taken when busy_timeout ran out."""
+    exc = getattr(exc, "orig", exc)  # peewee's error keeps the driver's
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.OperationalError) else None
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY  # SQLITE_BUSY and its extended codes
+
+
 _reader: contextvars.ContextVar = contextvars.ContextVar("hotline_reader", default=None)
 
 
@@ -82,14 +105,6 @@ def on_reader(query):
     """Bind a read query to the reader of the operation running now (see ``Reads``)."""
     reader = _reader.get()
     return query.bind(reader) if reader is not None else query
-
-
-def write_transaction():
-    """A transaction that writes: on SQLite it takes the write lock up front (``BEGIN IMMEDIATE``),
-    waiting ``busy_timeout`` for it, instead of failing with "database is locked" when it later
-    tries to upgrade a read lock another writer holds."""
-    db = database.obj
-    return db.atomic("IMMEDIATE") if isinstance(db, SqliteDatabase) else db.atomic()
 
 
 class Reads:

@@ -37,6 +37,7 @@ class Graph:
     token: str = ""                            # in the names, emails and call ids of this project's rows
     ids: dict[str, list[str]] = field(default_factory=dict)
     named: dict[str, str] = field(default_factory=dict)  # "policy", "user", "team", ... -> id
+    created: dict[str, dict] = field(default_factory=dict)  # id -> the answer of its create (API rows only)
 
     def __getitem__(self, name: str) -> str:
         return self.named[name]
@@ -57,6 +58,7 @@ async def build_graph(api, name: str = "Graph", project_id: str | None = None, k
 
     async def make(resource: str, label: str, data: dict) -> str:
         row = await api.create(resource, key, data)
+        graph.created[row["_id"]] = row
         graph.ids.setdefault(resource, []).append(row["_id"])
         graph.named[label] = row["_id"]
         return row["_id"]

@@ -134,3 +134,50 @@ async def test_openapi_document_is_served(api):
     schema = document["components"]["schemas"]["IncomingCallPolicy"]
     assert schema["properties"]["routingPhoneNumber"]["description"] == \
         "The phone number for incoming calls to this policy"
+
+
+async def test_400_long_texts_are_capped(api, acme):
+    """Long text fields (descriptions, the messages a caller hears) hold at most 10,000 characters."""
+    from api.registry import BY_PATH
+    from api.schema import MAX_LONG_TEXT
+
+    policy = BY_PATH["incoming-call-policy"]
+    long_texts = [name for name, f in policy.schema.fields.items() if f.kind == "longtext" and not f.read_only]
+    assert {"description", "greetingMessage", "noAnswerMessage", "noOneAvailableMessage"} <= set(long_texts)
+    created = await api.create("incoming-call-policy", acme.owner, {"name": "Long", **{
+        name: "y" * MAX_LONG_TEXT for name in long_texts}})
+    for name in long_texts:
+        data = {name: "y" * (MAX_LONG_TEXT + 1)}
+        status, body = await api.call("POST", "/api/incoming-call-policy", acme.owner,
+                                      {"data": {"name": "x", **data}}, expect=None)
+        assert (status, body) == (400, {"error": f"data.{name}: at most 10000 characters"})
+        status, body = await api.call("PUT", f"/api/incoming-call-policy/{created['_id']}", acme.owner,
+                                      {"data": data}, expect=None)
+        assert (status, body) == (400, {"error": f"data.{name}: at most 10000 characters"})
+    team = await api.create("team", acme.owner, {"name": "Long"})
+    status, body = await api.call("PUT", f"/api/team/{team['_id']}", acme.owner,
+                                  {"data": {"description": "z" * (MAX_LONG_TEXT + 1)}}, expect=None)
+    assert (status, body) == (400, {"error": "data.description: at most 10000 characters"})
+    # The OpenAPI document says so too.
+    document = await api.call("GET", "/api/openapi.json")
+    data = document["paths"]["/api/incoming-call-policy"]["post"]["requestBody"]["content"]["application/json"]
+    assert data["schema"]["properties"]["data"]["properties"]["greetingMessage"]["maxLength"] == MAX_LONG_TEXT
+
+
+async def test_400_deeply_nested_body(api, acme):
+    """Deeper than json.loads can go (100,000 lists), or than the API ever needs: a 400, never a 500."""
+    from api.app import MAX_DEPTH
+
+    for depth in (100_000, 990, MAX_DEPTH + 1):
+        nested = "[" * depth + "]" * depth
+        for path, text in (("/api/incoming-call-policy/get-list", '{"query": {"name": %s}}' % nested),
+                           ("/api/incoming-call-policy", '{"data": {"name": "x", "description": %s}}' % nested),
+                           ("/api/incoming-call-policy", nested)):
+            status, body, _ = await raw(api, "POST", path, acme.owner, text.encode())
+            assert (status, body) == (400, {"error": f"The request body is nested too deeply: at most "
+                                                     f"{MAX_DEPTH} levels of objects and lists"}), (depth, path)
+    # As deep as allowed: an ordinary 400 for the wrong type.
+    nested = "[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2)
+    status, body, _ = await raw(api, "POST", "/api/incoming-call-policy", acme.owner,
+                                ('{"data": {"name": "x", "description": %s}}' % nested).encode())
+    assert (status, body) == (400, {"error": "data.description: must be a string"})

@@ -15,6 +15,7 @@ import pytest
 
 from api.app import create_app
 from api.registry import BY_PATH, RESOURCES
+from api.resources import SCHEMA_TITLES
 from ivr.config import load_config
 from ivr.store.db import open_database
 from ivr.store.models import Role
@@ -242,6 +243,46 @@ async def test_no_role_no_permission_is_403_everywhere(api, project):
             status, payload = await attempt(api, project, key, resource.path, op, False)
             expected = 405 if verb != "read" and not resource.writable else 403
             assert status == expected, f"{resource.path} {op}: {status} {payload}"
+
+
+# -- relations: a related object is read with the permission to read it ------------------------------
+
+
+async def test_log_reader_cannot_read_users_through_a_log(api, project):
+    """The demonstrated bypass: "Read Incoming Call Log" alone read users' names and emails."""
+    log_reader = await api.key(project.project_id, permissions=("Read Incoming Call Log",))
+    select = {"answeredByUser": {"name": True, "email": True}}
+    for url in ("/api/incoming-call-log/get-list", f"/api/incoming-call-log/{project['log']}/get-item"):
+        status, payload = await api.call("POST", url, log_reader, {"select": select}, expect=None)
+        assert status == 403, f"{url}: {status} {payload}"
+        assert set(payload) == {"error"} and "Alice" not in payload["error"]
+        assert "select.answeredByUser" in payload["error"]
+        assert listed_in(payload["error"]) == allowers("read", "User")
+    user_reader = await api.key(project.project_id, permissions=("Read Incoming Call Log", "Read User"))
+    item = await api.post(f"/api/incoming-call-log/{project['log']}/get-item", user_reader, {"select": select})
+    assert item["answeredByUser"]["name"] == "Alice"
+
+
+RELATIONS = [pytest.param(r, name, id=f"{r.path}.{name}") for r in RESOURCES for name in r.schema.relations]
+
+
+@pytest.mark.parametrize(("resource", "relation"), RELATIONS)
+async def test_selecting_a_relation_needs_read_on_its_target(api, project, resource, relation):
+    """Every relation (to one or to many), in get-list and get-item, whole or by sub-fields."""
+    target = SCHEMA_TITLES[resource.schema.relations[relation].target]
+    assert target != resource.title
+    only_resource = await api.key(project.project_id, permissions=(f"Read {resource.title}",))
+    with_target = await api.key(project.project_id, permissions=(f"Read {resource.title}", f"Read {target}"))
+    urls = (f"/api/{resource.path}/get-list", f"/api/{resource.path}/{project.ids[resource.path][0]}/get-item")
+    for url in urls:
+        for select in ({relation: True}, {relation: {"_id": True}}, {"_id": True, relation: {"createdAt": True}}):
+            status, payload = await api.call("POST", url, only_resource, {"select": select}, expect=None)
+            assert status == 403, f"{url} {select}: {status} {payload}"
+            assert set(payload) == {"error"} and f"select.{relation}" in payload["error"]
+            assert listed_in(payload["error"]) == allowers("read", target)
+            await api.post(url, with_target, {"select": select})
+        # Not selecting it, or selecting it false, needs nothing more.
+        await api.post(url, only_resource, {"select": {"_id": True, relation: False}})
 
 
 # -- isVerified on creation: Owner and Admin only ----------------------------------------------------

@@ -191,3 +191,49 @@ async def test_bad_queries_are_400(api, acme, body, message):
     status, answer = await api.call("POST", "/api/incoming-call-log/get-list", acme.owner, body, expect=None)
     assert status == 400, answer
     assert message in answer["error"]
+
+
+# -- the cost of one query is bounded: it compares with short texts only --------------------------
+
+@pytest.mark.parametrize("condition", [
+    {"_type": "Search", "value": "{text}"},
+    {"_type": "StartsWith", "value": "{text}"},
+    {"_type": "EndsWith", "value": "{text}"},
+    {"_type": "EqualTo", "value": "{text}"},
+    {"_type": "NotEqual", "value": "{text}"},
+    {"_type": "GreaterThan", "value": "{text}"},
+    {"_type": "InBetween", "startValue": "a", "endValue": "{text}"},
+    {"_type": "Includes", "value": ["a", "{text}"]},
+    ["a", "{text}"],
+    "{text}",
+], ids=lambda c: c["_type"] if isinstance(c, dict) else type(c).__name__)
+async def test_query_texts_are_at_most_200_characters(api, acme, logs, condition):
+    def with_text(value, text):
+        if isinstance(value, dict):
+            return {k: with_text(v, text) for k, v in value.items()}
+        if isinstance(value, list):
+            return [with_text(v, text) for v in value]
+        return text if value == "{text}" else value
+
+    too_long = {"query": {"statusMessage": with_text(condition, "a" * 201)}}
+    for path in ("/api/incoming-call-log/get-list", "/api/incoming-call-log/count"):
+        status, answer = await api.call("POST", path, acme.owner, too_long, expect=None)
+        assert status == 400, answer
+        assert "query.statusMessage" in answer["error"] and "at most 200 characters" in answer["error"]
+    await api.post("/api/incoming-call-log/get-list", acme.owner,
+                   {"query": {"statusMessage": with_text(condition, "a" * 200)}})
+
+
+async def test_a_query_may_compare_with_any_value_a_short_column_holds(api, acme):
+    """sipUri holds 255 characters: the longest one can still be found."""
+    user = await api.create("user", acme.owner, {"name": "Long URI"})
+    uri = "sip:" + "a" * 240 + "@10.0.0.5"
+    assert 200 < len(uri) <= 255
+    number = await api.create("user-incoming-call-number", acme.owner, {"userId": user["_id"], "sipUri": uri})
+    for condition in (uri, {"_type": "EqualTo", "value": uri}, {"_type": "StartsWith", "value": uri}):
+        listed = await api.post("/api/user-incoming-call-number/get-list", acme.owner,
+                                {"query": {"sipUri": condition}})
+        assert [row["_id"] for row in listed["data"]] == [number["_id"]]
+    status, answer = await api.call("POST", "/api/user-incoming-call-number/get-list", acme.owner,
+                                    {"query": {"sipUri": {"_type": "Search", "value": "a" * 256}}}, expect=None)
+    assert status == 400 and "at most 255 characters" in answer["error"], answer

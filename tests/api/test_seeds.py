@@ -11,7 +11,9 @@ import uuid
 
 import pytest
 
+from api.registry import BY_PATH, RESOURCES
 from ivr.store.models import CallLog, IncomingCallLog, User
+from tests.api.factories import build_graph
 
 SEED_POLICY_SELECT = {
     "isEnabled": True,
@@ -42,14 +44,40 @@ def is_uuid(text) -> bool:
 
 
 async def test_policy_create_example(api, acme):
+    """The seed's example answer shows the fields it sent; OneUptime's server answers the saved object,
+    and so does Hotline: the sent fields with their values, and what the server generated."""
     created = await api.post("/api/incoming-call-policy", acme.owner, {"data": SEED_POLICY_DATA})
-    assert set(created) == POLICY_KEYS
+    assert POLICY_KEYS <= set(created)
     assert is_uuid(created["_id"])
     # The key's project is forced: the seed's projectId is someone else's.
     assert created["projectId"] == acme.project_id
     assert {k: created[k] for k in POLICY_KEYS - {"_id", "projectId"}} == {
         "isEnabled": True, "name": "Example name", "repeatPolicyIfNoOneAnswers": True,
         "repeatPolicyIfNoOneAnswersTimes": 100}
+    # Generated: the slug, the defaults of what was not sent, the timestamps, the (empty) labels.
+    assert created["slug"].startswith("example-name")
+    assert created["greetingMessage"] == "Please wait while we connect you to the on-call engineer."
+    assert created["routingPhoneNumber"] is None
+    assert created["createdAt"].endswith("Z") and created["updatedAt"].endswith("Z")
+    assert created["labels"] == []
+    # Exactly what get-item answers with every field selected.
+    fields = {name: True for name in BY_PATH["incoming-call-policy"].schema.fields}
+    item = await api.post(f"/api/incoming-call-policy/{created['_id']}/get-item", acme.owner,
+                          {"select": {**fields, "labels": {"_id": True}}})
+    assert created == item
+
+
+@pytest.mark.parametrize("path", [r.path for r in RESOURCES if r.writable])
+async def test_create_answers_the_saved_object(api, path):
+    """Every resource: the answer holds every readable field, as get-item renders it."""
+    graph = await build_graph(api, "Created")
+    resource = BY_PATH[path]
+    item_id = graph.ids[path][0]
+    select = {**{name: True for name in resource.schema.fields},
+              **{name: {"_id": True} for name in resource.extra_writable}}
+    item = await api.post(f"/api/{path}/{item_id}/get-item", graph.key, {"select": select})
+    assert set(item) == set(resource.schema.fields) | set(resource.extra_writable)
+    assert item == graph.created[item_id]
 
 
 async def test_policy_list_example(api, acme):
@@ -88,7 +116,8 @@ async def test_policy_get_item_example(api, acme, method):
     created = await api.post("/api/incoming-call-policy", acme.owner, {"data": SEED_POLICY_DATA})
     item = await api.call(method, f"/api/incoming-call-policy/{created['_id']}/get-item", acme.owner,
                           {"select": SEED_POLICY_SELECT})
-    assert item == {**created, "projectId": acme.project_id}
+    assert set(item) == POLICY_KEYS
+    assert item == {k: created[k] for k in POLICY_KEYS}
 
 
 async def test_policy_count_example(api, acme):
