@@ -33,7 +33,7 @@ from ivr.core.notification import NotifyInputError
 from ivr.runtime import CONFIG, DB, READ
 from ivr.store import models as m
 from ivr.store.calllogs import NotifyLimitReached, plan_notification, queue_notification
-from ivr.store.db import write_transaction
+from ivr.store.db import run_and_release, write_transaction
 from ivr.core import oncall
 from ivr.store import schedules, verification
 
@@ -184,8 +184,8 @@ async def send_call(request, ctx: Context, call: Request) -> dict:
     except NotifyInputError as exc:
         raise BadRequest(str(exc)) from None
     try:
-        await asyncio.shield(app[DB].run(queue_notification, note, int(cfg.max_calls_in_progress),
-                                         int(cfg.max_calls_per_hour)))
+        await asyncio.shield(run_and_release(app[DB], queue_notification, note, int(cfg.max_calls_in_progress),
+                                             int(cfg.max_calls_per_hour)))
     except NotifyLimitReached as exc:
         raise TooManyRequests(str(exc)) from None
     return note.response()

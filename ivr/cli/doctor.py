@@ -43,7 +43,7 @@ async def check_database(config: Config) -> Check:
     url = config.database_url
     shown = url.split("@")[-1] if "@" in url else url
     try:
-        db = open_database(url, pool_size=1)
+        db = open_database(url, pool_size=1, bind_models=False)
     except Exception as exc:  # noqa: BLE001 - a bad URL, a missing driver
         return Check("database", FAIL, f"{shown}: {exc}", "set database.url (DATABASE_URL)")
     try:
@@ -51,7 +51,7 @@ async def check_database(config: Config) -> Check:
         if pending:
             return Check("database", FAIL, f"{shown}: {len(pending)} migration(s) pending ({', '.join(pending)})",
                          "run `hotline migrate`")
-        await asyncio.wait_for(db.run(lambda: list(Project.select(Project.id).limit(1))), TIMEOUT)
+        await asyncio.wait_for(db.run(lambda: list(Project.select(Project.id).limit(1).bind(db))), TIMEOUT)
         return Check("database", OK, f"{shown} (reachable, migrated)")
     except Exception as exc:  # noqa: BLE001
         return Check("database", FAIL, f"{shown}: {exc or type(exc).__name__}",

@@ -47,7 +47,7 @@ class DatabaseConfigError(Exception):
     pass
 
 
-def open_database(url: str, pool_size: int = 8) -> AsyncSqliteDatabase | AsyncPostgresqlDatabase:
+def open_database(url: str, pool_size: int = 8, *, bind_models: bool = True) -> AsyncSqliteDatabase | AsyncPostgresqlDatabase:
     """An asyncio database for ``url``, bound to the models (not yet connected)."""
     scheme = urlparse(url).scheme
     if scheme == "sqlite":
@@ -61,7 +61,8 @@ def open_database(url: str, pool_size: int = 8) -> AsyncSqliteDatabase | AsyncPo
         raise DatabaseConfigError(
             f"unsupported database URL scheme {scheme!r}: use sqlite:///path/to/file.db "
             "or postgresql://user:password@host/dbname")
-    database.initialize(db)
+    if bind_models:  # a probe (hotline doctor) leaves the models on the database the process serves
+        database.initialize(db)
     return db
 
 
