@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ivr.asterisk.agi import checked_secret
 from ivr.asterisk.dialstrings import endpoint_for, safe_in_dialplan
 from ivr.config import Config, ConfigError, connect_host
 
@@ -123,9 +124,9 @@ def render_config(config: Config, *, test_routes: bool = False, instance_dir: st
     ``instance_dir`` (the instance directory as Asterisk sees it) adds the lab's
     asterisk.conf; ``test_routes`` adds the lab's test-only routes.
     """
-    if not config.ari.password or not config.ami.secret:
-        raise ConfigError("ari.password and ami.secret are empty: use config.with_lab_secrets(create=True) "
-                          "or set HOTLINE_ARI_PASSWORD / HOTLINE_AMI_SECRET")
+    if not config.ari.password or not config.ami.secret or not config.agi.secret:
+        raise ConfigError("ari.password, ami.secret or agi.secret is empty: use config.with_lab_secrets(create=True) "
+                          "or set HOTLINE_ARI_PASSWORD / HOTLINE_AMI_SECRET / HOTLINE_AGI_SECRET")
     http_host, http_port = ari_address(config)
     trunk_lines = []
     for address in config.sip.trunk_addresses:
@@ -173,6 +174,7 @@ def render_config(config: Config, *, test_routes: bool = False, instance_dir: st
         "ami_secret": _conf_value("ami.secret", config.ami.secret),
         "agi_host": connect_host(ip_setting("agi.host", config.agi.host)),
         "agi_port": str(int(config.agi.port)),
+        "agi_secret": checked_secret(config.agi.secret),
         "sip_bind": ip_setting("sip.bind", config.sip.bind),
         "sip_port": str(int(config.sip.port)),
         "trunk_matches": "\n".join(trunk_lines),

@@ -119,8 +119,10 @@ async def test_controller_down_falls_back_to_fastagi(lab, sip_target, lab_config
     assert len(agi.requests) == 1, agi.requests
     request = agi.requests[0]
     assert request["agi_network_script"] == "incoming-call-policy"
-    assert request["agi_arg_1"] == "4155550100"
-    assert request["agi_arg_2"] == "15550002222"
+    # The install's secret first (Hotline's server refuses a request without it), then the call.
+    assert request["agi_arg_1"] == lab_config.agi.secret
+    assert request["agi_arg_2"] == "4155550100"
+    assert request["agi_arg_3"] == "15550002222"
     assert request["agi_callerid"] == "15550002222"
     # The stub hung the call up (before answering it): nothing was played after it.
     assert not result.answered and result.final_status is not None and result.final_status >= 400, result

@@ -5,7 +5,28 @@ from __future__ import annotations
 import re
 
 from ivr.asterisk.dialplan import render_config
-from tests.unit.test_asterisk_conf import make_config
+from tests.unit.test_asterisk_conf import AGI_SECRET, make_config
+
+SECRET_ARG = "${GLOBAL(HOTLINE_AGI_SECRET)}"
+
+
+def code_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith(";")]
+
+
+def context(ext: str, name: str) -> list[str]:
+    """The dialplan lines of one context of extensions.conf."""
+    return code_lines(ext.split(f"\n[{name}]\n", 1)[1].split("\n[", 1)[0])
+
+
+def applications(lines: list[str], app: str) -> list[str]:
+    """The argument strings of every ``app(...)`` call on these lines (to the line's last ')')."""
+    found = []
+    for line in lines:
+        _, sep, rest = line.partition(f",{app}(")
+        if sep:
+            found.append(rest.rsplit(")", 1)[0])
+    return found
 
 
 def test_fastagi_and_notification_contexts_point_at_the_configured_server():
@@ -13,9 +34,9 @@ def test_fastagi_and_notification_contexts_point_at_the_configured_server():
     ext = files["extensions.conf"]
     base = "agi://127.0.0.1:14573"
     assert "Set(CHANNEL(hangup_handler_push)=hotline-agi-leg-end,s,1(${ARG1},${DIALEDPEERNUMBER}))" in ext
-    assert f"AGI({base}/leg-ended,${{ARG1}},${{ARG2}},${{HANGUPCAUSE}},${{CHANNEL(hangupsource)}})" in ext
-    assert f"AGI({base}/leg-answered,${{ARG1}},${{DIALEDPEERNUMBER}})" in ext
-    assert f"AGI({base}/notification,${{HOTLINE_CALL_LOG}})" in ext
+    assert f"AGI({base}/leg-ended,{SECRET_ARG},${{ARG1}},${{ARG2}},${{HANGUPCAUSE}},${{CHANNEL(hangupsource)}})" in ext
+    assert f"AGI({base}/leg-answered,{SECRET_ARG},${{ARG1}},${{DIALEDPEERNUMBER}})" in ext
+    assert f"AGI({base}/notification,{SECRET_ARG},${{HOTLINE_CALL_LOG}})" in ext
     # Hotline says when it finished a call; otherwise the caller gets the last resort.
     assert '$["${HOTLINE_CALL_DONE}" = "1"]?done' in ext
     # A leg is never bridged unconfirmed when the FastAGI server does not answer.
@@ -23,6 +44,22 @@ def test_fastagi_and_notification_contexts_point_at_the_configured_server():
     assert "Set(GOSUB_RESULT=CONTINUE)" in confirm
     # Dial's b() and U() subroutines and hangup handlers need app_stack.
     assert re.search(r"^load => app_stack.so$", files["modules.conf"], re.M)
+
+
+def test_every_fastagi_request_passes_the_secret_first():
+    """The FastAGI server refuses a request without agi.secret as its first argument: every AGI()
+    of the dialplan passes it, and the file holds it once, in a global."""
+    ext = render_config(make_config(agi__port=14573))["extensions.conf"]
+    calls = applications(code_lines(ext), "AGI")
+    assert len(calls) == 4
+    for call in calls:
+        url, secret, *_ = call.split(",")
+        assert url.startswith("agi://127.0.0.1:14573/") and secret == SECRET_ARG, call
+    assert re.findall(r"^HOTLINE_AGI_SECRET = (.*)$", ext, re.M) == [AGI_SECRET]
+    assert ext.count(AGI_SECRET) == 1
+    # Rendered anew, another install's secret.
+    other = render_config(make_config(agi__secret="another-install-0123456789"))["extensions.conf"]
+    assert "HOTLINE_AGI_SECRET = another-install-0123456789" in other and AGI_SECRET not in other
 
 
 def test_the_ami_user_cannot_originate_into_agi_or_run_commands():
