@@ -24,6 +24,9 @@ CONF_DIR = Path(os.environ.get("HOTLINE_ASTERISK_CONF_DIR")
 #: The source address of the lab's test caller (the test-only trunk of pjsip_lab.conf).
 LAB_CALLER_ADDRESS = "127.0.0.3"
 FALLBACK_DIAL_TIMEOUT = 30               # seconds the fallback number rings
+#: The longest dialed number and caller ID the dialplan passes on (the width of the logs' number
+#: columns; E.164 numbers have at most 16 characters).
+DIALED_MAX = CALLER_MAX = 32
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _E164_RE = re.compile(r"^\+?[0-9]{3,15}$")
 _SIP_URI_RE = re.compile(r"^sips?:[A-Za-z0-9_.!~*'()&=+$,;?/%:@\[\]-]+$")
@@ -175,6 +178,8 @@ def render_config(config: Config, *, test_routes: bool = False, instance_dir: st
         "agi_host": connect_host(ip_setting("agi.host", config.agi.host)),
         "agi_port": str(int(config.agi.port)),
         "agi_secret": checked_secret(config.agi.secret),
+        "dialed_max": str(DIALED_MAX),
+        "caller_max": str(CALLER_MAX),
         "sip_bind": ip_setting("sip.bind", config.sip.bind),
         "sip_port": str(int(config.sip.port)),
         "trunk_matches": "\n".join(trunk_lines),

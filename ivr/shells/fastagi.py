@@ -2,7 +2,7 @@
 
 The dialplan sends a caller with ``AGI(agi://HOST:4573/incoming-call-policy,<secret>,<dialed>,<caller ID>)``
 (extensions.conf does it when the ARI controller is not connected; the server checks and strips the
-secret, so the routes here see ``<dialed>,<caller ID>``). The same
+secret, so the routes here see ``<dialed>,<caller ID>``, both filtered by the dialplan). The same
 engine as the ARI shell (ivr/core/engine.py) decides; this file turns its commands into AGI commands
 on the caller's channel and turns what Asterisk reports into its events:
 

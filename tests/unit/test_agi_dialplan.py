@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ivr.asterisk.dialplan import render_config
+from ivr.asterisk.dialplan import CALLER_MAX, DIALED_MAX, render_config
 from tests.unit.test_asterisk_conf import AGI_SECRET, make_config
 
 SECRET_ARG = "${GLOBAL(HOTLINE_AGI_SECRET)}"
@@ -60,6 +60,45 @@ def test_every_fastagi_request_passes_the_secret_first():
     # Rendered anew, another install's secret.
     other = render_config(make_config(agi__secret="another-install-0123456789"))["extensions.conf"]
     assert "HOTLINE_AGI_SECRET = another-install-0123456789" in other and AGI_SECRET not in other
+
+
+def test_the_callers_number_and_caller_id_are_filtered_before_they_become_arguments():
+    """`_[+*#0-9]!` constrains only the first character of ${EXTEN}: a ',' after it would add or
+    shift an argument of Stasis() or AGI() (a caller ID likewise). Only the filtered and cut copies
+    are passed on."""
+    ext = render_config(make_config())["extensions.conf"]
+    code = code_lines(ext)
+    for app in ("Stasis", "AGI", "Gosub", "Dial"):
+        for args in applications(code, app):
+            assert "EXTEN" not in args and "CALLERID" not in args, (app, args)
+    inbound = context(ext, "hotline-inbound")
+    dialed_filter = "Set(HOTLINE_DIALED=${FILTER(0-9+*#,${EXTEN})})"
+    caller_filter = "Set(HOTLINE_CALLER=${FILTER(0-9+,${CALLERID(num)})})"
+    # Cut in a step of their own, on the filtered value: a caller's ")" then ":" can move the cut of ${FILTER(...)}.
+    dialed_cut = f"Set(HOTLINE_DIALED=${{HOTLINE_DIALED:0:{DIALED_MAX}}})"
+    caller_cut = f"Set(HOTLINE_CALLER=${{HOTLINE_CALLER:0:{CALLER_MAX}}})"
+    extensions: dict[str, list[str]] = {}
+    current = None
+    for line in inbound:
+        if line.startswith("exten => "):
+            current = line[len("exten => "):].split(",", 1)[0]
+        extensions.setdefault(current, []).append(line.split(",", 2)[2] if line.startswith("exten") else
+                                                  line.split(",", 1)[1])
+    assert set(extensions) == {"_[+*#0-9]!", "s"}
+    for exten, steps in extensions.items():
+        stasis = next(i for i, step in enumerate(steps) if step.startswith("Stasis("))
+        before = steps[:stasis]
+        expected_dialed = [dialed_filter, dialed_cut] if exten != "s" else ["Set(HOTLINE_DIALED=s)"]
+        assert [s for s in before if s.startswith("Set(HOTLINE_DIALED=")] == expected_dialed, exten
+        assert [s for s in before if s.startswith("Set(HOTLINE_CALLER=")] == [caller_filter, caller_cut], exten
+        assert steps[stasis] == ("Stasis(hotline,incoming,${HOTLINE_DIALED})" if exten != "s"
+                                 else "Stasis(hotline,incoming,s)")
+    # Nothing else sets them, and the fallback passes exactly these two after the secret.
+    assert sum("Set(HOTLINE_DIALED=" in line for line in code) == 3
+    assert sum("Set(HOTLINE_CALLER=" in line for line in code) == 4
+    [fallback] = applications(context(ext, "hotline-fallback"), "AGI")
+    assert fallback.split(",")[1:] == [SECRET_ARG, "${HOTLINE_DIALED}", "${HOTLINE_CALLER}"]
+    assert DIALED_MAX <= 32 and CALLER_MAX <= 32   # the width of the logs' number columns
 
 
 def test_the_ami_user_cannot_originate_into_agi_or_run_commands():

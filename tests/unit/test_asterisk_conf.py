@@ -62,10 +62,10 @@ def test_the_trunk_is_identified_by_its_addresses_only():
 
 def test_every_inbound_call_goes_to_stasis_then_fastagi_then_the_apology():
     ext = render_config(make_config(ari__app="hotline", agi__port=14573))["extensions.conf"]
-    assert "Stasis(hotline,incoming,${EXTEN})" in ext
+    assert "Stasis(hotline,incoming,${HOTLINE_DIALED})" in ext
     assert '$["${STASISSTATUS}" = "FAILED"]?hotline-fallback,s,1' in ext
     assert ("AGI(agi://127.0.0.1:14573/incoming-call-policy,${GLOBAL(HOTLINE_AGI_SECRET)},${HOTLINE_DIALED},"
-            "${CALLERID(num)})") in ext
+            "${HOTLINE_CALLER})") in ext
     assert "Playback(im-sorry&all-circuits-busy-now&please-try-call-later)" in ext
     assert re.search(r"^HOTLINE_FALLBACK_DIAL = $", ext, re.M)
 
