@@ -15,7 +15,9 @@ Dial (all legs of a rule)   one ``EXEC Dial(<legs joined by &>,<rule's seconds>,
 StartRingback               Dial's ``r`` option (in-band ring tone); StopRingback: nothing to do
 Play(leg) / Bridge(leg)     the leg's own FastAGI session, run by Dial's ``U()`` subroutine when
                             the leg answers (route ``leg-answered``): ``STREAM FILE <prompt> "1"``;
-                            bridging = returning from the subroutine with GOSUB_RESULT empty
+                            bridging = ``HOTLINE_LEG_CONFIRMED=1``, then returning from the
+                            subroutine (GOSUB_RESULT empty); without that variable the dialplan
+                            hangs the leg up (a refused, lost or stopped session fails closed)
 HangupLeg(leg)              confirming leg: ``GOSUB_RESULT=CONTINUE`` (Dial hangs it up and returns);
                             its confirmation window is also armed as ``SET AUTOHANGUP`` so that a
                             prompt being played cannot make it late; a ringing leg: nothing
@@ -104,6 +106,10 @@ ROUTE_LEG_ANSWERED = "leg-answered"
 ROUTE_LEG_ENDED = "leg-ended"
 LEG_SUBROUTINE = "hotline-agi-leg"
 CONFIRM_SUBROUTINE = "hotline-agi-confirm"
+#: Set on a leg Hotline bridges: [hotline-agi-confirm] bridges no leg without it. AGISTATUS cannot
+#: say it: a FastAGI server that closes the connection (it refused the request, or stopped) is a
+#: SUCCESS for Asterisk.
+CONFIRMED_VARIABLE = "HOTLINE_LEG_CONFIRMED"
 CUT_OFF_MESSAGE = ("Stopped ringing: another number of this rule answered first (the dialplan's Dial ends "
                    "the other calls at the first answer, before anyone pressed 1)")
 LOST_MESSAGE = ("The call was lost: its FastAGI session ended when Hotline stopped (a call run over "
@@ -548,6 +554,7 @@ class AgiCallActor(CallActorBase):
                     self.post(PlaybackFinished(playback_id))
                 elif kind == "bridge":
                     await chan.set_autohangup(0)
+                    await chan.set_variable(CONFIRMED_VARIABLE, "1")
                     bridged = True
                     return
                 elif kind == "reject":

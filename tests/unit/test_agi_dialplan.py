@@ -39,9 +39,12 @@ def test_fastagi_and_notification_contexts_point_at_the_configured_server():
     assert f"AGI({base}/notification,{SECRET_ARG},${{HOTLINE_CALL_LOG}})" in ext
     # Hotline says when it finished a call; otherwise the caller gets the last resort.
     assert '$["${HOTLINE_CALL_DONE}" = "1"]?done' in ext
-    # A leg is never bridged unconfirmed when the FastAGI server does not answer.
-    confirm = ext.split("\n[hotline-agi-confirm]", 1)[1].split("\n[", 1)[0]
-    assert "Set(GOSUB_RESULT=CONTINUE)" in confirm
+    # A leg is never bridged unconfirmed when the FastAGI server does not answer, stops or refuses
+    # the request (a closed connection is AGISTATUS SUCCESS): only on Hotline's explicit word.
+    confirm = context(ext, "hotline-agi-confirm")
+    assert confirm[1:] == [' same => n,GotoIf($["${HOTLINE_LEG_CONFIRMED}" = "1"]?done)',
+                           " same => n,Set(GOSUB_RESULT=CONTINUE)", " same => n(done),Return()"]
+    assert "AGISTATUS" not in "".join(confirm)
     # Dial's b() and U() subroutines and hangup handlers need app_stack.
     assert re.search(r"^load => app_stack.so$", files["modules.conf"], re.M)
 
