@@ -136,6 +136,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ami", "ping_interval", 10.0, "float",
             "Seconds between keep-alive Pings on the AMI connection (one unanswered Ping reconnects)."),
     Setting("agi", "port", 4573, "int", "Port the FastAGI server listens on."),
+    Setting("agi", "secret", "", "str",
+            "Secret the dialplan passes as the first argument of every FastAGI request (the server "
+            "refuses a request without it). Empty: a random one generated for the local lab and kept in "
+            "the data directory.",
+            secret=True),
+    Setting("agi", "allowed_peers", ["127.0.0.1/32", "::1"], "list",
+            "Addresses (IP or CIDR) allowed to connect to the FastAGI server (Asterisk's); anything else "
+            "is closed before it is read. Comma separated in the environment."),
     Setting("sip", "default_region", "US", "str",
             "Region used to read national-format numbers (ISO 3166 code, e.g. US, GB, FR)."),
     Setting("sip", "outbound_trunk", "", "str",
@@ -209,6 +217,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
+
+#: The secrets the local lab generates when they are not configured (``Config.with_lab_secrets``).
+LAB_SECRETS = ("ari.password", "ami.secret", "agi.secret")
 
 
 def setting_default(name: str) -> Any:
@@ -298,13 +309,13 @@ class Config:
         return str(sounds)
 
     def with_lab_secrets(self, create: bool = False) -> "Config":
-        """Fill empty ARI/AMI secrets from ``<data_dir>/secrets.json``.
+        """Fill empty ARI/AMI/FastAGI secrets from ``<data_dir>/secrets.json``.
 
         No password has a default that works anywhere: the local lab gets random
-        ones, generated once (``create=True``) and shared by the lab and the
-        controller through that file.
+        ones, generated once (``create=True``) and shared by the lab (its rendered
+        configuration) and the controller through that file.
         """
-        missing = [n for n in ("ari.password", "ami.secret") if not self._values[n]]
+        missing = [n for n in LAB_SECRETS if not self._values[n]]
         if not missing:
             return self
         path = self.data_dir / "secrets.json"

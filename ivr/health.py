@@ -112,8 +112,9 @@ def sip_options(host: str, port: int, timeout: float = 1.0) -> Probe:
         sock.close()
 
 
-def fastagi_hello(host: str, port: int, timeout: float = 3.0) -> Probe:
-    """Open a FastAGI session on the route ``health``: Hotline's server answers ``NOOP "hotline"``."""
+def fastagi_hello(host: str, port: int, secret: str, timeout: float = 3.0) -> Probe:
+    """Open a FastAGI session on the route ``health`` with the install's secret (the first AGI
+    argument, as the dialplan passes it): Hotline's server answers ``NOOP "hotline"``."""
     address = f"{host}:{port}"
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
@@ -122,13 +123,19 @@ def fastagi_hello(host: str, port: int, timeout: float = 3.0) -> Probe:
     try:
         sock.settimeout(timeout)
         sock.sendall(f"agi_network: yes\nagi_network_script: health\nagi_request: agi://{address}/health\n"
-                     f"agi_channel: probe\nagi_uniqueid: probe-{uuid.uuid4().hex[:8]}\n\n".encode())
+                     f"agi_channel: probe\nagi_uniqueid: probe-{uuid.uuid4().hex[:8]}\n"
+                     f"agi_arg_1: {secret}\n\n".encode())
         line = b""
         while not line.endswith(b"\n"):
             chunk = sock.recv(256)
             if not chunk:
                 break
             line += chunk
+        if not line:
+            # Hotline's server closes a request it refuses without a word.
+            return Probe(False, f"{address}: the FastAGI server closed the connection without answering: it "
+                                f"refuses this address (agi.allowed_peers) or the secret (agi.secret)",
+                         extra={"refused": True})
         if line.strip() != b'NOOP "hotline"':
             return Probe(False, f"{address}: something that is not Hotline's FastAGI server listens there "
                                 f"(it said {line[:40]!r})")

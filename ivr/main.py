@@ -48,11 +48,11 @@ AGI_CALLS = web.AppKey("agi_calls", AgiCalls)
 NOTIFIER = web.AppKey("notifier", NotificationService)
 
 
-def _lab_secrets(config: Config, name: str, setting: str, env: str) -> Config:
+def _lab_secrets(config: Config, name: str, setting: str, env: str, hint: str = "") -> Config:
     with_secrets = config.with_lab_secrets()
     if not with_secrets.get(setting):
         raise RuntimeError(f"no {name}: set {setting} ({env}) or run `hotline asterisk up` to generate the "
-                           "local lab's")
+                           f"local lab's{hint}")
     return with_secrets
 
 
@@ -109,7 +109,11 @@ def agi_context(config: Config):
 
     async def ctx(app: web.Application):
         metrics = app[METRICS]
-        server = AgiServer(config.agi.host, config.agi.port, on_reject=lambda why: metrics.agi_rejected.inc())
+        # Like ARI's password: no FastAGI server without its secret (nobody else may run its routes).
+        secrets = _lab_secrets(config, "FastAGI secret", "agi.secret", "HOTLINE_AGI_SECRET",
+                               "; Asterisk's dialplan passes the same value (`hotline asterisk render` writes it)")
+        server = AgiServer(config.agi.host, config.agi.port, secret=secrets.agi.secret,
+                           allowed_peers=config.agi.allowed_peers, on_reject=lambda why: metrics.agi_rejected.inc())
         calls = AgiCalls(config, app[DB], app[TTS], metrics, app[READ], ami=app.get(AMI_CLIENT))
         calls.add_routes(server)
         app[AGI_SERVER] = server

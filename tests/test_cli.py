@@ -134,3 +134,20 @@ def test_serve_refuses_to_start_without_speech_synthesis(env, tmp_path):
     assert result.returncode == 1
     assert "the TTS engine needs `espeak-ng`, which is not installed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_to_start_the_fastagi_server_without_its_secret(env):
+    """Like a missing ARI password: FastAGI without agi.secret would let anybody who can connect run its
+    routes (forge calls' logs, read the on-call numbers of a Dial, fake answers)."""
+    hotline(env, "migrate")
+    calls = {**env, "HOTLINE_CONTROLLER_ARI": "false", "HOTLINE_AMI_SECRET": "x", "HOTLINE_AMI_PORT": str(free_port()),
+             "HOTLINE_AGI_PORT": str(free_port()), "HOTLINE_API_PORT": str(free_port())}
+    result = hotline(calls, "serve", check=False)
+    assert result.returncode == 1, result.stderr
+    assert "no FastAGI secret: set agi.secret (HOTLINE_AGI_SECRET)" in result.stderr
+    assert "Traceback" not in result.stderr
+    weak = hotline({**calls, "HOTLINE_AGI_SECRET": "secret"}, "serve", check=False)
+    assert weak.returncode == 2 and "agi.secret must be 16 to 128" in weak.stderr, weak.stderr
+    peers = hotline({**calls, "HOTLINE_AGI_SECRET": "cli-agi-secret-0123456789",
+                     "HOTLINE_AGI_ALLOWED_PEERS": "asterisk"}, "serve", check=False)
+    assert peers.returncode == 2 and "agi.allowed_peers: 'asterisk' is not an IP address" in peers.stderr, peers.stderr

@@ -16,6 +16,14 @@ stops) and the connection is always closed afterwards. :class:`AgiChannel` (a pa
 (AGISIGHUP) for the result of a command, and raises :class:`AgiHangup` once the channel is
 gone.
 
+FastAGI itself has no authentication: whoever connects can forge an incoming call's log, read
+the on-call numbers from the Dial it is sent, or fake a leg's answer and a notification's
+acknowledgement. So the server accepts connections only from ``allowed_peers`` (Asterisk's
+addresses; anything else is closed before a byte is read), and every request must carry the
+install's secret as its first AGI argument (``AGI(agi://HOST:PORT/<route>,<secret>,<arg1>...)``,
+as the rendered dialplan passes it), compared in constant time. The server strips it: a route's
+``channel.args`` (and ``agi_arg_N`` headers) are the arguments after the secret.
+
 Route handlers must be ``async def`` and take the :class:`AgiChannel`; data comes as AGI
 arguments (``channel.args``), never as a query string.
 """
@@ -23,14 +31,18 @@ arguments (``channel.args``), never as a query string.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import logging
 import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterable
 
 from panoramisk import fast_agi
+
+from ivr.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +51,15 @@ MAX_HEADER_BYTES = 16 * 1024  # Asterisk sends about 1 KB
 COMMAND_TIMEOUT = 10.0        # a command that returns at once (ANSWER, GET VARIABLE, ...)
 
 _HEADER_LINE = re.compile(r"^agi_[a-z_0-9]+$")
+
+#: Who may connect when nothing else is configured (agi.allowed_peers): this machine only.
+DEFAULT_ALLOWED_PEERS = ("127.0.0.1/32", "::1")
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: What a FastAGI secret may be made of: it is an argument of AGI() in the dialplan, where a ',' would
+#: split it, and a header line of the request. Long enough not to be guessed (a generated one has 32).
+_SECRET_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{16,128}$")
 
 
 class AgiError(Exception):
@@ -132,6 +153,55 @@ def agi_args(headers: dict[str, str]) -> list[str]:
         if key.startswith("agi_arg_") and key[8:].isdigit():
             numbered.append((int(key[8:]), value))
     return [value for _, value in sorted(numbered)]
+
+
+def split_secret(headers: dict[str, str]) -> tuple[str | None, OrderedDict[str, str]]:
+    """The request's first AGI argument (the secret; None when there is none) and its headers
+    without it: ``agi_arg_2`` becomes ``agi_arg_1`` and so on, so that a route sees the
+    arguments the dialplan passed after the secret, and never the secret itself."""
+    args = agi_args(headers)
+    rest: OrderedDict[str, str] = OrderedDict(
+        (key, value) for key, value in headers.items() if not (key.startswith("agi_arg_") and key[8:].isdigit()))
+    for number, value in enumerate(args[1:], start=1):
+        rest[f"agi_arg_{number}"] = value
+    return (args[0] if args else None), rest
+
+
+def checked_secret(secret: str | None, setting: str = "agi.secret") -> str:
+    """``secret`` if it can be the FastAGI secret, else a ConfigError that says why."""
+    if not secret:
+        raise ConfigError(f"{setting} is empty: the FastAGI server needs a secret (without one anybody who can "
+                          "connect could run its routes); set it, or let `hotline asterisk up` generate the lab's")
+    if not _SECRET_RE.match(secret):
+        raise ConfigError(f"{setting} must be 16 to 128 letters, digits or - _ . ~ + / = (the dialplan passes it "
+                          "as an AGI argument), e.g. the output of "
+                          "`python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`")
+    return secret
+
+
+def peer_networks(peers: Iterable[str], setting: str = "agi.allowed_peers") -> tuple[IpNetwork, ...]:
+    """The networks of ``agi.allowed_peers`` (IP addresses or CIDRs; names would need DNS)."""
+    networks = []
+    for peer in peers:
+        try:
+            networks.append(ipaddress.ip_network(str(peer).strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"{setting}: {peer!r} is not an IP address or network (e.g. 127.0.0.1/32, "
+                              "10.0.0.0/24, ::1)") from None
+    return tuple(networks)
+
+
+def peer_address(peer) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address of a socket's ``peername`` (an IPv4 client of a dual-stack socket as IPv4)."""
+    if not isinstance(peer, (tuple, list)) or not peer:
+        return None
+    try:
+        address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def route_of(headers: dict[str, str]) -> str:
@@ -302,15 +372,19 @@ Route = Callable[[AgiChannel], Awaitable[None]]
 
 
 class AgiServer(fast_agi.Application):
-    """panoramisk's FastAGI Application with a handler that survives what the network sends."""
+    """panoramisk's FastAGI Application with a handler that survives what the network sends, and
+    serves only Asterisk: connections from ``allowed_peers``, requests carrying ``secret``."""
 
     LOG_EVERY = 10.0  # seconds between two log lines about rejected connections
 
-    def __init__(self, host: str, port: int, *, header_timeout: float = HEADER_TIMEOUT,
-                 max_header_bytes: int = MAX_HEADER_BYTES, on_reject: Callable[[str], None] | None = None):
+    def __init__(self, host: str, port: int, *, secret: str, allowed_peers: Iterable[str] = DEFAULT_ALLOWED_PEERS,
+                 header_timeout: float = HEADER_TIMEOUT, max_header_bytes: int = MAX_HEADER_BYTES,
+                 on_reject: Callable[[str], None] | None = None):
+        self._secret = checked_secret(secret).encode("utf-8")
         super().__init__(default_encoding="utf-8", loop=asyncio.get_running_loop())
         self.host = host
         self.port = int(port)
+        self.allowed_peers = peer_networks(allowed_peers)
         self.header_timeout = header_timeout
         self.max_header_bytes = max_header_bytes
         self.on_reject = on_reject
@@ -333,7 +407,8 @@ class AgiServer(fast_agi.Application):
         except OSError as exc:
             raise RuntimeError(f"the FastAGI server cannot listen on {self.host}:{self.port}: {exc.strerror} "
                                "(set agi.port / HOTLINE_AGI_PORT)") from None
-        log.info("FastAGI server listening on %s:%s (routes: %s)", self.host, self.port, ", ".join(self._route))
+        log.info("FastAGI server listening on %s:%s (routes: %s; connections from %s only)", self.host, self.port,
+                 ", ".join(self._route), ", ".join(map(str, self.allowed_peers)) or "nowhere")
 
     async def close(self) -> None:
         if self.server is not None:
@@ -348,6 +423,15 @@ class AgiServer(fast_agi.Application):
             except asyncio.TimeoutError:
                 pass
             self.server = None
+
+    def peer_allowed(self, peer) -> bool:
+        """Whether ``peer`` (a socket's ``peername``) is one of ``allowed_peers``."""
+        address = peer_address(peer)
+        return address is not None and any(address in network for network in self.allowed_peers)
+
+    def secret_matches(self, given: str | None) -> bool:
+        """The request's secret against this server's, in constant time (no timing oracle)."""
+        return given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), self._secret)
 
     def _reject(self, peer, why: str, level: int = logging.INFO) -> None:
         self.rejected += 1
@@ -369,6 +453,10 @@ class AgiServer(fast_agi.Application):
         peer = writer.get_extra_info("peername")
         channel: AgiChannel | None = None
         try:
+            if not self.peer_allowed(peer):
+                # Not Asterisk: closed before anything it sent is read.
+                self._reject(peer, "its address is not in agi.allowed_peers", logging.WARNING)
+                return
             try:
                 data = await asyncio.wait_for(reader.readuntil(b"\n\n"), self.header_timeout)
             except asyncio.IncompleteReadError:
@@ -390,6 +478,13 @@ class AgiServer(fast_agi.Application):
                 headers = parse_headers(data[:-2], self.default_encoding)
             except ValueError as exc:
                 self._reject(peer, f"not a FastAGI request ({exc})", logging.WARNING)
+                return
+            given, headers = split_secret(headers)
+            if not self.secret_matches(given):
+                # Checked before the route is looked up: nothing is learnt about the routes either.
+                self._reject(peer, f"a FastAGI request for {route_of(headers)[:40]!r} without the right secret (the "
+                                   "dialplan must pass agi.secret as the first AGI argument: render it again)",
+                             logging.WARNING)
                 return
             route_name = route_of(headers)
             route = self._route.get(route_name)

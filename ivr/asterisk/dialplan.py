@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ivr.asterisk.agi import checked_secret
 from ivr.asterisk.dialstrings import endpoint_for, safe_in_dialplan
 from ivr.config import Config, ConfigError, connect_host
 
@@ -23,6 +24,9 @@ CONF_DIR = Path(os.environ.get("HOTLINE_ASTERISK_CONF_DIR")
 #: The source address of the lab's test caller (the test-only trunk of pjsip_lab.conf).
 LAB_CALLER_ADDRESS = "127.0.0.3"
 FALLBACK_DIAL_TIMEOUT = 30               # seconds the fallback number rings
+#: The longest dialed number and caller ID the dialplan passes on (the width of the logs' number
+#: columns; E.164 numbers have at most 16 characters).
+DIALED_MAX = CALLER_MAX = 32
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _E164_RE = re.compile(r"^\+?[0-9]{3,15}$")
 _SIP_URI_RE = re.compile(r"^sips?:[A-Za-z0-9_.!~*'()&=+$,;?/%:@\[\]-]+$")
@@ -123,9 +127,9 @@ def render_config(config: Config, *, test_routes: bool = False, instance_dir: st
     ``instance_dir`` (the instance directory as Asterisk sees it) adds the lab's
     asterisk.conf; ``test_routes`` adds the lab's test-only routes.
     """
-    if not config.ari.password or not config.ami.secret:
-        raise ConfigError("ari.password and ami.secret are empty: use config.with_lab_secrets(create=True) "
-                          "or set HOTLINE_ARI_PASSWORD / HOTLINE_AMI_SECRET")
+    if not config.ari.password or not config.ami.secret or not config.agi.secret:
+        raise ConfigError("ari.password, ami.secret or agi.secret is empty: use config.with_lab_secrets(create=True) "
+                          "or set HOTLINE_ARI_PASSWORD / HOTLINE_AMI_SECRET / HOTLINE_AGI_SECRET")
     http_host, http_port = ari_address(config)
     trunk_lines = []
     for address in config.sip.trunk_addresses:
@@ -173,6 +177,9 @@ def render_config(config: Config, *, test_routes: bool = False, instance_dir: st
         "ami_secret": _conf_value("ami.secret", config.ami.secret),
         "agi_host": connect_host(ip_setting("agi.host", config.agi.host)),
         "agi_port": str(int(config.agi.port)),
+        "agi_secret": checked_secret(config.agi.secret),
+        "dialed_max": str(DIALED_MAX),
+        "caller_max": str(CALLER_MAX),
         "sip_bind": ip_setting("sip.bind", config.sip.bind),
         "sip_port": str(int(config.sip.port)),
         "trunk_matches": "\n".join(trunk_lines),

@@ -2,9 +2,10 @@
 
 The database (reachable, migrated), ARI (answers, accepts the credentials, and whether a call
 controller is connected), AMI (accepts the login; the dialplan contexts Hotline's FastAGI routes
-and notification calls need are loaded and point at ``agi.host``/``agi.port``), FastAGI (Hotline's
-server answers there), TTS (the synthesizer and sox run, the prompt is 8 kHz mono and readable by
-Asterisk) and SIP (the transport answers an OPTIONS; the outbound trunk's endpoint exists).
+and notification calls need are loaded, point at ``agi.host``/``agi.port`` and pass ``agi.secret``),
+FastAGI (Hotline's server answers a probe carrying ``agi.secret``), TTS (the synthesizer and sox
+run, the prompt is 8 kHz mono and readable by Asterisk) and SIP (the transport answers an OPTIONS;
+the outbound trunk's endpoint exists).
 
 Each check is ``ok``, ``warn`` (works, with a limitation) or ``FAIL`` (with the fix); the command
 exits 1 when one fails. Every network check is bounded in time.
@@ -13,6 +14,7 @@ exits 1 when one fails. Every network check is bounded in time.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import os
@@ -149,6 +151,11 @@ async def check_ami(config: Config) -> list[Check]:
                 checks.append(Check("dialplan", FAIL, f"[{context}] sends FastAGI to {agi[0].split(',')[0]!r}, not "
                                                       f"{expected}{route} (agi.host/agi.port)",
                                     "render the configuration again with these settings and `dialplan reload`"))
+        secret_problem = await _dialplan_secret_problem(client, config.agi.secret)
+        if secret_problem:
+            checks.append(Check("dialplan", FAIL, secret_problem + ": the FastAGI server refuses its requests",
+                                "render the configuration again with the agi.secret `hotline serve` runs with "
+                                "(`hotline asterisk render DIR`, or `hotline asterisk up`) and `dialplan reload`"))
         if not any(c.name == "dialplan" for c in checks):
             checks.append(Check("dialplan", OK, f"Hotline's contexts are loaded and point at {expected}"))
         return checks
@@ -161,13 +168,40 @@ async def check_ami(config: Config) -> list[Check]:
         quiet.level = level
 
 
+async def _dialplan_secret_problem(client, secret: str) -> str:
+    """What is wrong with the FastAGI secret the loaded dialplan passes (the global HOTLINE_AGI_SECRET
+    of Hotline's extensions.conf), or "" when it is agi.secret. A dialplan rendered before agi.secret
+    existed, or with another one, is the likely cause of refused FastAGI requests after an upgrade."""
+    from ivr.asterisk.ami import AmiError
+
+    try:
+        value = (await client.send({"Action": "Getvar", "Variable": "HOTLINE_AGI_SECRET"})).get("Value") or ""
+    except AmiError as exc:
+        return f"cannot read the dialplan's FastAGI secret (Getvar HOTLINE_AGI_SECRET: {exc})"
+    if not value:
+        return "the dialplan passes no FastAGI secret (no global HOTLINE_AGI_SECRET: rendered before agi.secret)"
+    if not secret or not hmac.compare_digest(value.encode(), secret.encode()):
+        return "the dialplan's FastAGI secret (HOTLINE_AGI_SECRET) is not agi.secret"
+    return ""
+
+
 async def check_agi(config: Config) -> Check:
-    probe = await asyncio.to_thread(health.fastagi_hello, connect_host(config.agi.host), int(config.agi.port), TIMEOUT)
+    if not config.agi.secret:
+        return Check("fastagi", FAIL, "no FastAGI secret (agi.secret): the FastAGI server refuses every request "
+                                      "without it, and `hotline serve` does not start it",
+                     "set agi.secret (HOTLINE_AGI_SECRET) and render the dialplan with it, or run "
+                     "`hotline asterisk up` for the lab")
+    probe = await asyncio.to_thread(health.fastagi_hello, connect_host(config.agi.host), int(config.agi.port),
+                                    config.agi.secret, TIMEOUT)
     if probe.ok:
         return Check("fastagi", OK, probe.detail)
     if "nothing listens" in probe.detail:
         return Check("fastagi", FAIL, probe.detail + "; the dialplan's FastAGI fallback and notification calls need it",
                      "run `hotline serve`")
+    if probe.extra.get("refused"):
+        return Check("fastagi", FAIL, probe.detail,
+                     "give `hotline doctor` the agi.secret `hotline serve` runs with, and run it from an address "
+                     "of agi.allowed_peers")
     return Check("fastagi", FAIL, probe.detail, "free the port or set agi.port")
 
 

@@ -1,9 +1,10 @@
 """The FastAGI shell of the escalation engine: Incoming Call Policies for dialplan-first installs.
 
-The dialplan sends a caller with ``AGI(agi://HOST:4573/incoming-call-policy,<dialed>,<caller ID>)``
-(extensions.conf does it when the ARI controller is not connected). The same engine as the ARI
-shell (ivr/core/engine.py) decides; this file turns its commands into AGI commands on the caller's
-channel and turns what Asterisk reports into its events:
+The dialplan sends a caller with ``AGI(agi://HOST:4573/incoming-call-policy,<secret>,<dialed>,<caller ID>)``
+(extensions.conf does it when the ARI controller is not connected; the server checks and strips the
+secret, so the routes here see ``<dialed>,<caller ID>``, both filtered by the dialplan). The same
+engine as the ARI shell (ivr/core/engine.py) decides; this file turns its commands into AGI commands
+on the caller's channel and turns what Asterisk reports into its events:
 
 ==========================  ==================================================================
 engine command              over FastAGI
@@ -14,7 +15,9 @@ Dial (all legs of a rule)   one ``EXEC Dial(<legs joined by &>,<rule's seconds>,
 StartRingback               Dial's ``r`` option (in-band ring tone); StopRingback: nothing to do
 Play(leg) / Bridge(leg)     the leg's own FastAGI session, run by Dial's ``U()`` subroutine when
                             the leg answers (route ``leg-answered``): ``STREAM FILE <prompt> "1"``;
-                            bridging = returning from the subroutine with GOSUB_RESULT empty
+                            bridging = ``HOTLINE_LEG_CONFIRMED=1``, then returning from the
+                            subroutine (GOSUB_RESULT empty); without that variable the dialplan
+                            hangs the leg up (a refused, lost or stopped session fails closed)
 HangupLeg(leg)              confirming leg: ``GOSUB_RESULT=CONTINUE`` (Dial hangs it up and returns);
                             its confirmation window is also armed as ``SET AUTOHANGUP`` so that a
                             prompt being played cannot make it late; a ringing leg: nothing
@@ -103,6 +106,10 @@ ROUTE_LEG_ANSWERED = "leg-answered"
 ROUTE_LEG_ENDED = "leg-ended"
 LEG_SUBROUTINE = "hotline-agi-leg"
 CONFIRM_SUBROUTINE = "hotline-agi-confirm"
+#: Set on a leg Hotline bridges: [hotline-agi-confirm] bridges no leg without it. AGISTATUS cannot
+#: say it: a FastAGI server that closes the connection (it refused the request, or stopped) is a
+#: SUCCESS for Asterisk.
+CONFIRMED_VARIABLE = "HOTLINE_LEG_CONFIRMED"
 CUT_OFF_MESSAGE = ("Stopped ringing: another number of this rule answered first (the dialplan's Dial ends "
                    "the other calls at the first answer, before anyone pressed 1)")
 LOST_MESSAGE = ("The call was lost: its FastAGI session ended when Hotline stopped (a call run over "
@@ -547,6 +554,7 @@ class AgiCallActor(CallActorBase):
                     self.post(PlaybackFinished(playback_id))
                 elif kind == "bridge":
                     await chan.set_autohangup(0)
+                    await chan.set_variable(CONFIRMED_VARIABLE, "1")
                     bridged = True
                     return
                 elif kind == "reject":

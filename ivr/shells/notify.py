@@ -9,9 +9,9 @@ row and a call:
 2. AMI ``Originate`` (asynchronous, tracked by its ActionID, ``ChannelId`` chosen by Hotline)
    rings ``PJSIP/hotline-direct/<sip uri>`` or ``PJSIP/<E.164>@<sip.outbound_trunk>`` into the
    dialplan context ``hotline-notify`` with the variable ``HOTLINE_CALL_LOG``; that context runs
-   ``AGI(agi://HOST:PORT/notification,<call log id>)``. (A context, not ``Application=AGI``:
-   Asterisk only lets AMI users holding the ``system`` write class originate into AGI, and
-   Hotline's AMI user deliberately does not hold it.)
+   ``AGI(agi://HOST:PORT/notification,<secret>,<call log id>)`` (the server checks and strips the
+   secret). (A context, not ``Application=AGI``: Asterisk only lets AMI users holding the
+   ``system`` write class originate into AGI, and Hotline's AMI user deliberately does not hold it.)
 3. The FastAGI route ``notification`` speaks the message, then "Press 1 to acknowledge, press 9
    to hear this again", reads one key (``WAIT FOR DIGIT``), replays on 9, thanks and hangs up on
    1, and gives up after ``notify.max_prompts`` prompts without an answer.

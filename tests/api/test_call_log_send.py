@@ -34,7 +34,7 @@ async def calling(database_url, config, aiohttp_client):
     """The API with the call services, as `hotline serve` runs them (without ARI), and its notifier."""
     db = open_database(database_url, pool_size=2)
     config = config.replace(controller__ari=False, ami__port=closed_port(), ami__secret="not-used",
-                            agi__port=closed_port())
+                            agi__port=closed_port(), agi__secret="not-used-0123456789")
     app = build_app(config, db=db)
     client = await aiohttp_client(app)
     service = app[NOTIFIER]

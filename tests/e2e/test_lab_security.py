@@ -119,11 +119,51 @@ async def test_controller_down_falls_back_to_fastagi(lab, sip_target, lab_config
     assert len(agi.requests) == 1, agi.requests
     request = agi.requests[0]
     assert request["agi_network_script"] == "incoming-call-policy"
-    assert request["agi_arg_1"] == "4155550100"
-    assert request["agi_arg_2"] == "15550002222"
+    # The install's secret first (Hotline's server refuses a request without it), then the call.
+    assert request["agi_arg_1"] == lab_config.agi.secret
+    assert request["agi_arg_2"] == "4155550100"
+    assert request["agi_arg_3"] == "15550002222"
     assert request["agi_callerid"] == "15550002222"
     # The stub hung the call up (before answering it): nothing was played after it.
     assert not result.answered and result.final_status is not None and result.final_status >= 400, result
+
+
+# `_[+*#0-9]!` lets anything follow the first character: a ',' in the dialed number or the caller ID
+# would add or shift arguments of Stasis() and AGI(). Asterisk's FILTER keeps digits, '+', '*', '#' of
+# the number and digits and '+' of the caller ID, cut at 32 characters.
+FORGED_NUMBER, FORGED_CALLER_ID = "4155550100,evil(x)", "1555000,2222abc"
+
+
+async def test_the_dialed_number_is_filtered_before_it_becomes_a_stasis_argument(lab, ari, sip_target):
+    caller = Caller(FORGED_NUMBER, sip_target, caller_id=FORGED_CALLER_ID, max_wait=10)
+    await caller.start()
+    start = await ari.wait_event("StasisStart", timeout=5)
+    await ari.hangup(start["channel"]["id"])
+    await caller.wait(5)
+    assert start["args"] == ["incoming", "4155550100"], start["args"]
+
+
+async def test_the_dialed_number_and_caller_id_are_filtered_before_they_become_agi_arguments(
+        lab, sip_target, lab_config):
+    long_number, long_caller = "+" + "1" * 40, "2" * 40
+    # A ')' then ':' makes Asterisk read what follows as the cut of ${FILTER(...)}: fewer of the
+    # caller's own characters, never other ones.
+    cutting_number, cutting_caller = "+1415):-3,x", "1555):1,x"
+    async with FastAgiStub("127.0.0.1", lab_config.agi.port) as agi:
+        for number, caller_id in ((FORGED_NUMBER, FORGED_CALLER_ID), (long_number, long_caller),
+                                  (cutting_number, cutting_caller)):
+            caller = Caller(number, sip_target, caller_id=caller_id, max_wait=10)
+            await caller.start()
+            await caller.wait(10)
+    assert len(agi.requests) == 3, agi.requests
+    first, second, third = agi.requests
+    assert [first.get(f"agi_arg_{n}") for n in (1, 2, 3, 4)] == [lab_config.agi.secret, "4155550100",
+                                                                "15550002222", None]
+    assert [second.get(f"agi_arg_{n}") for n in (1, 2, 3, 4)] == [lab_config.agi.secret, long_number[:32],
+                                                                 long_caller[:32], None]
+    assert third["agi_arg_1"] == lab_config.agi.secret and "agi_arg_4" not in third, third
+    assert re.fullmatch(r"[0-9+*#]{0,32}", third["agi_arg_2"]) and set(third["agi_arg_2"]) <= set("+1415"), third
+    assert re.fullmatch(r"[0-9+]{0,32}", third["agi_arg_3"]) and set(third["agi_arg_3"]) <= set("1555"), third
 
 
 async def test_trunk_cannot_reach_the_lab_test_routes(lab, ari, sip_target, carrier_port):

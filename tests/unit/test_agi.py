@@ -1,26 +1,37 @@
 """FastAGI: result parsing on lines recorded from Asterisk 22, and the server over real sockets
-(what panoramisk's own handler does not survive: clients that close early, garbage, silence)."""
+(what panoramisk's own handler does not survive: clients that close early, garbage, silence; and
+who may use it at all: Asterisk's addresses, with the install's secret)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import time
 
 import pytest
 
+from ivr.asterisk import agi
 from ivr.asterisk.agi import (
     AgiChannel,
     AgiHangup,
     AgiServer,
     AgiTimeout,
     agi_args,
+    checked_secret,
     parse_headers,
     parse_result,
+    peer_address,
     quote,
     route_of,
+    split_secret,
 )
+from ivr.config import ConfigError
 
-# Recorded from the lab Asterisk (22.10): a trunk call falling back to FastAGI.
+SECRET = "lab-agi-secret-0123456789abcdef"
+
+# Recorded from the lab Asterisk (22.10): a trunk call falling back to FastAGI (the rendered
+# dialplan passes the secret first).
 HEADERS = (b"agi_network: yes\nagi_network_script: incoming-call-policy\n"
            b"agi_request: agi://127.0.0.1:15273/incoming-call-policy\nagi_channel: PJSIP/hotline-trunk-00000022\n"
            b"agi_language: en\nagi_type: PJSIP\nagi_uniqueid: hotline-e2e7-1795417573.34\n"
@@ -28,7 +39,16 @@ HEADERS = (b"agi_network: yes\nagi_network_script: incoming-call-policy\n"
            b"agi_calleridname: Test Caller\nagi_callingpres: 0\nagi_callingani2: 0\nagi_callington: 0\n"
            b"agi_callingtns: 0\nagi_dnid: +12125550100\nagi_rdnis: unknown\nagi_context: hotline-fallback\n"
            b"agi_extension: s\nagi_priority: 2\nagi_enhanced: 0.0\nagi_accountcode: \n"
-           b"agi_threadid: 140417836857024\nagi_arg_1: +12125550100\nagi_arg_2: +14155550123\n\n")
+           b"agi_threadid: 140417836857024\nagi_arg_1: " + SECRET.encode() + b"\nagi_arg_2: +12125550100\n"
+           b"agi_arg_3: +14155550123\n\n")
+
+
+def request(route: str = "incoming-call-policy", *args: str) -> bytes:
+    """The AGI variables of a request for ``route`` with these arguments (the secret is one of them)."""
+    lines = ["agi_network: yes", f"agi_network_script: {route}", f"agi_request: agi://127.0.0.1:4573/{route}",
+             "agi_channel: PJSIP/hotline-trunk-00000001", "agi_uniqueid: hotline-1795417573.1"]
+    lines += [f"agi_arg_{n}: {value}" for n, value in enumerate(args, start=1)]
+    return ("\n".join(lines) + "\n\n").encode()
 
 
 @pytest.mark.parametrize(("line", "code", "value", "data", "extras", "digit"), [
@@ -59,7 +79,7 @@ def test_headers_arguments_and_route():
     headers = parse_headers(HEADERS)
     assert headers["agi_channel"] == "PJSIP/hotline-trunk-00000022"
     assert headers["agi_accountcode"] == ""
-    assert agi_args(headers) == ["+12125550100", "+14155550123"]
+    assert agi_args(headers) == [SECRET, "+12125550100", "+14155550123"]
     assert route_of(headers) == "incoming-call-policy"
     assert route_of({"agi_network_script": "notification?x=1"}) == "notification"
     assert agi_args({"agi_arg_10": "j", "agi_arg_2": "b", "agi_arg_1": "a"}) == ["a", "b", "j"]
@@ -70,6 +90,31 @@ def test_headers_arguments_and_route():
 def test_what_is_not_an_agi_request(data):
     with pytest.raises(ValueError):
         parse_headers(data)
+
+
+def test_the_secret_is_split_off_and_the_other_arguments_renumbered():
+    secret, headers = split_secret(parse_headers(HEADERS))
+    assert secret == SECRET
+    assert agi_args(headers) == ["+12125550100", "+14155550123"]
+    assert headers["agi_arg_1"] == "+12125550100" and "agi_arg_3" not in headers
+    assert SECRET not in headers.values() and headers["agi_channel"] == "PJSIP/hotline-trunk-00000022"
+    assert split_secret(parse_headers(request("health"))) == (None, parse_headers(request("health")))
+    assert split_secret({"agi_arg_1": SECRET, "agi_arg_2": ""})[1] == {"agi_arg_1": ""}
+
+
+def test_secrets_that_cannot_be_used():
+    assert checked_secret(SECRET) == SECRET
+    for bad in ("", None, "short", "a" * 129, "comma,splits-the-arguments", "newline\nagi_arg_2: x" + "y" * 16,
+                "space in the dialplan argument"):
+        with pytest.raises(ConfigError, match="agi.secret"):
+            checked_secret(bad)
+
+
+def test_peer_addresses():
+    assert str(peer_address(("127.0.0.1", 4000))) == "127.0.0.1"
+    assert str(peer_address(("::ffff:10.0.0.7", 4000, 0, 0))) == "10.0.0.7"   # IPv4 on a dual-stack socket
+    assert str(peer_address(("fe80::1%eth0", 4000, 0, 2))) == "fe80::1"
+    assert peer_address(None) is None and peer_address("/run/agi.sock") is None
 
 
 def test_quoting_for_res_agi():
@@ -109,15 +154,16 @@ class FakeAsterisk:
         writer.close()
 
 
-async def start_server(**kwargs) -> AgiServer:
-    server = AgiServer("127.0.0.1", 0, **kwargs)
+async def start_server(host: str = "127.0.0.1", **kwargs) -> AgiServer:
+    kwargs.setdefault("secret", SECRET)
+    server = AgiServer(host, 0, **kwargs)
     await server.start()
     server.port = server.server.sockets[0].getsockname()[1]
     return server
 
 
 async def test_sync_routes_are_refused():
-    server = AgiServer("127.0.0.1", 0)
+    server = AgiServer("127.0.0.1", 0, secret=SECRET)
 
     def not_async(chan):
         pass
@@ -265,3 +311,153 @@ async def test_close_cancels_running_sessions():
     await asyncio.wait_for(server.close(), 5)
     await asyncio.wait_for(client, 5)   # the connection was closed
     assert not server.sessions
+
+
+# -- who may use the server: Asterisk's addresses, with the install's secret -------------------
+
+ROUTES = ("incoming-call-policy", "leg-answered", "leg-ended", "notification", "health")
+
+
+async def exchange(port: int, data: bytes, host: str = "127.0.0.1", local: str | None = None) -> bytes:
+    """Send ``data`` and read everything until the server closes (a route here answers one NOOP).
+    A server that closes without reading what was sent resets the connection: that is a close too."""
+    reader, writer = await asyncio.open_connection(host, port, local_addr=(local, 0) if local else None)
+    received = b""
+    try:
+        writer.write(data)
+        await writer.drain()
+        while chunk := await asyncio.wait_for(reader.read(4096), 3):
+            received += chunk
+            if received.endswith(b"\n"):
+                writer.write(b"200 result=0\n")
+    except ConnectionResetError:
+        pass
+    finally:
+        writer.close()
+    return received
+
+
+async def test_every_route_needs_the_secret_and_sees_the_arguments_after_it():
+    """Without the secret nobody forges a call's log, reads a Dial or fakes a leg's answer: the
+    connection is closed before any route runs, whatever the route."""
+    ran: list[tuple[str, list[str], str | None]] = []
+    rejected: list[str] = []
+
+    def route_for(name):
+        async def route(chan: AgiChannel) -> None:
+            ran.append((name, chan.args, chan.headers.get("agi_arg_3")))
+            await chan.command('NOOP "ran"')
+        return route
+
+    server = await start_server(on_reject=rejected.append)
+    for name in ROUTES:
+        server.add_route(name, route_for(name))
+    forged = 0
+    for name in ROUTES:
+        for args in ((), ("+12125550100", "+14155550123"),                  # no secret (the old dialplan)
+                     ("wrong-secret-0123456789abcdef", "+12125550100"),     # a guess
+                     (SECRET[:-1], "+12125550100"), (SECRET + "x", "+12125550100"),
+                     ("", SECRET, "+12125550100"),                         # not the first argument
+                     (SECRET.upper(), "+12125550100")):
+            assert await exchange(server.port, request(name, *args)) == b"", (name, args)
+            forged += 1
+    assert ran == [] and server.served == 0
+    assert server.rejected == forged and len(rejected) == forged
+    assert all("secret" in why for why in rejected)
+    for name in ROUTES:
+        assert await exchange(server.port, request(name, SECRET, "a", "b")) == b'NOOP "ran"\n'
+    await server.close()
+    # The routes see the arguments the dialplan passed after the secret, never the secret itself.
+    assert ran == [(name, ["a", "b"], None) for name in ROUTES]
+    assert server.served == len(ROUTES) and server.rejected == forged
+
+
+async def test_the_secret_is_compared_in_constant_time(monkeypatch):
+    compared = []
+    real = agi.hmac.compare_digest
+
+    def spy(a, b):
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(agi.hmac, "compare_digest", spy)
+    server = await start_server()
+    server.add_route("health", _noop_route)
+    assert await exchange(server.port, request("health", "guess-0123456789abcdef")) == b""
+    assert await exchange(server.port, request("health", SECRET)) == b'NOOP "ran"\n'
+    await server.close()
+    assert compared == [(b"guess-0123456789abcdef", SECRET.encode()), (SECRET.encode(), SECRET.encode())]
+
+
+async def _noop_route(chan: AgiChannel) -> None:
+    await chan.command('NOOP "ran"')
+
+
+async def test_a_peer_that_is_not_allowed_is_closed_before_it_is_read():
+    rejected: list[str] = []
+    server = await start_server(allowed_peers=["192.0.2.0/24", "2001:db8::/32"], on_reject=rejected.append)
+    server.add_route("health", _noop_route)
+    # A full, valid request with the secret: refused all the same.
+    assert await exchange(server.port, request("health", SECRET)) == b""
+    # One that says nothing is closed at once, not after the 5 s allowed for the AGI variables.
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    started = time.monotonic()
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    assert time.monotonic() - started < 1.0
+    writer.close()
+    await server.close()
+    assert server.served == 0 and server.rejected == 2
+    assert rejected == ["its address is not in agi.allowed_peers"] * 2
+
+
+async def test_by_default_only_this_machine_may_connect():
+    server = await start_server()
+    server.add_route("health", _noop_route)
+    assert await exchange(server.port, request("health", SECRET)) == b'NOOP "ran"\n'
+    # Another loopback address is another machine's in a container or a network namespace.
+    assert await exchange(server.port, request("health", SECRET), local="127.0.0.2") == b""
+    await server.close()
+    assert server.served == 1 and server.rejected == 1
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+async def test_ipv6_loopback_is_allowed_by_default():
+    server = await start_server(host="::1")
+    server.add_route("health", _noop_route)
+    assert await exchange(server.port, request("health", SECRET), host="::1") == b'NOOP "ran"\n'
+    await server.close()
+
+
+async def test_refused_connections_are_counted_but_not_logged_one_by_one(caplog):
+    """A network neighbour knocking at the port must not flood the log: one line per LOG_EVERY
+    seconds, which says how many more there were."""
+    counted = []
+    server = await start_server(allowed_peers=["192.0.2.1"], on_reject=counted.append)
+    with caplog.at_level(logging.INFO, logger="ivr.asterisk.agi"):
+        for _ in range(40):
+            await exchange(server.port, request("health", SECRET))
+        server._last_reject_log -= server.LOG_EVERY       # the next line is due
+        await exchange(server.port, request("health", SECRET))
+    await server.close()
+    lines = [r for r in caplog.records if "closed a connection" in r.getMessage()]
+    assert len(counted) == server.rejected == 41
+    assert len(lines) == 2 and all(r.levelno == logging.WARNING for r in lines)
+    assert "agi.allowed_peers" in lines[0].getMessage()
+    assert "and 39 more since the last such line" in lines[1].getMessage()
+
+
+async def test_a_server_without_a_usable_secret_or_with_bad_peers_is_not_made():
+    for secret in ("", "short"):
+        with pytest.raises(ConfigError, match="agi.secret"):
+            AgiServer("127.0.0.1", 0, secret=secret)
+    with pytest.raises(ConfigError, match="agi.allowed_peers: 'asterisk.internal' is not an IP address"):
+        AgiServer("127.0.0.1", 0, secret=SECRET, allowed_peers=["127.0.0.1", "asterisk.internal"])

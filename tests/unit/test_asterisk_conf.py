@@ -14,10 +14,14 @@ from ivr.errors import CommandError
 from ivr.config import SETTINGS, Config, ConfigError
 
 
+AGI_SECRET = "agi-secret-0123456789abcdef"
+
+
 def make_config(**changes) -> Config:
     values = {s.name: s.default for s in SETTINGS}
     values["ari.password"] = "ari-secret-123"
     values["ami.secret"] = "ami-secret-456"
+    values["agi.secret"] = AGI_SECRET
     return Config(values).replace(**changes) if changes else Config(values)
 
 
@@ -39,6 +43,12 @@ def test_no_secret_means_no_configuration():
     values = {s.name: s.default for s in SETTINGS}
     with pytest.raises(ConfigError, match="with_lab_secrets"):
         render_config(Config(values))
+    with pytest.raises(ConfigError, match="agi.secret is empty"):
+        render_config(make_config(agi__secret=""))
+    # The secret is an argument of AGI(): a ',' would split it, and a short one could be guessed.
+    for bad in ("agi,secret-0123456789", "short", "agi secret 0123456789", "agi)secret(0123456789"):
+        with pytest.raises(ConfigError, match="agi.secret must be"):
+            render_config(make_config(agi__secret=bad))
 
 
 def test_the_trunk_is_identified_by_its_addresses_only():
@@ -52,9 +62,10 @@ def test_the_trunk_is_identified_by_its_addresses_only():
 
 def test_every_inbound_call_goes_to_stasis_then_fastagi_then_the_apology():
     ext = render_config(make_config(ari__app="hotline", agi__port=14573))["extensions.conf"]
-    assert "Stasis(hotline,incoming,${EXTEN})" in ext
+    assert "Stasis(hotline,incoming,${HOTLINE_DIALED})" in ext
     assert '$["${STASISSTATUS}" = "FAILED"]?hotline-fallback,s,1' in ext
-    assert "AGI(agi://127.0.0.1:14573/incoming-call-policy,${HOTLINE_DIALED},${CALLERID(num)})" in ext
+    assert ("AGI(agi://127.0.0.1:14573/incoming-call-policy,${GLOBAL(HOTLINE_AGI_SECRET)},${HOTLINE_DIALED},"
+            "${HOTLINE_CALLER})") in ext
     assert "Playback(im-sorry&all-circuits-busy-now&please-try-call-later)" in ext
     assert re.search(r"^HOTLINE_FALLBACK_DIAL = $", ext, re.M)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ def test_defaults(tmp_path):
     assert config.sip.default_region == "US" and config.tts.engine == "espeak-ng"
     assert config.database_url == f"sqlite:///{tmp_path / 'hotline.db'}"
     assert config.ari.password == "" and config.ami.secret == ""  # no secret has a working default
+    assert config.agi.secret == ""
+    assert config.agi.allowed_peers == ["127.0.0.1/32", "::1"]   # FastAGI: this machine only
 
 
 def test_yaml_then_environment(tmp_path):
@@ -71,6 +74,32 @@ def test_lab_secrets_are_generated_once(tmp_path):
     explicit = load_config(env={"HOTLINE_GENERAL_DATA_DIR": str(tmp_path), "HOTLINE_ARI_PASSWORD": "s3cret"})
     assert explicit.with_lab_secrets(create=True).ari.password == "s3cret"
     assert "s3cret" not in str(explicit.as_dict())
+
+
+def test_the_fastagi_secret_is_a_lab_secret_like_the_others(tmp_path):
+    """The FastAGI server refuses requests without agi.secret: the lab generates one, kept with the
+    others, which the rendered dialplan and the server both read; it is masked like them."""
+    from ivr.asterisk.agi import checked_secret
+
+    config = load_config(env={"HOTLINE_GENERAL_DATA_DIR": str(tmp_path)})
+    assert config.with_lab_secrets().agi.secret == ""
+    first = config.with_lab_secrets(create=True)
+    assert checked_secret(first.agi.secret) and first.agi.secret not in (first.ari.password, first.ami.secret)
+    assert config.with_lab_secrets().agi.secret == first.agi.secret        # what `hotline serve` reads
+    assert json.loads((tmp_path / "secrets.json").read_text())["agi.secret"] == first.agi.secret
+    assert first.as_dict()["agi"]["secret"] == "********"
+    # A lab made before agi.secret existed gets one added, and keeps its other secrets.
+    stored = json.loads((tmp_path / "secrets.json").read_text())
+    del stored["agi.secret"]
+    (tmp_path / "secrets.json").write_text(json.dumps(stored))
+    upgraded = config.with_lab_secrets(create=True)
+    assert upgraded.agi.secret and upgraded.agi.secret != first.agi.secret
+    assert (upgraded.ari.password, upgraded.ami.secret) == (first.ari.password, first.ami.secret)
+    explicit = load_config(env={"HOTLINE_GENERAL_DATA_DIR": str(tmp_path),
+                                "HOTLINE_AGI_SECRET": "operator-chosen-0123456789"})
+    assert explicit.with_lab_secrets(create=True).agi.secret == "operator-chosen-0123456789"
+    peers = load_config(env={"HOTLINE_AGI_ALLOWED_PEERS": "10.0.0.5, 10.0.1.0/24"})
+    assert peers.agi.allowed_peers == ["10.0.0.5", "10.0.1.0/24"]
 
 
 def test_every_setting_is_documented():
