@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -104,7 +103,7 @@ def main() -> int:
                "HOTLINE_API_PORT": str(free_port()), "HOTLINE_CONTROLLER_PORT": str(free_port()),
                "HOTLINE_AGI_PORT": str(free_port()), "HOTLINE_API_RATE_LIMIT": "0",
                "HOTLINE_ARI_URL": "http://127.0.0.1:9", "HOTLINE_AMI_PORT": "9", "HOTLINE_ARI_PASSWORD": "bench",
-               "HOTLINE_AMI_SECRET": "bench", "HOTLINE_AGI_SECRET": "bench", "HOTLINE_TTS_CACHE_DIR": f"{tmp}/sounds",
+               "HOTLINE_AMI_SECRET": "bench", "HOTLINE_AGI_SECRET": "bench-agi-secret-0123456789", "HOTLINE_TTS_CACHE_DIR": f"{tmp}/sounds",
                "HOTLINE_GENERAL_LOG_LEVEL": "ERROR"}
         env.pop("HOTLINE_CONFIG", None)
         results = [run(layout, env, key, args) for layout in ("two processes", "one process")]

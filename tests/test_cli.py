@@ -130,7 +130,7 @@ def test_serve_refuses_to_start_without_speech_synthesis(env, tmp_path):
     (bin_dir / "python").symlink_to(sys.executable)
     result = subprocess.run([sys.executable, "-m", "ivr.main", "serve"], capture_output=True, text=True, timeout=60,
                             env={**env, "PATH": str(bin_dir), "HOTLINE_ARI_PASSWORD": "x",
-                                 "HOTLINE_API_PORT": str(free_port())})
+                                 "HOTLINE_API_PORT": str(free_port()), "HOTLINE_CONTROLLER_PORT": str(free_port())})
     assert result.returncode == 1
     assert "the TTS engine needs `espeak-ng`, which is not installed" in result.stderr
     assert "Traceback" not in result.stderr
@@ -141,7 +141,8 @@ def test_serve_refuses_to_start_the_fastagi_server_without_its_secret(env):
     routes (forge calls' logs, read the on-call numbers of a Dial, fake answers)."""
     hotline(env, "migrate")
     calls = {**env, "HOTLINE_CONTROLLER_ARI": "false", "HOTLINE_AMI_SECRET": "x", "HOTLINE_AMI_PORT": str(free_port()),
-             "HOTLINE_AGI_PORT": str(free_port()), "HOTLINE_API_PORT": str(free_port())}
+             "HOTLINE_AGI_PORT": str(free_port()), "HOTLINE_API_PORT": str(free_port()),
+             "HOTLINE_CONTROLLER_PORT": str(free_port())}
     result = hotline(calls, "serve", check=False)
     assert result.returncode == 1, result.stderr
     assert "no FastAGI secret: set agi.secret (HOTLINE_AGI_SECRET)" in result.stderr

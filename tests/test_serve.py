@@ -63,7 +63,7 @@ def server(tmp_path):
     api, calls, agi = free_port(), free_port(), free_port()
     env = {**os.environ, "HOTLINE_GENERAL_DATA_DIR": str(tmp_path / "data"), "HOTLINE_API_PORT": str(api),
            "HOTLINE_CONTROLLER_PORT": str(calls), "HOTLINE_AGI_PORT": str(agi), "HOTLINE_ARI_URL": "http://127.0.0.1:9",
-           "HOTLINE_AMI_PORT": "9", "HOTLINE_ARI_PASSWORD": "x", "HOTLINE_AMI_SECRET": "y",
+           "HOTLINE_AMI_PORT": "9", "HOTLINE_ARI_PASSWORD": "x", "HOTLINE_AMI_SECRET": "y", "HOTLINE_AGI_SECRET": "test-agi-secret-0123456789",
            "HOTLINE_TTS_CACHE_DIR": str(tmp_path / "sounds")}
     env.pop("HOTLINE_CONFIG", None)
     env.pop("DATABASE_URL", None)
