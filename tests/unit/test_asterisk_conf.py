@@ -149,3 +149,23 @@ def test_lab_refuses_to_build_without_disk_space(monkeypatch, tmp_path):
 def test_instance_names_are_checked():
     with pytest.raises(ConfigError):
         Lab(make_config(), instance="../etc")
+
+
+#: The module of each dialplan function the configuration uses (modules.conf loads only those listed).
+FUNCTION_MODULES = {"CALLERID": "func_callerid.so", "CHANNEL": "func_channel.so", "FILTER": "func_strings.so",
+                    "LEN": "func_strings.so", "GLOBAL": "func_global.so", "IF": "func_logic.so",
+                    "HANGUPCAUSE": "func_hangupcause.so", "HANGUPCAUSE_KEYS": "func_hangupcause.so"}
+
+
+def test_every_dialplan_function_used_is_loaded():
+    """A function whose module is not loaded expands to nothing, silently (GLOBAL() did: every
+    FastAGI request lost its secret)."""
+    files = render_config(make_config(), test_routes=True, instance_dir="/x")
+    used = set()
+    for name in ("extensions.conf", "extensions_lab.conf"):
+        used |= set(re.findall(r"\$\{([A-Z_]+)\(", files[name]))
+    assert used, "the dialplan uses no function at all?"
+    unknown = used - set(FUNCTION_MODULES)
+    assert not unknown, f"add the module of {unknown} to FUNCTION_MODULES"
+    loaded = set(re.findall(r"^load => (\S+)", files["modules.conf"], re.M))
+    assert {FUNCTION_MODULES[f] for f in used} <= loaded
