@@ -166,6 +166,15 @@ def build_app(config: Config, db=None, *, api: bool = True, calls: bool = True) 
     return app
 
 
+class CallServicesFailed(RuntimeError):
+    """The call services' process exited while starting; ``status`` is its exit status (2: their
+    configuration is wrong, as `hotline` says of its own)."""
+
+    def __init__(self, status: int):
+        super().__init__(f"the call services did not start (exit status {status}; their error is above)")
+        self.status = status
+
+
 class CallServicesProcess:
     """The call services (ARI controller, AMI, FastAGI, notification calls) in a process of their own,
     beside the API: no API request, however slow, can delay a call (they share no event loop and no
@@ -210,8 +219,7 @@ class CallServicesProcess:
         deadline = time.monotonic() + self.START_TIMEOUT
         while not await self._answers("/api/health"):
             if self.proc.returncode is not None:
-                raise RuntimeError(f"the call services did not start (exit status {self.proc.returncode}; "
-                                   "their error is above)")
+                raise CallServicesFailed(self.proc.returncode)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the call services did not answer on {self.base_url} within "
                                    f"{self.START_TIMEOUT:.0f} s (controller.port)")
@@ -320,6 +328,9 @@ def cmd_serve(config: Config, args) -> int:
         raise CommandError("--api-only and --controller-only exclude each other")
     try:
         asyncio.run(serve(config, api=not args.controller_only, calls=not args.api_only, config_file=args.config))
+    except CallServicesFailed as exc:
+        print(f"hotline: {exc}", file=sys.stderr)
+        return 2 if exc.status == 2 else 1
     except (RuntimeError, TTSError) as exc:
         raise CommandError(str(exc)) from None
     return 0
