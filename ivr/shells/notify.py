@@ -3,9 +3,10 @@
 ``POST /api/call-log/send`` (or a verification code waiting for delivery) becomes a Call Log
 row and a call:
 
-1. The row is created with the request, ``status`` null ("being placed") until the outcome is
-   known; the API answers with it at once and the call proceeds in a task the
-   :class:`NotificationService` owns.
+1. The API creates the row, ``status`` null ("being placed") until the outcome is known, and queues
+   the call in the outbox (ivr/store/outbox.py), in one transaction, and answers at once. The
+   :class:`NotificationService` of whichever process runs the call services takes it (once) and
+   places it in a task it owns. A verification code's call is created by the service itself.
 2. AMI ``Originate`` (asynchronous, tracked by its ActionID, ``ChannelId`` chosen by Hotline)
    rings ``PJSIP/hotline-direct/<sip uri>`` or ``PJSIP/<E.164>@<sip.outbound_trunk>`` into the
    dialplan context ``hotline-notify`` with the variable ``HOTLINE_CALL_LOG``; that context runs
