@@ -32,7 +32,7 @@ ERRORS = {
     "409": "A value that must be unique is already used",
     "423": "The number is locked after too many wrong codes; a Project Owner or Admin re-sending a code unlocks it",
     "429": "Rate limit of the API key exceeded",
-    "503": "This server does not run the call controller that places calls (it serves the API only)",
+    "503": "The database is busy with other writes (SQLite's write lock was held past busy_timeout): retry in a moment",
 }
 
 
