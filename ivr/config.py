@@ -214,6 +214,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("controller", "port", 8081, "int", "Port of that server."),
     Setting("controller", "reconnect_max_delay", 10.0, "float",
             "Longest wait between two attempts to reach Asterisk's ARI."),
+    Setting("contact_center", "agent_ring_timeout", 30.0, "float",
+            "Seconds an agent's phone rings for a call of the calls API before the call fails "
+            "(agent_no_answer)."),
+    Setting("contact_center", "end_user_ring_timeout", 30.0, "float",
+            "Seconds the end user's phone rings, once the agent answered, before the call fails "
+            "(end_user_no_answer)."),
+    Setting("contact_center", "choice_timeout", 10.0, "float",
+            "Seconds an agent has to choose the outbound number on the keypad (calls created with 202)."),
+    Setting("contact_center", "max_call_seconds", 7200.0, "float",
+            "A connected contact-center call longer than this is ended (disconnected_by_system)."),
+    Setting("contact_center", "recordings_dir", "", "str",
+            "Directory where Hotline keeps the recordings of contact-center calls (served by the calls API to "
+            "the call's project only). Empty: <general.data_dir>/recordings."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -290,6 +303,11 @@ class Config:
     @property
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{self.data_dir / 'hotline.db'}"
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Where the recordings of contact-center calls are kept (a path on this machine)."""
+        return Path(self.contact_center.recordings_dir or self.data_dir / "recordings")
 
     @property
     def sounds_dir(self) -> Path:

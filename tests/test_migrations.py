@@ -75,6 +75,24 @@ def _verification_0003(db):
     return Verification
 
 
+def _user_0003(db):
+    """The user table as 0003 made it (before the agent fields of 0006)."""
+
+    class User(Model):
+        id = UUIDField(primary_key=True, default=uuid.uuid4, column_name="_id")
+        createdAt = DateTimeField(default=m.utcnow)
+        updatedAt = DateTimeField(default=m.utcnow)
+        project = UUIDField(column_name="projectId")
+        name = CharField(max_length=200)
+        timeZone = CharField(max_length=64, default="UTC")
+
+        class Meta:
+            database = db
+            table_name = "user"
+
+    return User
+
+
 async def test_0005_carries_locks_over_per_destination_and_expires_codes_spoken_by_the_synthesizer(
         empty_database_url):
     db = open_database(empty_database_url, pool_size=1)
@@ -86,7 +104,7 @@ async def test_0005_carries_locks_over_per_destination_and_expires_codes_spoken_
 
         def older_install():
             project = m.Project.create(name="before 0005")
-            user = m.User.create(project=project, name="Ana")
+            user = _user_0003(db).create(project=project.id, name="Ana")
             rows = {}
             for name, address, attempts, locked in [
                     ("spelled", "sip:Ana@PBX.example:5060", 3, None),          # one destination, two rows:
@@ -116,7 +134,8 @@ async def test_0005_carries_locks_over_per_destination_and_expires_codes_spoken_
         assert reasons[0].startswith("it is locked") and reasons[1].startswith("it is locked")
         assert reasons[2:] == ["its code expired: re-send one"] * 2
         # And back: the counts return to the rows.
-        assert await db.run(runner.down) == ["0005_verification_guard"]
+        assert await db.run(runner.down, "0005_verification_guard") == ["0006_contact_center",
+                                                                         "0005_verification_guard"]
         counts = await db.run(lambda: sorted((v.attempts, v.lockedAt is not None) for v in Verification.select()))
         assert counts == [(0, False), (2, False), (5, True), (5, True)]
     finally:

@@ -193,9 +193,22 @@ class RootBuilder:
             if self.root_ready():
                 return False
             if self.root.exists():
-                raise fail(f"{self.root} exists but is not a finished lab root (no {ROOT_MARKER}); "
-                           f"remove it and run `hotline asterisk up` again")
+                if not self._holds_only_hotline_cache():
+                    raise fail(f"{self.root} exists but is not a finished lab root (no {ROOT_MARKER}); "
+                               f"remove it and run `hotline asterisk up` again")
+                # Only the prompt cache Hotline writes there (a synthesizer ran before the root was
+                # built): it is regenerated on demand, and the finished root takes its place.
+                safe_rmtree(self.root)
             self._build()
+        return True
+
+    def _holds_only_hotline_cache(self) -> bool:
+        """The unfinished root holds nothing but directories and files under var/lib/hotline (the
+        prompt cache, tts.cache_dir's default), never anything a build left."""
+        own = self.root / "var/lib/hotline"
+        for path in self.root.rglob("*"):
+            if path.is_symlink() or not (path == own or own in path.parents or path in own.parents):
+                return False
         return True
 
     def _build(self) -> None:

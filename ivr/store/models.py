@@ -33,6 +33,7 @@ from peewee import (
 )
 from playhouse.pwasyncio import AsyncModelMixin
 
+from ivr.core.contact_center import vocabulary as cc
 from ivr.core.engine import TERMINAL_STATUSES, CallStatus  # noqa: F401 - the one status enum, re-exported
 from ivr.core.oncall import RotationInterval
 
@@ -148,13 +149,68 @@ class ProjectScoped(BaseModel):
     )
 
 
+class NumberSequence(Model):
+    """The last integer id given to each kind of row the contact-center calls API shows. Never exposed."""
+
+    name = CharField(max_length=64, primary_key=True)
+    value = IntegerField(default=0)
+
+    class Meta:
+        database = database
+        table_name = "number_sequence"
+
+
+class NumericIdField(IntegerField):
+    """The integer id the contact-center calls API (``/apps/api/v1/calls``) shows for a row, as CCAI's
+    ids are integers. Given at insert from ``number_sequence``, in the inserting transaction."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("unique", True)
+        kwargs.setdefault("null", True)  # only until the row is saved: every saved row has one
+        kwargs.setdefault("help_text", "The integer id of this object in the contact-center calls API "
+                                       "(/apps/api/v1/calls)")
+        super().__init__(*args, **kwargs)
+
+
+def next_number(name: str) -> int:
+    """The next integer id of ``name`` (a table), one per call, never reused. Inside a write
+    transaction the row lock (PostgreSQL) or the database lock (SQLite) orders concurrent inserts."""
+    seq = NumberSequence
+    for _ in range(2):
+        rows = list(seq.update(value=seq.value + 1).where(seq.name == name).returning(seq.value).tuples())
+        if rows:
+            return rows[0][0]
+        seq.insert(name=name, value=0).on_conflict_ignore().execute()
+    raise RuntimeError(f"could not number a new {name} row")
+
+
+class Numbered:
+    """A model whose rows carry a ``numericId`` (the contact-center calls API's integer ids)."""
+
+    def save(self, *args, **kwargs):
+        if kwargs.get("force_insert") and self.numericId is None:  # an insert (Model.create): number it
+            self.numericId = next_number(self._meta.table_name)
+        return super().save(*args, **kwargs)
+
+
 # -- people --------------------------------------------------------------------------
 
 
-class User(ProjectScoped):
+class User(Numbered, ProjectScoped):
     name = CharField(max_length=200, help_text="Full name of the user")
     email = EmailField(max_length=254, null=True, help_text="Email address of the user")
     timeZone = CharField(max_length=64, default="UTC", help_text="IANA time zone of the user, e.g. Europe/Paris")
+    numericId = NumericIdField()
+    isAgent = BooleanField(default=False, help_text="The user is a contact-center agent: calls of the calls API "
+                                                    "(/apps/api/v1/calls) may be assigned to them, on their "
+                                                    "verified number")
+    agentNumber = CharField(max_length=64, null=True, help_text="The agent's number in the contact center "
+                                                                "(CCAI's agent_number), if it uses one")
+    canMakeOutboundCalls = BooleanField(default=True, help_text="The agent may be assigned outbound calls")
+    agentAvailability = EnumField(cc.AgentAvailability, default=cc.AgentAvailability.AVAILABLE.value,
+                                  help_text="Available or Unavailable; an Available agent on a call is busy "
+                                            "until it ends")
+    avatarUrl = CharField(max_length=500, null=True, help_text="URL of the user's picture (CCAI's avatar_url)")
 
     class Meta:
         indexes = ((("project", "email"), True),)
@@ -463,6 +519,175 @@ class CallLog(ProjectScoped):
         )
 
 
+# -- the contact center (the calls API of ivr/core/contact_center) -----------------------------
+
+
+class OutboundPhoneNumber(ProjectScoped):
+    phoneNumber = PhoneField(help_text="The number (E.164) a contact-center call shows to the end user it calls")
+    name = CharField(max_length=200, null=True, help_text="What the number is for, e.g. Sales US")
+    isDefault = BooleanField(default=False, help_text="Used when a call names no outbound number; at most one "
+                                                      "number of a project is the default (setting one unsets "
+                                                      "the others)")
+
+    class Meta:
+        indexes = ((("project", "phoneNumber"), True),)
+
+
+class CallMenu(Numbered, ProjectScoped):
+    numericId = NumericIdField()
+    name = CharField(max_length=200, help_text="Name of the menu (what the caller selects)")
+    parent = ForeignKeyField("self", column_name="parentId", object_id_name="parentId", null=True,
+                             on_delete="RESTRICT", backref="children",
+                             help_text="ID of the parent menu; none for a root menu")
+    position = IntegerField(default=0, help_text="Position among its siblings, from 0: the key that selects it is "
+                                                 "position + 1")
+    menuType = EnumField(cc.MenuType, default=cc.MenuType.IVR.value,
+                         help_text="ivr_menu (phone), mobile_menu or web_menu; a child has its parent's type")
+    outputMessage = LongTextField(null=True, help_text="What the menu says when it is reached")
+    languages = JSONField(default=lambda: ["en"], help_text="The languages of the menu (ISO 639-1 codes); a call "
+                                                           "in another language is refused")
+    state = EnumField(cc.MenuState, default=cc.MenuState.OPEN.value,
+                      help_text="open, after_hours or manual_redirection. With openingHours, an open menu is "
+                                "after_hours outside them by itself")
+    timeZone = CharField(max_length=64, default="UTC", help_text="IANA time zone of openingHours")
+    openingHours = JSONField(default=list, help_text="When the menu is open (empty: always), in timeZone: windows "
+                                                     "in the format of a schedule layer's restrictionTimes, e.g. "
+                                                     '[{"type": "Daily", "startTime": "09:00", "endTime": "17:00", '
+                                                     '"days": ["Monday", "Tuesday"]}]')
+    redirectionNumber = PhoneField(null=True, help_text="Where calls go in manual_redirection (E.164)")
+    redirectionMenu = ForeignKeyField("self", column_name="redirectionMenuId", object_id_name="redirectionMenuId",
+                                      null=True, on_delete="SET NULL", backref="redirected_from",
+                                      help_text="The menu calls go to in manual_redirection (instead of a number)")
+    routingPhoneNumber = PhoneField(null=True, unique=True,
+                                    help_text="The number callers dial to reach this menu (root IVR menus only)")
+    incomingCallPolicy = ForeignKeyField(IncomingCallPolicy, column_name="incomingCallPolicyId",
+                                         object_id_name="incomingCallPolicyId", null=True, on_delete="RESTRICT",
+                                         help_text="A leaf's target: the Incoming Call Policy the call is handed "
+                                                   "to (instead of the menu's queue of agents)")
+    offerType = EnumField(cc.OfferType, default=cc.OfferType.MULTICAST.value,
+                          help_text="How the queue offers a call: multicast (all agents at once) or cascade "
+                                    "(group by group)")
+    cascadeGroupDelaySeconds = IntegerField(default=30, help_text="Cascade: seconds before the next group is added")
+    recordingOption = EnumField(cc.RecordingOption, default=cc.RecordingOption.NEVER.value,
+                                help_text="never, always, or ask (recorded only if the call's "
+                                          "recording_permission is recording_permission_granted)")
+    outboundPhoneNumber = ForeignKeyField(OutboundPhoneNumber, column_name="outboundPhoneNumberId",
+                                          object_id_name="outboundPhoneNumberId", null=True, on_delete="SET NULL",
+                                          help_text="The number the queue's calls show (else the default one)")
+    hidden = BooleanField(default=False, help_text="Hidden from callers (not offered in the walk)")
+
+    class Meta:
+        indexes = ((("parent", "position"), False),)
+
+
+class CallMenuAgent(ProjectScoped):
+    callMenu = ForeignKeyField(CallMenu, column_name="callMenuId", object_id_name="callMenuId", on_delete="CASCADE",
+                               help_text="ID of the menu whose queue the agent answers")
+    user = ForeignKeyField(User, column_name="userId", object_id_name="userId", on_delete="CASCADE",
+                           help_text="ID of the agent (a user with isAgent)")
+    groupNumber = IntegerField(default=1, help_text="Cascade group of the agent in this queue, from 1")
+
+    class Meta:
+        indexes = ((("callMenu", "user"), True),)
+
+
+class EndUser(Numbered, ProjectScoped):
+    numericId = NumericIdField()
+    identifier = CharField(max_length=200, null=True, help_text="The end user's identifier in your systems")
+    phoneNumber = PhoneField(null=True, help_text="The end user's phone number (E.164)")
+    outContactId = CharField(max_length=200, null=True, help_text="The end user's contact id in the CRM")
+    name = CharField(max_length=200, null=True, help_text="Name of the end user")
+
+    class Meta:
+        indexes = ((("project", "phoneNumber"), False),)
+
+
+class CrmTicket(ProjectScoped):
+    ticketId = CharField(max_length=200, help_text="The ticket's id in the CRM (the calls API's ticket_id)")
+    endUser = ForeignKeyField(EndUser, column_name="endUserId", object_id_name="endUserId", on_delete="CASCADE",
+                              help_text="The end user the ticket belongs to: a call for the ticket dials them")
+    url = CharField(max_length=1000, null=True, help_text="The ticket's URL in the CRM (out_ticket_url)")
+
+    class Meta:
+        indexes = ((("project", "ticketId"), True),)
+
+
+class ContactCenterCall(Numbered, ProjectScoped):
+    """A call of the calls API. Shown by ``api/ccai.py`` in the seed's shape; written by the API (its
+    creation) and by the call services (what happens)."""
+
+    numericId = NumericIdField()
+    callType = CharField(max_length=32)
+    status = EnumField(cc.CallStatus)
+    lang = CharField(max_length=8, default="en")
+    parentCallId = IdField(null=True)
+    menu = ForeignKeyField(CallMenu, column_name="callMenuId", object_id_name="callMenuId", null=True,
+                           on_delete="SET NULL")
+    agentId = IdField(null=True)              # the user assigned
+    endUser = ForeignKeyField(EndUser, column_name="endUserId", object_id_name="endUserId", null=True,
+                              on_delete="SET NULL")
+    endUserNumber = PhoneField(null=True)     # E.164 that is dialed
+    outboundNumber = PhoneField(null=True)    # E.164 shown to the end user; null until chosen
+    outboundChoices = JSONField(default=list)  # E.164 numbers the agent chooses from on the keypad (202)
+    ticketId = CharField(max_length=200, null=True)
+    ticketUrl = CharField(max_length=1000, null=True)
+    queuedAt = DateTimeField(null=True)
+    assignedAt = DateTimeField(null=True)
+    connectedAt = DateTimeField(null=True)
+    endsAt = DateTimeField(null=True)
+    scheduledAt = DateTimeField(null=True)
+    waitDuration = IntegerField(default=0)    # seconds
+    callDuration = IntegerField(default=0)
+    holdDuration = IntegerField(default=0)
+    recordingPermission = EnumField(cc.RecordingPermission, default=cc.RecordingPermission.NOT_ASKED.value)
+    recordRequested = BooleanField(default=False)  # the menu/queue's option and the permission say: record
+    recordingFile = CharField(max_length=500, null=True)  # name under the recordings directory, once saved
+    voicemailReason = EnumField(cc.VoicemailReason, default=cc.VoicemailReason.NOT_VOICEMAIL.value)
+    deflection = EnumField(cc.Deflection, default=cc.Deflection.NO_DEFLECTION.value)
+    disconnectedBy = EnumField(cc.DisconnectedBy, default=cc.DisconnectedBy.UNKNOWN.value)
+    failReason = EnumField(cc.FailReason, default=cc.FailReason.NOTHING.value, max_length=40)
+    failDetails = LongTextField(null=True)
+    supportNumber = PhoneField(null=True)
+    offerType = EnumField(cc.OfferType, null=True)
+    offerEvents = JSONField(default=list)     # [{"casting_time": ISO, "group": "Group 1"}]
+    answerType = CharField(max_length=16, default=cc.AnswerType.MANUAL.value)
+    voipProvider = CharField(max_length=32, default=cc.VOIP_PROVIDER_ASTERISK)
+    verifiedCustomer = BooleanField(default=False)
+    badActor = BooleanField(default=False)
+    repeatCustomer = BooleanField(default=False)
+    rating = IntegerField(null=True)
+    hasFeedback = BooleanField(default=False)
+    incomingCallLogId = IdField(null=True)    # a leaf handing the call to an Incoming Call Policy
+    channelPrefix = CharField(max_length=64, null=True)  # the call's channel ids start so (reconciliation)
+
+    class Meta:
+        indexes = (
+            (("project", "createdAt"), False),
+            (("project", "status", "createdAt"), False),
+            (("agentId", "status"), False),
+        )
+
+
+class ContactCenterParticipant(Numbered, ProjectScoped):
+    numericId = NumericIdField()
+    call = ForeignKeyField(ContactCenterCall, column_name="callId", object_id_name="callId", on_delete="CASCADE")
+    type = EnumField(cc.ParticipantType)
+    status = EnumField(cc.ParticipantStatus, default=cc.ParticipantStatus.WAITING.value)
+    userId = IdField(null=True)
+    endUser = ForeignKeyField(EndUser, column_name="endUserId", object_id_name="endUserId", null=True,
+                              on_delete="SET NULL")
+    address = CharField(max_length=255, null=True)   # the number or SIP URI rung
+    channelId = CharField(max_length=128, null=True)
+    callDuration = IntegerField(null=True)
+    holdDuration = IntegerField(null=True)
+    connectedAt = DateTimeField(null=True)
+    endedAt = DateTimeField(null=True)
+    failReason = EnumField(cc.FailReason, default=cc.FailReason.NOTHING.value, max_length=40)
+
+    class Meta:
+        indexes = ((("call", "type"), False),)
+
+
 class OutboxMessage(BaseModel):
     """Work handed from one process to another through the database (ivr/store/outbox.py): a
     notification call to place, an acknowledgement to deliver to the webhook. Never exposed by the API."""
@@ -484,5 +709,6 @@ MODELS = (
     OnCallDutyPolicySchedule, OnCallDutyPolicyScheduleLayer, OnCallDutyPolicyScheduleLayerUser,
     OnCallDutyPolicyScheduleOverride,
     IncomingCallPolicy, IncomingCallPolicyLabel, IncomingCallPolicyEscalationRule,
-    IncomingCallLog, IncomingCallLogItem, CallLog, OutboxMessage,
+    IncomingCallLog, IncomingCallLogItem, CallLog, OutboxMessage, NumberSequence,
+    OutboundPhoneNumber, CallMenu, CallMenuAgent, EndUser, CrmTicket, ContactCenterCall, ContactCenterParticipant,
 )

@@ -146,6 +146,23 @@ def test_lab_refuses_to_build_without_disk_space(monkeypatch, tmp_path):
         lab.ensure_root()
 
 
+def test_a_root_holding_only_the_prompt_cache_is_built_over(monkeypatch, tmp_path):
+    """A synthesizer that ran before the first `asterisk up` made <root>/var/lib/hotline/sounds: the
+    build goes on (the cache is regenerated); anything else in an unfinished root stops it."""
+    monkeypatch.setattr(rootfs.os, "geteuid", lambda: 0)
+    root = tmp_path / "root"
+    (root / "var/lib/hotline/sounds").mkdir(parents=True)
+    (root / "var/lib/hotline/sounds/abc.wav").write_bytes(b"RIFF")
+    built = []
+    builder = rootfs.RootBuilder(make_config(asterisk__root=str(root)))
+    monkeypatch.setattr(builder, "_build", lambda: built.append(not root.exists()))
+    assert builder.ensure_root() and built == [True]
+
+    (root / "etc").mkdir(parents=True)  # what an interrupted build or someone else left
+    with pytest.raises(CommandError, match="not a finished lab root"):
+        builder.ensure_root()
+
+
 def test_instance_names_are_checked():
     with pytest.raises(ConfigError):
         Lab(make_config(), instance="../etc")
