@@ -34,6 +34,7 @@ from ivr.config import Config, connect_host, private_dir
 from ivr.errors import CommandError
 from ivr.runtime import DB, METRICS, READ, READINESS, TTS, Tasks, add_metrics_routes, tts_context
 from ivr.shells.ari import Controller
+from ivr.shells.contact_center import ContactCenterService
 from ivr.shells.fastagi import AgiCalls
 from ivr.shells.notify import ROUTE as NOTIFY_ROUTE
 from ivr.shells.notify import NotificationService
@@ -42,6 +43,7 @@ from ivr.tts import TTSError
 log = logging.getLogger(__name__)
 
 CONTROLLER = web.AppKey("controller", Controller)
+CONTACT_CENTER = web.AppKey("contact_center", ContactCenterService)
 AMI_CLIENT = web.AppKey("ami_client", AmiClient)
 AGI_SERVER = web.AppKey("agi_server", AgiServer)
 AGI_CALLS = web.AppKey("agi_calls", AgiCalls)
@@ -64,14 +66,18 @@ def ari_context(config: Config):
         ari = AriClient(secrets.ari.url, secrets.ari.username, secrets.ari.password, secrets.ari.app,
                         reconnect_max_delay=config.controller.reconnect_max_delay)
         controller = Controller(config, app[DB], ari, app[TTS], app[READ], app[METRICS])
+        contact_center = ContactCenterService(config, app[DB], controller)
         app[CONTROLLER] = controller
+        app[CONTACT_CENTER] = contact_center
         app[READINESS]["ari"] = lambda: (ari.connected.is_set(), "not connected to ARI")
         task = asyncio.get_running_loop().create_task(controller.run())
+        await contact_center.start()
         try:
             yield
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            await contact_center.close()
             await controller.close()
             await ari.close()
 

@@ -108,6 +108,31 @@ class AriClient:
     async def add_to_bridge(self, bridge_id: str, channel_ids: list[str]) -> None:
         await self.request("POST", f"/bridges/{bridge_id}/addChannel", {"channel": ",".join(channel_ids)})
 
+    async def record_bridge(self, bridge_id: str, name: str) -> dict:
+        """Record what the bridge mixes, into Asterisk's stored recording ``name`` (wav)."""
+        return await self.request("POST", f"/bridges/{bridge_id}/record", {
+            "name": name, "format": "wav", "ifExists": "overwrite", "terminateOn": "none"})
+
+    async def stop_recording(self, name: str) -> None:
+        await self.request("POST", f"/recordings/live/{name}/stop")
+
+    async def stored_recording(self, name: str) -> bytes:
+        """The file of a stored recording (ARI's ``/recordings/stored/{name}/file``)."""
+        path = f"/recordings/stored/{name}/file"
+        try:
+            async with self.session.get(self.base + path) as resp:
+                body = await resp.read()
+                if resp.status == 404:
+                    raise AriNotFound(404, f"no stored recording {name}")
+                if resp.status >= 400:
+                    raise AriError(resp.status, _message(body.decode(errors="replace")))
+                return body
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise AriUnavailable(0, f"GET {path}: {exc or type(exc).__name__}") from None
+
+    async def delete_stored_recording(self, name: str) -> None:
+        await self.request("DELETE", f"/recordings/stored/{name}")
+
     async def destroy_bridge(self, bridge_id: str) -> None:
         await self.request("DELETE", f"/bridges/{bridge_id}")
 

@@ -274,7 +274,8 @@ class Lab:
 
     def _write_instance(self, files: dict[str, str], uid: int, gid: int) -> None:
         inst = self.instance_dir
-        for sub in ("run", "log", "spool", "db", "keys", "cache"):
+        # spool/recording: where ARI keeps recordings (contact-center calls) until Hotline fetches them.
+        for sub in ("run", "log", "spool", "spool/recording", "db", "keys", "cache"):
             path = inst / sub
             path.mkdir(parents=True, exist_ok=True)
             os.chown(path, uid, gid)

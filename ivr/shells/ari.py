@@ -80,8 +80,11 @@ class Controller:
         self.ari = ari
         self.tts = tts
         self.actors: set[CallActor] = set()
-        self.by_channel: dict[str, CallActor] = {}
+        self.by_channel: dict[str, CallActor] = {}  # and the contact center's actors (same questions)
         self.tasks = Tasks("ARI controller")
+        #: Called after each reconnection with the channels Asterisk has and when they were listed
+        #: (the contact center's calls, ivr/shells/contact_center.py).
+        self.reconcilers: list = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -165,6 +168,7 @@ class Controller:
         # Only what existed before the channels were listed is judged by the list: a call arriving
         # (or a leg being originated) meanwhile is simply not in it yet.
         known = {actor: actor.settled_legs() for actor in self.actors}
+        listed_at = time.time()
         try:
             # Asterisk prefixes its channel ids with its systemname, if set: this Asterisk's calls only.
             name = ((await self.ari.info()).get("config") or {}).get("name") or ""
@@ -175,6 +179,11 @@ class Controller:
             return
         for actor, legs in known.items():
             actor.reconcile(channels, legs)
+        for reconcile in self.reconcilers:
+            try:
+                reconcile(channels, listed_at)
+            except Exception:
+                log.exception("a reconciliation hook failed")
         now = time.time()
         running = {actor.log_id for actor in self.actors}  # finishing ones included: their last write is coming
         for row in logs:

@@ -1,0 +1,409 @@
+"""The contact center's calls over ARI: outbound calls of the calls API (``/apps/api/v1/calls``).
+
+The API creates the call and queues it in the outbox (ivr/store/contact_center.py); the
+:class:`ContactCenterService` of the call services takes it once, claims it for its Asterisk node,
+and runs an :class:`OutboundActor`: the pure flow ``ivr.core.contact_center.outbound`` fed with the
+events of the ARI controller's Stasis application and carried out here. Its legs are originated as
+``leg,<call id>`` into the same application, so the controller's dispatch routes their events
+here (the actor answers the same questions the escalation's actors do). Writes go through an
+ordered writer; a failed write is logged and the call goes on.
+
+A recording (``recordRequested``) is ARI's recording of the mixing bridge (both parties, mixed),
+fetched from Asterisk when the call ends into ``contact_center.recordings_dir/<project>/`` and
+deleted from Asterisk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+from ivr.asterisk.ari import AriError, AriNotFound
+from ivr.asterisk.causes import BUSY, CALL_REJECTED, NO_ANSWER_CAUSES, cause_text
+from ivr.asterisk.dialstrings import NotDialable, endpoint_for
+from ivr.core.contact_center.outbound import (
+    BridgeParties,
+    DialParty,
+    Lost,
+    OutboundCall,
+    OutboundSetup,
+    Ringback,
+    Started,
+    UpdateCall,
+    UpdateParticipant,
+)
+from ivr.core.vocabulary import (
+    CancelTimer,
+    HangupLeg,
+    IllegalEvent,
+    LegAnswered,
+    LegEnded,
+    Play,
+    PlaybackFinished,
+    StartTimer,
+    StopPlayback,
+    TimerFired,
+)
+from ivr.runtime import Tasks
+from ivr.store import cc_progress
+from ivr.store.cc_progress import TakenCall
+from ivr.store.db import run_and_release
+from ivr.tts import TTSError
+
+log = logging.getLogger(__name__)
+
+RINGBACK_MEDIA = "tone:ring;tonezone=us"
+LOST_DETAIL = "The call was lost: its controller stopped or lost Asterisk during the call."
+
+
+def leg_end_reason(cause: int | None, answered: bool) -> str:
+    """The flow's cause of a leg that hung up with Q.850 ``cause``."""
+    if answered:
+        return "hangup"
+    if cause == BUSY:
+        return "busy"
+    if cause == CALL_REJECTED:
+        return "rejected"
+    if cause in NO_ANSWER_CAUSES:
+        return "no_answer"
+    return "failed"
+
+
+class ContactCenterService:
+    """Takes the queued outbound calls and runs them on the ARI controller's application."""
+
+    outbox_poll = 0.25   # seconds between two looks at the outbox
+
+    def __init__(self, config, db, controller):
+        self.config = config
+        self.db = db
+        self.controller = controller
+        self.ari = controller.ari
+        self.tts = controller.tts
+        self.actors: dict[str, OutboundActor] = {}
+        self.tasks = Tasks("contact center")
+        self.node: str | None = None
+        controller.reconcilers.append(self._reconcile)
+
+    async def start(self) -> None:
+        self.tasks.spawn(self._outbox_loop())
+
+    async def close(self) -> None:
+        for actor in list(self.actors.values()):
+            actor.task.cancel()
+        await asyncio.gather(*[a.task for a in self.actors.values()], return_exceptions=True)
+        await self.tasks.close()
+
+    async def _node_name(self) -> str:
+        """The Asterisk node's systemname (which node placed a call)."""
+        name = ((await self.ari.info()).get("config") or {}).get("name") or ""
+        return name or "asterisk"
+
+    async def _outbox_loop(self) -> None:
+        while True:
+            try:
+                await self.ari.connected.wait()
+                if self.node is None:
+                    self.node = await self._node_name()
+                    await self._close_stale()
+                for taken in await run_and_release(self.db, cc_progress.take_outbound_calls, self.node):
+                    self._start(taken)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("contact center: could not take the queued calls; trying again")
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(self.outbox_poll)
+
+    def _start(self, taken: TakenCall) -> None:
+        cfg = self.config.contact_center
+        if not taken.agent_address or not taken.end_user_address:
+            log.error("contact-center call %s has no agent or end-user number; failing it", taken.number)
+            self.tasks.spawn(run_and_release(self.db, cc_progress.close_lost, taken.call_id,
+                                             "The call had no agent or end-user number to ring.", time.time()))
+            return
+        setup = OutboundSetup(
+            call_id=taken.call_id, agent_address=taken.agent_address, end_user_address=taken.end_user_address,
+            outbound_number=taken.outbound_number, choices=taken.choices, spoken_choices=taken.spoken_choices,
+            created_at=taken.created_at, agent_ring_seconds=cfg.agent_ring_timeout,
+            end_user_ring_seconds=cfg.end_user_ring_timeout, choice_seconds=cfg.choice_timeout,
+            max_call_seconds=cfg.max_call_seconds, record=taken.record)
+        actor = OutboundActor(self, taken, setup)
+        self.actors[taken.call_id] = actor
+        actor.start()
+
+    async def _close_stale(self) -> None:
+        """Calls this node claimed that no actor runs (the controller stopped): close them, and hang up
+        what is left of them in Asterisk."""
+        try:
+            stale = [c for c in await run_and_release(self.db, cc_progress.open_calls, self.node)
+                     if c not in self.actors]
+        except Exception:  # noqa: BLE001 - tried again at the next connection
+            log.exception("contact center: could not list the open calls")
+            return
+        for call_id in stale:
+            log.warning("contact-center call %s was running when the controller stopped; closing it", call_id)
+            for party in ("agent", "enduser"):
+                try:
+                    await self.ari.hangup(f"{call_id}-leg-{party}")
+                except AriError:
+                    pass
+            await run_and_release(self.db, cc_progress.close_lost, call_id, LOST_DETAIL, time.time())
+
+    def _reconcile(self, channels: dict[str, dict], listed_at: float) -> None:
+        """After a reconnection to ARI: legs that vanished meanwhile ended, unseen."""
+        for actor in list(self.actors.values()):
+            actor.reconcile(channels, listed_at)
+        if self.node is not None:
+            self.tasks.spawn(self._close_stale())
+
+
+class OutboundActor:
+    """One outbound call: its flow, its legs, its timers and its ordered writes."""
+
+    def __init__(self, service: ContactCenterService, taken: TakenCall, setup: OutboundSetup):
+        self.s = service
+        self.taken = taken
+        self.call_id = taken.call_id
+        self.flow = OutboundCall(setup)
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.writes: asyncio.Queue = asyncio.Queue()
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.legs: set[str] = set()
+        self.answered: set[str] = set()
+        self.settled_at: dict[str, float] = {}    # leg -> when its originate was answered
+        self.ringbacks: dict[str, str] = {}       # leg -> ringback playback id
+        self.seq = 0
+        self.bridge_id: str | None = None
+        self.recording: str | None = None
+        self.task: asyncio.Task | None = None
+        self.writer: asyncio.Task | None = None
+
+    # -- what the controller's dispatch asks (as of an escalation's actor) -------------------
+
+    def post(self, event) -> None:
+        self.queue.put_nowait(event)
+
+    def is_caller(self, channel_id: str) -> bool:
+        return False  # both parties are legs Hotline originated
+
+    def leg_answered(self, leg: str) -> LegAnswered:
+        self.answered.add(leg)
+        return LegAnswered(leg)
+
+    def channel_gone(self, channel_id: str, cause, cause_txt: str) -> LegEnded:
+        code = cause if isinstance(cause, int) else None
+        detail = f"{cause_txt} (cause {cause})" if cause is not None else ""
+        if code is not None and not detail:
+            detail = cause_text(code)
+        return LegEnded(channel_id, leg_end_reason(code, channel_id in self.answered), detail)
+
+    def playback_finished(self, playback_id: str) -> PlaybackFinished | None:
+        return None if playback_id in self.ringbacks.values() else PlaybackFinished(playback_id)
+
+    def reconcile(self, channels: dict[str, dict], listed_at: float) -> None:
+        for leg in list(self.legs):
+            settled = self.settled_at.get(leg)
+            if leg not in channels and settled is not None and settled < listed_at:
+                self.post(LegEnded(leg, "hangup" if leg in self.answered else "failed",
+                                   "the leg vanished while Hotline was disconnected from Asterisk"))
+
+    # -- the call ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        log.info("contact-center call %s: ringing the agent at %s", self.taken.number, self.flow.setup.agent_address)
+        self.writer = asyncio.get_running_loop().create_task(self._write_loop())
+        try:
+            await self._feed(Started())
+            while not self.flow.is_finished:
+                await self._feed(await self.queue.get())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("contact-center call %s failed inside Hotline", self.taken.number)
+            await self._feed(Lost("Hotline hit an internal error during this call (see the server log)."))
+        finally:
+            await self._finish()
+
+    async def _feed(self, event) -> None:
+        try:
+            commands = self.flow.handle(event, time.time())
+        except IllegalEvent as exc:
+            log.warning("contact-center call %s: ignoring %r: %s", self.taken.number, event, exc)
+            return
+        for command in commands:
+            await self._execute(command)
+
+    async def _execute(self, command) -> None:
+        ari = self.s.ari
+        if isinstance(command, UpdateCall):
+            if command.status is not None:
+                log.info("contact-center call %s: %s%s", self.taken.number, command.status,
+                         f" ({command.fail_reason}: {command.fail_details})" if command.fail_reason else "")
+            self.writes.put_nowait((cc_progress.update_call, self.call_id, command))
+        elif isinstance(command, UpdateParticipant):
+            self.writes.put_nowait((cc_progress.update_participant, self.call_id, command))
+        elif isinstance(command, DialParty):
+            await self._dial(command)
+        elif isinstance(command, StartTimer):
+            self._start_timer(command.timer_id, command.at)
+        elif isinstance(command, CancelTimer):
+            handle = self.timers.pop(command.timer_id, None)
+            if handle:
+                handle.cancel()
+        elif isinstance(command, Play):
+            await self._play(command)
+        elif isinstance(command, StopPlayback):
+            await self._quiet(ari.stop_playback(command.playback_id))
+        elif isinstance(command, Ringback):
+            await self._ringback(command)
+        elif isinstance(command, BridgeParties):
+            await self._bridge(command)
+        elif isinstance(command, HangupLeg):
+            await self._quiet(ari.hangup(command.leg_id))
+        else:
+            log.error("contact-center call %s: unknown command %r", self.taken.number, command)
+
+    async def _dial(self, command: DialParty) -> None:
+        leg = command.leg_id
+        sip = self.s.config.sip
+        try:
+            endpoint = endpoint_for(command.address, sip.outbound_trunk, sip.allowed_hosts)
+        except NotDialable as exc:
+            log.error("contact-center call %s: cannot ring %s: %s", self.taken.number, command.address, exc)
+            self.post(LegEnded(leg, "failed", str(exc)))
+            return
+        # Registered before the originate: its StasisStart can arrive before the HTTP answer.
+        self.legs.add(leg)
+        self.s.controller.by_channel[leg] = self
+        try:
+            await self.s.ari.originate(endpoint, leg, f"leg,{self.call_id}", timeout=int(command.timeout) + 5,
+                                       caller_id=command.caller_id)
+            self.settled_at[leg] = time.time()
+        except AriError as exc:
+            log.warning("contact-center call %s: could not ring %s: %s", self.taken.number, command.address, exc)
+            self.post(LegEnded(leg, "failed", f"Asterisk refused the call ({exc.message or exc.status})"))
+
+    async def _play(self, command: Play) -> None:
+        try:
+            media = await self.s.tts.media(command.text)
+            await self.s.ari.play(command.target, command.playback_id, media)
+        except (TTSError, AriError) as exc:
+            if not isinstance(exc, AriNotFound):
+                log.error("contact-center call %s: could not play a prompt: %s", self.taken.number, exc)
+            self.post(PlaybackFinished(command.playback_id))  # the flow waits for the end of what it asked
+
+    async def _ringback(self, command: Ringback) -> None:
+        if command.on:
+            self.seq += 1
+            playback_id = f"{self.call_id}-ringback-{self.seq}"
+            self.ringbacks[command.leg_id] = playback_id
+            await self._quiet(self.s.ari.play(command.leg_id, playback_id, RINGBACK_MEDIA))
+        elif command.leg_id in self.ringbacks:
+            await self._quiet(self.s.ari.stop_playback(self.ringbacks[command.leg_id]))
+
+    async def _bridge(self, command: BridgeParties) -> None:
+        ari = self.s.ari
+        self.bridge_id = f"{self.call_id}-bridge"
+        try:
+            await ari.create_bridge(self.bridge_id)
+            await ari.add_to_bridge(self.bridge_id, [command.agent_leg, command.end_user_leg])
+        except AriNotFound:
+            return  # a party left: its own event says so
+        except AriError as exc:
+            log.error("contact-center call %s: could not bridge the agent and the end user: %s",
+                      self.taken.number, exc)
+            self.post(LegEnded(command.end_user_leg, "hangup", f"Asterisk could not bridge them ({exc})"))
+            return
+        if command.record:
+            name = f"hotline-cc-{self.call_id}"
+            try:
+                await ari.record_bridge(self.bridge_id, name)
+                self.recording = name
+            except AriError as exc:
+                log.error("contact-center call %s: could not start the recording: %s", self.taken.number, exc)
+
+    def _start_timer(self, timer_id: str, at: float) -> None:
+        old = self.timers.pop(timer_id, None)
+        if old:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self.timers[timer_id] = loop.call_at(loop.time() + max(0.0, at - time.time()),
+                                             lambda: self.post(TimerFired(timer_id)))
+
+    async def _quiet(self, coro) -> None:
+        try:
+            await coro
+        except AriNotFound:
+            pass
+        except AriError as exc:
+            log.warning("contact-center call %s: %s", self.taken.number, exc)
+
+    # -- the end ---------------------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        for handle in self.timers.values():
+            handle.cancel()
+        self.timers.clear()
+        by_channel = self.s.controller.by_channel
+        for leg in self.legs:
+            if by_channel.get(leg) is self:
+                del by_channel[leg]
+        ari = self.s.ari
+        if self.recording:
+            await self._quiet(ari.stop_recording(self.recording))
+        if self.bridge_id:
+            await self._quiet(ari.destroy_bridge(self.bridge_id))
+        if self.recording:
+            await self._save_recording(self.recording)
+        self.writes.put_nowait(None)
+        if self.writer is not None:
+            await asyncio.shield(self.writer)
+        self.s.actors.pop(self.call_id, None)
+
+    async def _save_recording(self, name: str) -> None:
+        """Asterisk's stored recording into the recordings directory (written whole, then renamed)."""
+        ari = self.s.ari
+        try:
+            body = await ari.stored_recording(name)
+        except AriError as exc:
+            log.error("contact-center call %s: could not fetch its recording %s: %s", self.taken.number, name, exc)
+            return
+        relative = Path(str(self.taken.project_id)) / f"{self.call_id}.wav"
+        target = self.s.config.recordings_dir / relative
+        try:
+            await asyncio.to_thread(_write_private, target, body)
+        except OSError as exc:
+            log.error("contact-center call %s: could not save its recording to %s: %s", self.taken.number,
+                      target, exc)
+            return
+        self.writes.put_nowait((cc_progress.set_recording, self.call_id, str(relative)))
+        await self._quiet(ari.delete_stored_recording(name))
+
+    async def _write_loop(self) -> None:
+        while True:
+            job = await self.writes.get()
+            if job is None:
+                return
+            fn, *args = job
+            try:
+                await run_and_release(self.s.db, fn, *args)
+            except Exception:
+                log.exception("contact-center call %s: a write failed (%s); the call goes on", self.taken.number,
+                              fn.__name__)
+
+
+def _write_private(target: Path, body: bytes) -> None:
+    """Recordings are private: the directories 0700, the file 0600, never half-written."""
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = target.with_suffix(".part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(body)
+    os.replace(tmp, target)

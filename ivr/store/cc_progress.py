@@ -1,0 +1,151 @@
+"""What happens to a contact-center call, written by the call services (ivr/shells/contact_center.py):
+taking a queued outbound call, its status and its participants' as the flow reports them, its
+recording, and closing what a stopped controller left open.
+
+A call taken from the outbox is claimed in the same transaction (``channelPrefix`` = the Asterisk node
+that places it): a call is placed once, and a controller that restarts closes the calls of its node
+that no longer run (their agents would otherwise stay busy).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+import phonenumbers
+
+from ivr.core.contact_center.outbound import UpdateCall, UpdateParticipant
+from ivr.core.contact_center.vocabulary import (
+    AGENT_BUSY_STATUSES,
+    CallStatus,
+    DisconnectedBy,
+    FailReason,
+    ParticipantStatus,
+    ParticipantType,
+)
+from ivr.store import models as m
+from ivr.store import outbox
+from ivr.store.callstore import timestamp_of, utc_from_timestamp
+from ivr.store.contact_center import OUTBOUND_CALL
+from ivr.store.db import write_transaction
+
+Call, Participant = m.ContactCenterCall, m.ContactCenterParticipant
+
+
+@dataclass(frozen=True)
+class TakenCall:
+    call_id: str
+    number: int                   # numericId, for log lines
+    project_id: uuid.UUID
+    agent_address: str | None
+    end_user_address: str | None
+    outbound_number: str | None
+    choices: tuple[str, ...]
+    spoken_choices: tuple[str, ...]
+    created_at: float
+    record: bool
+
+
+def spoken(number: str) -> str:
+    """A number as the keypad prompt says it: its national format ("(339) 219-5276")."""
+    try:
+        return phonenumbers.format_number(phonenumbers.parse(number), phonenumbers.PhoneNumberFormat.NATIONAL)
+    except phonenumbers.NumberParseException:
+        return number
+
+
+def take_outbound_calls(node: str, limit: int = 20) -> list[TakenCall]:
+    """Take the queued outbound calls and claim them for ``node``, in one transaction."""
+    taken = []
+    with write_transaction():
+        for message in outbox.take(OUTBOUND_CALL, limit):
+            try:
+                call_id = uuid.UUID(str(message.payload.get("call")))
+            except (ValueError, AttributeError):
+                continue
+            claimed = (Call.update(channelPrefix=node, updatedAt=m.utcnow())
+                       .where(Call.id == call_id, Call.status == CallStatus.ASSIGNED.value,
+                              Call.channelPrefix.is_null(True)).execute())
+            if not claimed:
+                continue  # already claimed, cancelled or deleted
+            call = Call.get_by_id(call_id)
+            parties = {p.type: p for p in Participant.select().where(Participant.call == call_id)}
+            agent, end_user = parties.get(ParticipantType.AGENT.value), parties.get(ParticipantType.END_USER.value)
+            choices = tuple(call.outboundChoices or ())
+            taken.append(TakenCall(
+                str(call.id), call.numericId, call.projectId, agent.address if agent else None,
+                end_user.address if end_user else None, call.outboundNumber, choices,
+                tuple(spoken(n) for n in choices), timestamp_of(call.createdAt), call.recordRequested))
+    return taken
+
+
+_CALL_COLUMNS = {"status": "status", "outbound_number": "outboundNumber", "fail_reason": "failReason",
+                 "fail_details": "failDetails", "disconnected_by": "disconnectedBy", "connected_at": "connectedAt",
+                 "ended_at": "endsAt", "wait_seconds": "waitDuration", "talk_seconds": "callDuration"}
+_PARTICIPANT_COLUMNS = {"status": "status", "channel_id": "channelId", "fail_reason": "failReason",
+                        "connected_at": "connectedAt", "ended_at": "endedAt", "talk_seconds": "callDuration"}
+
+
+def _values(columns: dict[str, str], changes: dict) -> dict:
+    out = {}
+    for name, value in changes.items():
+        column = columns[name]
+        if name.endswith("_at"):
+            value = utc_from_timestamp(value)
+        elif name.endswith("_seconds"):
+            value = int(round(value))
+        elif hasattr(value, "value"):
+            value = value.value
+        out[column] = value
+    out["updatedAt"] = m.utcnow()
+    return out
+
+
+def update_call(call_id: str, update: UpdateCall) -> None:
+    Call.update(**_values(_CALL_COLUMNS, update.changes())).where(Call.id == uuid.UUID(call_id)).execute()
+
+
+def update_participant(call_id: str, update: UpdateParticipant) -> None:
+    (Participant.update(**_values(_PARTICIPANT_COLUMNS, update.changes()))
+     .where(Participant.call == uuid.UUID(call_id), Participant.type == update.party.value).execute())
+
+
+def set_recording(call_id: str, file_name: str) -> None:
+    Call.update(recordingFile=file_name, updatedAt=m.utcnow()).where(Call.id == uuid.UUID(call_id)).execute()
+
+
+def open_calls(node: str) -> list[str]:
+    """The calls ``node`` claimed that have not ended."""
+    return [str(i) for (i,) in Call.select(Call.id).where(
+        Call.channelPrefix == node, Call.status.in_([s.value for s in AGENT_BUSY_STATUSES])).tuples()]
+
+
+def close_lost(call_id: str, detail: str, ended_at: float) -> None:
+    """A call whose controller stopped: failed (``lost``) if it was not connected, else finished,
+    by nobody known; its open participants end with it."""
+    when = utc_from_timestamp(ended_at)
+    key = uuid.UUID(call_id)
+    with write_transaction():
+        call = Call.get_or_none(Call.id == key)
+        if call is None or call.status not in {s.value for s in AGENT_BUSY_STATUSES}:
+            return
+        if call.status == CallStatus.CONNECTED.value:
+            talk = int(max(0.0, (when - call.connectedAt).total_seconds())) if call.connectedAt else 0
+            Call.update(status=CallStatus.FINISHED.value, disconnectedBy=DisconnectedBy.UNKNOWN.value, endsAt=when,
+                        callDuration=talk, failDetails=detail, updatedAt=m.utcnow()).where(Call.id == key).execute()
+        else:
+            Call.update(status=CallStatus.FAILED.value, failReason=FailReason.LOST.value, failDetails=detail,
+                        endsAt=when, updatedAt=m.utcnow()).where(Call.id == key).execute()
+        for p in Participant.select().where(Participant.call == key,
+                                            Participant.status.not_in([ParticipantStatus.FINISHED.value,
+                                                                       ParticipantStatus.FAILED.value])):
+            if p.status == ParticipantStatus.CONNECTED.value:
+                talk = int(max(0.0, (when - p.connectedAt).total_seconds())) if p.connectedAt else None
+                p.status, p.callDuration = ParticipantStatus.FINISHED.value, talk
+            else:
+                p.status, p.failReason = ParticipantStatus.FAILED.value, FailReason.LOST.value
+            p.endedAt = when
+            p.save()
+
+
