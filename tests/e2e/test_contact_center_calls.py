@@ -137,3 +137,21 @@ async def test_a_recorded_call_leaves_its_mixed_recording_on_disk(hotline, carri
     data = path.read_bytes()
     assert data[:4] == b"RIFF" and data[8:12] == b"WAVE" and len(data) > 8000  # about 2 s of 8 kHz audio
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_call_left_by_a_stopped_controller_is_closed_and_its_agent_freed(hotline, carrier_port):
+    """The controller stops while the agent's phone rings: the next one hangs the leg up, fails the call
+    as lost, and the agent is available again (not busy forever)."""
+    from ivr.store.contact_center import agent_is_busy
+
+    async with Phone.never_answer(max_wait=30) as agent:
+        call = await queue_call(hotline, agent)
+        await agent.wait_for("invite", timeout=10)
+        assert await hotline.db.run(agent_is_busy, call.agentId)
+        await hotline.stop()
+        await hotline.start()
+        row, parties = await final_call(hotline, call)
+        agent_result = await agent.wait(10)
+    assert (row.status, row.failReason) == ("failed", "lost") and "controller stopped" in row.failDetails
+    assert parties["agent"].status == "failed" and agent_result.canceled
+    assert not await hotline.db.run(agent_is_busy, call.agentId)
