@@ -1,7 +1,7 @@
-"""Outbound calls of the contact-center calls API over the real Asterisk: the agent's phone (a sipp
-phone on a verified SIP URI) rings first, then the end user's number (E.164, through the lab's
-outbound trunk to the carrier phone) from the outbound number; the call row and its participants
-say what happened."""
+"""Outbound calls of the contact-center calls API over the real Asterisk: ``POST /apps/api/v1/calls``,
+then the agent's phone (a sipp phone on a verified SIP URI) rings first, then the end user's number
+(E.164, through the lab's outbound trunk to the carrier phone) from the outbound number; the call
+object (``GET /apps/api/v1/calls/:id``) and its participants say what happened."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ from ivr.core.contact_center.vocabulary import CallType
 from ivr.store import models as m
 from ivr.store import outbox
 from ivr.store.contact_center import OUTBOUND_CALL
+import aiohttp
+from aiohttp import web
+
+from api.auth import hash_key, new_key
+from ivr.main import CONTACT_CENTER, build_app
 from tests.e2e.conftest import running_hotline
 from tests.e2e.hotline import Hotline
 from tests.sip.parties import Phone
@@ -25,14 +30,83 @@ OUTBOUND, OTHER_OUTBOUND = "+13392195276", "+17604108538"
 END_USER = "+18596579625"
 
 
+class ContactCenterHotline(Hotline):
+    """What `hotline serve` runs, in one process for the test: the API on a loopback port and the call
+    services (the ARI controller and the contact center)."""
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(build_app(self.config, db=self.db, api=True), access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        await asyncio.wait_for(self.controller.ari.connected.wait(), 10)
+        await asyncio.sleep(0.05)
+
+    @property
+    def base_url(self) -> str:
+        return "http://127.0.0.1:%d" % self.runner.addresses[0][1]
+
+
 @pytest.fixture
 async def hotline(lab, hotline_config, tmp_path):
     config = hotline_config.replace(contact_center__agent_ring_timeout=3.0,
                                     contact_center__end_user_ring_timeout=3.0,
                                     contact_center__choice_timeout=2.0,
-                                    contact_center__recordings_dir=str(tmp_path / "recordings"))
-    async with running_hotline(Hotline, config) as running:
+                                    contact_center__recordings_dir=str(tmp_path / "recordings"),
+                                    api__rate_limit=0)
+    async with running_hotline(ContactCenterHotline, config) as running:
         yield running
+
+
+class Desk:
+    """A project with an API key, an agent (on the given phone) and outbound numbers; its calls go
+    through the calls API with HTTP Basic auth (the project's id, the key)."""
+
+    def __init__(self, hotline, project, key: str, agent: m.User):
+        self.hotline, self.project, self.key, self.agent = hotline, project, key, agent
+
+    @classmethod
+    async def open(cls, hotline, agent_phone: Phone, *, outbound: tuple[str, ...] = (OUTBOUND,),
+                   default: bool = True, availability: str = "Available") -> "Desk":
+        def build():
+            project = m.Project.create(name="cc e2e")
+            secret = new_key()
+            m.ApiKey.create(project=project, name="e2e", keyHash=hash_key(secret), keyPrefix=secret[:10],
+                            role="Project Admin", permissions=[])
+            agent = m.User.create(project=project, name="Ada Lovelace", email=f"ada-{uuid.uuid4().hex[:6]}@example.com",
+                                  isAgent=True, agentAvailability=availability)
+            m.UserIncomingCallNumber.create(project=project, user=agent, sipUri=agent_phone.uri(), isVerified=True)
+            for index, number in enumerate(outbound):
+                m.OutboundPhoneNumber.create(project=project, phoneNumber=number, isDefault=default and index == 0)
+            return cls(hotline, project, secret, agent)
+
+        return await hotline.db.run(build)
+
+    @property
+    def auth(self) -> aiohttp.BasicAuth:
+        return aiohttp.BasicAuth(str(self.project.id), self.key)
+
+    async def request(self, method: str, path: str, body=None) -> tuple[int, object]:
+        async with aiohttp.ClientSession() as session:
+            async with session.request(method, f"{self.hotline.base_url}/apps/api/v1/calls{path}", json=body,
+                                       auth=self.auth) as resp:
+                return resp.status, await resp.json()
+
+    async def call(self, **extra) -> tuple[int, object]:
+        body = {"call_type": "Voice Outbound (API)", "agent_email": self.agent.email,
+                "end_user_number": "+1 859-657-9625", "lang": "en", **extra}
+        return await self.request("POST", "", body)
+
+    async def last_call(self) -> m.ContactCenterCall:
+        return await self.hotline.db.get(m.ContactCenterCall.select().where(
+            m.ContactCenterCall.project == self.project.id).order_by(m.ContactCenterCall.createdAt.desc()))
+
+    async def final(self, timeout: float = 25.0) -> dict:
+        """The call object once the call ended (and its actor is gone)."""
+        call = await self.last_call()
+        await final_call(self.hotline, call, timeout)
+        status, body = await self.request("GET", f"/{call.numericId}")
+        assert status == 200, body
+        return body
 
 
 async def queue_call(hotline, agent_phone: Phone, *, outbound: str | None = OUTBOUND,
@@ -61,7 +135,7 @@ async def queue_call(hotline, agent_phone: Phone, *, outbound: str | None = OUTB
 async def final_call(hotline, call: m.ContactCenterCall, timeout: float = 25.0):
     """The call once it ended and its actor is gone; with its participants by type."""
     deadline = time.monotonic() + timeout
-    service = hotline.runner.app[__import__("ivr.main", fromlist=["CONTACT_CENTER"]).CONTACT_CENTER]
+    service = hotline.runner.app[CONTACT_CENTER]
     while True:
         row = await hotline.db.get(m.ContactCenterCall.select().where(m.ContactCenterCall.id == call.id))
         if row.status in ("finished", "failed") and str(call.id) not in service.actors:
@@ -155,3 +229,70 @@ async def test_a_call_left_by_a_stopped_controller_is_closed_and_its_agent_freed
     assert (row.status, row.failReason) == ("failed", "lost") and "controller stopped" in row.failDetails
     assert parties["agent"].status == "failed" and agent_result.canceled
     assert not await hotline.db.run(agent_is_busy, call.agentId)
+
+
+# -- through the calls API ---------------------------------------------------------------------
+
+
+async def test_api_call_answered_by_the_agent_then_the_end_user(hotline, carrier_port):
+    async with Phone.answer(max_wait=20) as agent, Phone.answer(port=carrier_port, hold=2.0, max_wait=20) as user:
+        desk = await Desk.open(hotline, agent)
+        status, created = await desk.call()
+        assert status == 201, created
+        assert (created["status"], created["voip_provider"]) == ("assigned", "voip_provider_asterisk")
+        assert [p["type"] for p in created["participants"]] == ["agent", "end_user"]
+        call = await desk.final()
+        user_result = await user.wait(10)
+    assert (call["status"], call["fail_reason"], call["disconnected_by"]) == ("finished", "nothing",
+                                                                              "disconnected_by_end_user")
+    assert call["connected_at"] and call["ends_at"] and 1 <= call["call_duration"] <= 4
+    assert call["wait_duration"] >= 0 and call["outbound_number"] == "+1 339-219-5276"
+    assert [(p["type"], p["status"]) for p in call["participants"]] == [("agent", "finished"),
+                                                                        ("end_user", "finished")]
+    assert all(p["connected_at"] and p["ended_at"] and p["call_duration"] >= 1 for p in call["participants"])
+    assert user_result.call.caller_number == OUTBOUND
+
+
+async def test_api_call_to_a_busy_end_user_fails(hotline, carrier_port):
+    async with Phone.answer(max_wait=20) as agent, Phone.busy(port=carrier_port, max_wait=20):
+        desk = await Desk.open(hotline, agent)
+        assert (await desk.call())[0] == 201
+        call = await desk.final()
+    assert (call["status"], call["fail_reason"]) == ("failed", "end_user_busy")
+    assert "busy" in call["fail_details"].lower() and call["connected_at"] is None
+    assert call["participants"][1]["fail_reason"] == "end_user_busy"
+
+
+async def test_api_call_the_agent_does_not_answer(hotline, carrier_port):
+    async with Phone.never_answer(max_wait=20) as agent, Phone.answer(port=carrier_port, max_wait=8) as user:
+        desk = await Desk.open(hotline, agent)
+        assert (await desk.call())[0] == 201
+        call = await desk.final()
+        user_result = await user.stop()
+    assert (call["status"], call["fail_reason"]) == ("failed", "agent_no_answer")
+    assert [p["status"] for p in call["participants"]] == ["failed", "failed"]
+    assert not user_result.received_call
+
+
+async def test_api_call_to_an_unavailable_agent_is_refused_before_any_call(hotline, carrier_port):
+    async with Phone.answer(max_wait=6) as agent, Phone.answer(port=carrier_port, max_wait=6) as user:
+        desk = await Desk.open(hotline, agent, availability="Unavailable")
+        assert await desk.call() == (400, {"message": "Agent is not available to take this call"})
+        await asyncio.sleep(1.0)  # what a queued call would take to ring
+        agent_result, user_result = await agent.stop(), await user.stop()
+    assert not agent_result.received_call and not user_result.received_call
+    assert await hotline.db.count(m.ContactCenterCall.select().where(
+        m.ContactCenterCall.project == desk.project.id)) == 0
+
+
+async def test_api_two_outbound_numbers_the_agent_chooses_on_the_keypad(hotline, carrier_port):
+    async with Phone.answer_and_press("2", delay=1.0, max_wait=20) as agent, \
+            Phone.answer(port=carrier_port, hold=1.0, max_wait=20) as user:
+        desk = await Desk.open(hotline, agent, outbound=(OUTBOUND, OTHER_OUTBOUND), default=False)
+        body = {"call_type": "Voice Outbound (API)", "agent_email": desk.agent.email,
+                "end_user_number": "+1 859-657-9625", "lang": "en"}
+        assert await desk.request("POST", "", body) == (202, body)  # the request, echoed
+        call = await desk.final()
+        user_result = await user.wait(10)
+    assert (call["status"], call["outbound_number"]) == ("finished", "+1 760-410-8538")
+    assert user_result.call.caller_number == OTHER_OUTBOUND
