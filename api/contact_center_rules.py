@@ -290,9 +290,11 @@ class CrmTicketRules(Rules):
 
 
 def lock_project(project_id: uuid.UUID) -> None:
-    """On PostgreSQL, the project's row locked until the transaction ends (SQLite writes are serial)."""
+    """On PostgreSQL, the project's row locked until the transaction ends (SQLite writes are serial).
+    ``FOR NO KEY UPDATE``: two lockers wait for each other, but the project's other inserts (whose
+    foreign keys take a key-share lock on the row) do not wait for them."""
     if _is_postgres():
-        m.Project.select(m.Project.id).where(m.Project.id == project_id).for_update().first()
+        m.Project.select(m.Project.id).where(m.Project.id == project_id).for_update("FOR NO KEY UPDATE").first()
 
 
 class OutboundPhoneNumberRules(Rules):
