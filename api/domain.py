@@ -11,6 +11,7 @@ from typing import Any
 
 from peewee import PostgresqlDatabase
 
+from api.contact_center_rules import check_routing_number_free, check_url
 from api.errors import BadRequest, Conflict, Forbidden, TooManyRequests
 from api.resources import SCHEMA_TITLES, Context, Resource, Rules
 from ivr.store import models as m
@@ -44,14 +45,10 @@ class PolicyRules(Rules):
         values.setdefault("phoneNumberCountryCode", region_of(values["routingPhoneNumber"]))
         values.setdefault("phoneNumberAreaCode", area_code_of(values["routingPhoneNumber"]))
 
-    def _check_number_free(self, number: str | None, own_id=None) -> None:
-        if number is None:
-            return
-        query = m.IncomingCallPolicy.select().where(m.IncomingCallPolicy.routingPhoneNumber == number)
-        if own_id is not None:
-            query = query.where(m.IncomingCallPolicy.id != own_id)
-        if query.exists():
-            raise Conflict(f"The routing phone number {number} is already used by another Incoming Call Policy.")
+    @staticmethod
+    def _check_number_free(ctx: Context, number: str | None, own_id=None) -> None:
+        """A number routes to one thing: not another policy's, nor a Call Menu's (in any project)."""
+        check_routing_number_free(ctx, number, own_policy=own_id)
 
     def _check_repeat(self, values: dict[str, Any]) -> None:
         times = values.get("repeatPolicyIfNoOneAnswersTimes")
@@ -63,15 +60,21 @@ class PolicyRules(Rules):
         if not values.get("name"):
             return  # reported as a missing required field
         self._normalize_number(ctx, values)
-        self._check_number_free(values.get("routingPhoneNumber"))
+        self._check_number_free(ctx, values.get("routingPhoneNumber"))
         self._check_repeat(values)
         values["slug"] = self._unique_slug(values["name"])
 
     def prepare_update(self, ctx, row, values, resource):
         _require_text(values, "name")
         self._normalize_number(ctx, values)
-        self._check_number_free(values.get("routingPhoneNumber"), own_id=row.id)
+        self._check_number_free(ctx, values.get("routingPhoneNumber"), own_id=row.id)
         self._check_repeat(values)
+
+    def before_delete(self, ctx, row, resource):
+        menu = m.CallMenu.select(m.CallMenu.name).where(m.CallMenu.incomingCallPolicy == row.id).first()
+        if menu is not None:
+            raise Conflict(f"The Call Menu {menu.name!r} hands its calls to this Incoming Call Policy: change its "
+                           "incomingCallPolicyId first.")
 
     @staticmethod
     def _unique_slug(name: str) -> str:
@@ -196,6 +199,8 @@ class UserRules(Rules):
                 zoneinfo.ZoneInfo(tz)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
                 raise BadRequest(f"data.timeZone: {tz!r} is not an IANA time zone (e.g. Europe/Paris)") from None
+        _require_text(values, "agentNumber")
+        check_url(values, "avatarUrl")
 
     def prepare_create(self, ctx, values, resource):
         self._check(values)

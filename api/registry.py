@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from api.contact_center_rules import (
+    CallMenuAgentRules,
+    CallMenuRules,
+    CrmTicketRules,
+    EndUserRules,
+    OutboundPhoneNumberRules,
+)
 from api.domain import (
     EscalationRuleRules,
     IncomingCallNumberRules,
@@ -82,8 +89,9 @@ RESOURCES: list[Resource] = [
         writable=False,
     ),
     Resource(
-        "user", "User", "The people of a project: who can be rung.",
-        register_schema(build_schema(m.User, required={"name"})), UserRules(),
+        "user", "User", "The people of a project: who can be rung. With isAgent, a user is also a contact-center agent "
+        "(agentNumber, canMakeOutboundCalls, agentAvailability, avatarUrl); numericId is their id in the calls API.",
+        register_schema(build_schema(m.User, required={"name"}, read_only={"numericId"})), UserRules(),
     ),
     Resource(
         "user-incoming-call-number", "User Incoming Call Number",
@@ -133,6 +141,43 @@ RESOURCES: list[Resource] = [
         register_schema(build_schema(m.OnCallDutyPolicyScheduleOverride, create_only={"onCallDutyPolicyScheduleId"},
                                      required={"onCallDutyPolicyScheduleId", "userId", "startsAt", "endsAt"})),
         OverrideRules(),
+    ),
+    # -- the contact center's configuration (the calls API, api/ccai.py, reads it) --------------------
+    Resource(
+        "outbound-phone-number", "Outbound Phone Number",
+        "The numbers (E.164) a contact-center call may show to the end user it calls; at most one is the "
+        "project's default (setting isDefault unsets the others)",
+        register_schema(build_schema(m.OutboundPhoneNumber, required={"phoneNumber"})),
+        OutboundPhoneNumberRules(),
+    ),
+    Resource(
+        "call-menu", "Call Menu",
+        "The contact center's menu tree: a root IVR menu is reached on its routing phone number; a caller walks "
+        "down by keys (position + 1); a leaf hands the call to its queue of agents (Call Menu Agent) or to an "
+        "Incoming Call Policy. A child has its parent's menuType; a menu with children cannot be deleted",
+        register_schema(build_schema(m.CallMenu, required={"name"}, read_only={"numericId"})),
+        CallMenuRules(),
+    ),
+    Resource(
+        "call-menu-agent", "Call Menu Agent",
+        "The agents of a menu's queue (users with isAgent), each in a cascade group (groupNumber, from 1)",
+        register_schema(build_schema(m.CallMenuAgent, create_only={"callMenuId", "userId"},
+                                     required={"callMenuId", "userId"})),
+        CallMenuAgentRules(),
+    ),
+    Resource(
+        "end-user", "End User",
+        "The people the contact center calls or is called by (customers): a phone number (E.164) and their ids "
+        "in your systems; numericId is their id in the calls API",
+        register_schema(build_schema(m.EndUser, read_only={"numericId"})),
+        EndUserRules(),
+    ),
+    Resource(
+        "crm-ticket", "CRM Ticket",
+        "Tickets of your CRM, each belonging to an end user: a call for a ticket dials its end user. ticketId is "
+        "unique in a project",
+        register_schema(build_schema(m.CrmTicket, required={"ticketId", "endUserId"})),
+        CrmTicketRules(),
     ),
 ]
 

@@ -1,8 +1,10 @@
 """Configuration as code: ``hotline sync FILE.yaml [--dry-run]``.
 
-One YAML file describes one project's users (by email) and their numbers, teams, on-call schedules
-(layers, overrides) and Incoming Call Policies (by slug or name) with their escalation rules (targets
-by user email, team name or schedule name). ``sync`` makes the project match the file, through the
+One YAML file describes one project's users (by email; with ``agent:`` their contact-center agent
+fields) and their numbers, teams, on-call schedules (layers, overrides), Incoming Call Policies (by
+slug or name) with their escalation rules (targets by user email, team name or schedule name), the
+contact center's ``outboundNumbers`` and its ``menus`` (a tree: queues of agents by email, leaves
+handing calls to a policy by slug or name). ``sync`` makes the project match the file, through the
 same resources, domain rules and validation as the API, in one transaction: it is applied whole or
 not at all, and applying it twice changes nothing the second time. ``--dry-run`` does the same work
 and rolls it back, printing the differences.
@@ -14,12 +16,15 @@ What the file says is the truth for what it names, and only that:
   deletes a user, team, schedule or policy);
 - a key that is absent leaves that part alone; a list that is present is the whole list: a user's
   ``numbers``, a team's ``members``, a schedule's ``layers`` (by position) and ``overrides``, a layer's
-  ``users`` (in rotation order) and a policy's ``rules`` (by position) are made to match exactly.
+  ``users`` (in rotation order), a policy's ``rules`` (by position), the ``outboundNumbers`` (by number,
+  at most one ``default: true``), a menu's ``queue`` and ``children`` (by name, positioned by their order;
+  an unlisted child is deleted with everything below it) are made to match exactly. Root ``menus`` the
+  file does not name are left alone.
 
 Scalars are read as YAML 1.2's core schema (``true``/``false``, ``null``, decimal integers; everything
 else is text), so ``17:00`` is a time, not the number 1020 as YAML 1.1 reads it, and dates are text.
 Errors name the file, the line and what is wrong; all of them are reported, and nothing is applied.
-See docs/oncall.md for the file format.
+See docs/oncall.md for the file format, docs/contact-center-configuration.md for its contact-center part.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from api.registry import BY_PATH
 from api.resources import Context, Resource
 from api.schema import MAX_LONG_TEXT, render_value
 from ivr.config import setting_default
+from ivr.core.contact_center import vocabulary as cc
 from ivr.store import models as m
 from ivr.core import oncall
 from ivr.store import verification
@@ -137,7 +143,8 @@ def load(text: str, path: str) -> YMap:
         document = YMap()
         document.line, document.lines = 1, {}
     if not isinstance(document, YMap):
-        raise SyncError([f"{path}:1: the file must be a mapping (project:, users:, teams:, schedules:, policies:)"])
+        raise SyncError([f"{path}:1: the file must be a mapping (project:, users:, teams:, schedules:, policies:, "
+                         "outboundNumbers:, menus:)"])
     return document
 
 
@@ -339,7 +346,7 @@ class Sync:
     # -- the document
 
     def run(self, project_override: str | None = None) -> uuid.UUID | None:
-        top = ("project", "users", "teams", "schedules", "policies")
+        top = ("project", "users", "teams", "schedules", "policies", "outboundNumbers", "menus")
         unknown = [key for key in self.doc if key not in top]
         for key in unknown:
             self.problem(self.doc.line_of(key), f"unknown key {key!r} (keys: {', '.join(top)})")
@@ -360,6 +367,17 @@ class Sync:
                 continue
             if items is not None:
                 self.each(items, section)
+        # The contact center, after the users (agents) and policies (a menu's target) it names.
+        N = m.OutboundPhoneNumber
+        self.outbound = {number: row_id for number, row_id in N.select(N.phoneNumber, N.id).where(
+            N.project == project_id).tuples()}
+        for key, section in (("outboundNumbers", self.outbound_numbers), ("menus", self.menus)):
+            try:
+                items = self.sequence(self.doc, key, "the file")
+                if items is not None:
+                    section(items)
+            except _Skip:
+                continue
         return project_id
 
     def project(self, override: str | None) -> uuid.UUID:
@@ -385,10 +403,11 @@ class Sync:
 
     def user(self, item: Any, line: int) -> None:
         what = "user"
-        spec = self.mapping(item, line, what, ("email", "name", "timeZone", "numbers"), ("email",))
+        spec = self.mapping(item, line, what, ("email", "name", "timeZone", "agent", "numbers"), ("email",))
         email = self.text(spec, "email", what, max_length=254, nullable=False).strip().lower()
         what = f"user {email}"
-        desired = {"name": self.text(spec, "name", what, nullable=False), "timeZone": self.zone(spec, "timeZone", what)}
+        desired = {"name": self.text(spec, "name", what, nullable=False), "timeZone": self.zone(spec, "timeZone", what),
+                   **self.agent(spec, what)}
         user_id = self.users.get(email)
         if user_id is None:
             if desired["name"] is MISSING:
@@ -405,6 +424,43 @@ class Sync:
         numbers = self.sequence(spec, "numbers", what)
         if numbers is not None:
             self.numbers(user_id, email, numbers)
+
+    AGENT_KEYS = ("number", "canMakeOutboundCalls", "availability", "avatarUrl")
+
+    def agent(self, spec: YMap, what: str) -> dict:
+        """A user's agent fields: ``agent: false`` (not an agent), ``agent: true``, or a mapping (an
+        agent, with the keys it gives; an absent key leaves that field alone)."""
+        value = spec.get("agent", MISSING)
+        if value is MISSING:
+            return {}
+        if isinstance(value, bool):
+            return {"isAgent": value}
+        where = f"{what}: agent"
+        agent = self.mapping(value, spec.line_of("agent"), where, self.AGENT_KEYS)
+        return {"isAgent": True,
+                "agentNumber": self.text(agent, "number", where, max_length=64),
+                "canMakeOutboundCalls": self.boolean(agent, "canMakeOutboundCalls", where),
+                "agentAvailability": self.choice(agent, "availability", where, cc.AgentAvailability, nullable=False),
+                "avatarUrl": self.text(agent, "avatarUrl", where, max_length=500)}
+
+    def choice(self, parent: YMap, key: str, what: str, enum_class, nullable: bool = False) -> Any:
+        value = parent.get(key, MISSING)
+        if value is MISSING or (value is None and nullable):
+            return value
+        allowed = [member.value for member in enum_class]
+        if not isinstance(value, str) or value not in allowed:
+            self.fail(parent.line_of(key), f"{what}: {key} must be one of {', '.join(allowed)}, not {value!r}")
+        return value
+
+    def phone(self, parent: YMap, key: str, what: str) -> Any:
+        """A phone number in E.164 (national formats read in the default region); null clears it."""
+        value = self.text(parent, key, what, max_length=64)
+        if value is MISSING or value is None:
+            return value
+        try:
+            return to_e164(value, self.region)
+        except InvalidNumber as exc:
+            self.fail(parent.line_of(key), f"{what}: {key}: {exc}")
 
     def numbers(self, user_id: uuid.UUID, email: str, items: YSeq) -> None:
         Number = m.UserIncomingCallNumber
@@ -605,8 +661,8 @@ class Sync:
         except oncall.FormatError as exc:
             self.fail(spec.line_of("handoffTime"), f"{where}: handoffTime: {exc.message}")
 
-    def restrictions(self, spec: YMap, where: str) -> list:
-        items = self.sequence(spec, "restrictions", where)
+    def restrictions(self, spec: YMap, where: str, key: str = "restrictions") -> list:
+        items = self.sequence(spec, key, where)
         if items is None:
             return []
         stored = []
@@ -786,6 +842,231 @@ class Sync:
         for row in reversed(existing[len(items):]):
             self.delete(path, row.id, items.line)
             self.change(f"- {what}: rule {row.order}")
+
+    # -- the contact center: outbound numbers
+
+    def outbound_numbers(self, items: YSeq) -> None:
+        """The project's outbound numbers: the list is the whole truth (unlisted numbers are deleted);
+        ``default: true`` on at most one."""
+        N = m.OutboundPhoneNumber
+        path = "outbound-phone-number"
+        wanted: dict[str, int] = {}
+        defaults: list[int] = []
+
+        def one(item: Any, line: int) -> None:
+            what = "outbound number"
+            if isinstance(item, (str, int)) and not isinstance(item, bool):
+                spec = YMap(number=str(item))
+                spec.line, spec.lines = line, {}
+            else:
+                spec = self.mapping(item, line, what, ("number", "name", "default"), ("number",))
+            number = self.phone(spec, "number", what)
+            what = f"outbound number {number}"
+            if number in wanted:
+                self.fail(line, f"{what}: listed twice (also line {wanted[number]})")
+            wanted[number] = line
+            default = self.boolean(spec, "default", what)
+            default = False if default is MISSING else default
+            if default:
+                defaults.append(spec.line_of("default"))
+                if len(defaults) > 1:
+                    self.fail(spec.line_of("default"), f"{what}: only one outbound number can be the default "
+                                                       f"(line {defaults[0]} is already)")
+            name = self.text(spec, "name", what)
+            desired = {"name": None if name is MISSING else name, "isDefault": default}
+            row = N.get_or_none(N.project == self.ctx.project_id, N.phoneNumber == number)  # fresh: defaults move
+            if row is None:
+                self.outbound[number] = self.create(path, {"phoneNumber": number, **desired}, line)
+                self.change(f"+ {what}" + (" (default)" if default else ""))
+                return
+            changed = self.differences(path, row, desired)
+            if changed:
+                self.change(f"~ {what}: {self.describe(path, row, changed)}")
+                self.update(path, row.id, changed, line)
+
+        self.each(items, one)
+        for number, row_id in list(self.outbound.items()):
+            if number not in wanted:
+                self.delete(path, row_id, items.line)
+                del self.outbound[number]
+                self.change(f"- outbound number {number}")
+
+    # -- the contact center: menus
+
+    MENU_FIELDS = ("name", "type", "message", "languages", "state", "timeZone", "openingHours", "routingNumber",
+                   "redirectionNumber", "offer", "groupDelaySeconds", "recording", "outboundNumber", "hidden",
+                   "policy", "queue", "children")
+
+    def menus(self, items: YSeq) -> None:
+        """Root menus, matched by name among the project's roots (roots the file does not name are left
+        alone); below each, ``children`` is the whole list of its children (matched by name, positioned by
+        their order: the first is key 1), ``queue`` the whole queue."""
+        seen: dict[str, int] = {}
+        self.each(items, lambda item, line: self.menu(item, line, None, "", None, seen))
+
+    def languages(self, spec: YMap, what: str) -> Any:
+        value = spec.get("languages", MISSING)
+        if value is MISSING:
+            return value
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            self.fail(spec.line_of("languages"), f"{what}: languages must be a list of ISO 639-1 codes, e.g. [en, fr]")
+        for code in value:
+            if not cc.is_language(code):
+                self.fail(spec.line_of("languages"), f"{what}: languages: Language {code!r} is not found (ISO 639-1 "
+                                                     "codes: two lowercase letters, e.g. en, fr)")
+        return list(dict.fromkeys(value))
+
+    def policy_ref(self, value: Any, line: int, what: str) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.fail(line, f"{what}: policy is named by its slug or name")
+        P = m.IncomingCallPolicy
+        base = P.select(P.id).where(P.project == self.ctx.project_id)
+        found = [row_id for (row_id,) in base.where(P.slug == value).tuples()] or \
+            [row_id for (row_id,) in base.where(P.name == value).tuples()]
+        if len(found) > 1:
+            self.fail(line, f"{what}: several policies are named {value!r}: name it by its slug")
+        if not found:
+            self.fail(line, f"{what}: no Incoming Call Policy with the slug or name {value!r} "
+                            "(neither in this file nor in the project)")
+        return found[0]
+
+    def menu(self, item: Any, line: int, parent_id: uuid.UUID | None, prefix: str, position: int | None,
+             seen: dict[str, int]) -> uuid.UUID:
+        spec = self.mapping(item, line, f"{prefix or 'menu'}: menu" if prefix else "menu", self.MENU_FIELDS,
+                            ("name",))
+        name = self.text(spec, "name", "menu", nullable=False)
+        what = f"{prefix} > {name}" if prefix else f"menu {name}"
+        if name in seen:
+            self.fail(spec.line_of("name"), f"{what}: named twice (also line {seen[name]})")
+        seen[name] = spec.line_of("name")
+        outbound = self.phone(spec, "outboundNumber", what)
+        if outbound not in (MISSING, None):
+            if outbound not in self.outbound:
+                self.fail(spec.line_of("outboundNumber"), f"{what}: outboundNumber {outbound} is not an outbound "
+                                                          "number of the project (list it in outboundNumbers)")
+            outbound = self.outbound[outbound]
+        desired = {
+            "menuType": self.choice(spec, "type", what, cc.MenuType),
+            "outputMessage": self.text(spec, "message", what, max_length=MAX_LONG_TEXT),
+            "languages": self.languages(spec, what),
+            "state": self.choice(spec, "state", what, cc.MenuState),
+            "timeZone": self.zone(spec, "timeZone", what),
+            "openingHours": self.restrictions(spec, what, "openingHours") if "openingHours" in spec else MISSING,
+            "routingPhoneNumber": self.phone(spec, "routingNumber", what),
+            "redirectionNumber": self.phone(spec, "redirectionNumber", what),
+            "offerType": self.choice(spec, "offer", what, cc.OfferType),
+            "cascadeGroupDelaySeconds": self.integer(spec, "groupDelaySeconds", what, 1, 3600),
+            "recordingOption": self.choice(spec, "recording", what, cc.RecordingOption),
+            "outboundPhoneNumberId": outbound,
+            "hidden": self.boolean(spec, "hidden", what),
+            "position": MISSING if position is None else position,
+        }
+        policy = spec.get("policy", MISSING)
+        if policy is not MISSING:
+            policy = self.policy_ref(policy, spec.line_of("policy"), what)
+        M = m.CallMenu
+        query = M.select().where(M.project == self.ctx.project_id, M.name == name,
+                                 M.parent.is_null() if parent_id is None else M.parent == parent_id)
+        rows = list(query)
+        if len(rows) > 1:
+            self.fail(line, f"{what}: several menus have this name {'here' if prefix else 'at the root'} in the "
+                            "project: rename them")
+        path = "call-menu"
+        # A policy is set last (after the queue and the children are made to match), cleared first.
+        early = {} if policy is MISSING or policy is not None else {"incomingCallPolicyId": None}
+        if rows:
+            row = rows[0]
+            menu_id = row.id
+            changed = self.differences(path, row, {**desired, **early})
+            if changed:
+                self.change(f"~ {what}: {self.describe_menu(row, changed)}")
+                self.update(path, menu_id, changed, spec.line)
+        else:
+            row = None
+            menu_id = self.create(path, {"name": name, "parentId": parent_id, **_given(desired)}, spec.line)
+            self.change(f"+ {what}")
+        queue = self.sequence(spec, "queue", what)
+        if queue is not None:
+            self.queue(menu_id, what, queue)
+        children = self.sequence(spec, "children", what)
+        if children is not None:
+            self.children(menu_id, what, children)
+        if policy is not MISSING and policy is not None and (row is None or row.incomingCallPolicyId != policy):
+            if row is not None:
+                self.change(f"~ {what}: {self.describe_menu(row, {'incomingCallPolicyId': policy})}")
+            self.update(path, menu_id, {"incomingCallPolicyId": policy}, spec.line_of("policy"))
+        return menu_id
+
+    def describe_menu(self, row: m.CallMenu, changed: dict) -> str:
+        """The changes of a menu, its references by name (a policy's slug, an outbound number)."""
+        numbers = {row_id: number for number, row_id in self.outbound.items()}
+        parts = []
+        for name, value in changed.items():
+            old = current(BY_PATH["call-menu"], row, name)
+            if name == "incomingCallPolicyId":
+                slugs = {p.id: p.slug for p in m.IncomingCallPolicy.select().where(
+                    m.IncomingCallPolicy.id.in_([v for v in (old, value) if v is not None]))}
+                parts.append(f"policy {slugs.get(old, 'none')} -> {slugs.get(value, 'none')}")
+            elif name == "outboundPhoneNumberId":
+                parts.append(f"outboundNumber {numbers.get(old, 'none')} -> {numbers.get(value, 'none')}")
+            else:
+                parts.append(f"{name} {_fmt(old)} -> {_fmt(value)}")
+        return ", ".join(parts)
+
+    def queue(self, menu_id: uuid.UUID, what: str, items: YSeq) -> None:
+        A = m.CallMenuAgent
+        path = "call-menu-agent"
+        existing = {row.userId: row for row in A.select().where(A.callMenu == menu_id)}
+        emails = {user_id: email for email, user_id in self.users.items()}
+        wanted: set[uuid.UUID] = set()
+
+        def one(item: Any, line: int) -> None:
+            where = f"{what}: queue"
+            if isinstance(item, YMap):
+                spec = self.mapping(item, line, where, ("agent", "group"), ("agent",))
+                group = self.integer(spec, "group", where, 1, 1000)
+                value = spec["agent"]
+            else:
+                group, value = MISSING, item
+            group = 1 if group is MISSING else group
+            user_id = self.user_ref(value, line, where)
+            if user_id in wanted:
+                self.fail(line, f"{where}: {value} is listed twice")
+            wanted.add(user_id)
+            row = existing.get(user_id)
+            if row is None:
+                self.create(path, {"callMenuId": menu_id, "userId": user_id, "groupNumber": group}, line)
+                self.change(f"+ {where}: {emails.get(user_id, user_id)} (group {group})")
+            elif row.groupNumber != group:
+                self.update(path, row.id, {"groupNumber": group}, line)
+                self.change(f"~ {where}: {emails.get(user_id, user_id)}: group {row.groupNumber} -> {group}")
+
+        self.each(items, one)
+        for user_id, row in existing.items():
+            if user_id not in wanted:
+                self.delete(path, row.id, items.line)
+                self.change(f"- {what}: queue {emails.get(user_id, user_id)}")
+
+    def children(self, menu_id: uuid.UUID, what: str, items: YSeq) -> None:
+        M = m.CallMenu
+        seen: dict[str, int] = {}
+        position = iter(range(len(items)))
+        self.each(items, lambda item, line: self.menu(item, line, menu_id, what, next(position), seen))
+        for row in M.select().where(M.parent == menu_id).order_by(M.position, M.name):
+            if row.name not in seen:
+                self.delete_menu(row, items.line)
+                self.change(f"- {what} > {row.name}")
+
+    def delete_menu(self, row: m.CallMenu, line: int) -> None:
+        """A menu and everything below it (its queue goes with it)."""
+        M = m.CallMenu
+        for child in M.select().where(M.parent == row.id):
+            self.delete_menu(child, line)
+        self.delete("call-menu", row.id, line)
 
 
 TARGETS = ("userId", "teamId", "onCallDutyPolicyScheduleId")

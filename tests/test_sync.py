@@ -193,7 +193,8 @@ def test_problems_name_file_and_line_and_nothing_is_applied(url):
         return next(i for i, line in enumerate(lines, 1) if text in line)
 
     assert info.value.problems == [
-        f"acme.yaml:{len(lines) + 1}: unknown key 'extra' (keys: project, users, teams, schedules, policies)",
+        f"acme.yaml:{len(lines) + 1}: unknown key 'extra' (keys: project, users, teams, schedules, policies, "
+        "outboundNumbers, menus)",
         f"acme.yaml:{line_of('members:')}: team Database: members: no user with email 'nobody@example.com' "
         "(neither in this file nor in the project)",
         f"acme.yaml:{line_of('handoffTime')}: schedule Primary: layer 1: handoffTime: '9h' is not a time of day "
@@ -258,3 +259,169 @@ def test_the_cli(tmp_path):
     broken.write_text("project: Acme\nteams:\n  - name: X\n    members: [ghost@example.com]\n")
     failed = hotline("sync", str(broken))
     assert failed.returncode == 1 and f"{broken}:4: team X: members: no user with email" in failed.stderr
+
+
+# -- the contact center: agents, outbound numbers, menus ------------------------------------------------
+
+CONTACT_CENTER = (ACME
+                  .replace("    name: Alice\n", "    name: Alice\n    agent: true\n")
+                  .replace("    name: Bob\n", "    name: Bob\n    agent:\n      number: 1002\n"
+                                             "      canMakeOutboundCalls: false\n"
+                                             "      availability: Unavailable\n")
+                  + textwrap.dedent("""\
+    outboundNumbers:
+      - number: "+1 415 555 0190"
+        name: Sales US
+        default: true
+      - "+44 20 7946 0958"
+    menus:
+      - name: Main
+        type: ivr_menu
+        message: Welcome to Acme.
+        languages: [en, fr]
+        timeZone: Europe/Paris
+        openingHours:
+          - daily: 08:00-20:00
+            days: [Mon, Tue, Wed, Thu, Fri]
+        routingNumber: "+1 415 555 0150"
+        outboundNumber: "+1 415 555 0190"
+        children:
+          - name: Sales
+            offer: cascade
+            groupDelaySeconds: 15
+            recording: ask
+            queue:
+              - alice@example.com
+              - agent: bob@example.com
+                group: 2
+          - name: Database emergencies
+            policy: db-on-call
+    """))
+
+
+def cc_state() -> dict:
+    project = m.Project.get(m.Project.name == "Acme")
+    users = {u.email: (u.isAgent, u.agentNumber, u.canMakeOutboundCalls, u.agentAvailability)
+             for u in m.User.select().where(m.User.project == project.id)}
+    numbers = sorted((n.phoneNumber, n.name, n.isDefault) for n in m.OutboundPhoneNumber.select())
+    M, A = m.CallMenu, m.CallMenuAgent
+    emails = {u.id: u.email for u in m.User.select()}
+    menus = {}
+    for row in M.select().order_by(M.position):
+        parent = M.get_by_id(row.parentId).name if row.parentId else None
+        menus[row.name] = (parent, row.position, row.menuType, row.languages, row.routingPhoneNumber,
+                           len(row.openingHours), row.offerType, row.cascadeGroupDelaySeconds, row.recordingOption,
+                           row.incomingCallPolicyId is not None, row.outboundPhoneNumberId is not None,
+                           sorted((emails[a.userId], a.groupNumber) for a in A.select().where(A.callMenu == row.id)))
+    return {"users": users, "numbers": numbers, "menus": menus}
+
+
+def test_contact_center_applied_twice_changes_nothing_the_second_time(url):
+    dry = apply(url, CONTACT_CENTER, dry_run=True)
+    first = apply(url, CONTACT_CENTER)
+    assert first.changes == dry.changes and len(first.changes) == 18 + 7  # the on-call part, and these
+    cc_changes = [c for c in first.changes if "menu" in c or "outbound" in c]
+    assert cc_changes == [
+        "+ outbound number +14155550190 (default)",
+        "+ outbound number +442079460958",
+        "+ menu Main",
+        "+ menu Main > Sales",
+        "+ menu Main > Sales: queue: alice@example.com (group 1)",
+        "+ menu Main > Sales: queue: bob@example.com (group 2)",
+        "+ menu Main > Database emergencies",
+    ]
+    before = read(url, counts)
+    snapshot = read(url, cc_state)
+    assert apply(url, CONTACT_CENTER).changes == []
+    assert read(url, counts) == before and read(url, cc_state) == snapshot
+    assert snapshot == {
+        "users": {"alice@example.com": (True, None, True, "Available"),
+                  "bob@example.com": (True, "1002", False, "Unavailable"),
+                  "carol@example.com": (False, None, True, "Available")},
+        "numbers": [("+14155550190", "Sales US", True), ("+442079460958", None, False)],
+        "menus": {
+            "Main": (None, 0, "ivr_menu", ["en", "fr"], "+14155550150", 1, "multicast", 30, "never", False, True, []),
+            "Sales": ("Main", 0, "ivr_menu", ["en"], None, 0, "cascade", 15, "ask", False, False,
+                      [("alice@example.com", 1), ("bob@example.com", 2)]),
+            "Database emergencies": ("Main", 1, "ivr_menu", ["en"], None, 0, "multicast", 30, "never", True, False,
+                                     []),
+        },
+    }
+
+
+def test_contact_center_lists_are_the_whole_truth(url):
+    apply(url, CONTACT_CENTER)
+    edited = (CONTACT_CENTER
+              .replace('    name: Sales US\n    default: true\n  - "+44 20 7946 0958"\n',
+                       '    name: Sales US\n  - number: "+44 20 7946 0958"\n    default: true\n')
+              .replace("          - agent: bob@example.com\n            group: 2\n", "")
+              .replace("          - alice@example.com\n", "          - agent: alice@example.com\n"
+                                                     "            group: 3\n")
+              .replace("      - name: Database emergencies\n        policy: db-on-call\n", "")
+              .replace("    languages: [en, fr]\n", "    languages: [en]\n")
+              .replace("    agent: true\n", "    agent: false\n", 1))
+    result = apply(url, edited)
+    assert result.changes == [
+        "~ user alice@example.com: isAgent True -> False",
+        "~ outbound number +14155550190: isDefault True -> False",
+        "~ outbound number +442079460958: isDefault False -> True",
+        "~ menu Main: languages ['en', 'fr'] -> ['en']",
+        "~ menu Main > Sales: queue: alice@example.com: group 1 -> 3",
+        "- menu Main > Sales: queue bob@example.com",
+        "- menu Main > Database emergencies",
+    ]
+    assert apply(url, edited).changes == []
+    state = read(url, cc_state)
+    assert state["numbers"] == [("+14155550190", "Sales US", False), ("+442079460958", None, True)]
+    assert set(state["menus"]) == {"Main", "Sales"}
+    assert state["menus"]["Sales"][-1] == [("alice@example.com", 3)]
+    # The queue goes, the policy comes: the same menu becomes a leaf handing calls to the policy.
+    to_policy = edited.replace("        queue:\n          - agent: alice@example.com\n"
+                               "            group: 3\n", "        queue: []\n        policy: db-on-call\n")
+    assert apply(url, to_policy).changes == ["- menu Main > Sales: queue alice@example.com",
+                                             "~ menu Main > Sales: policy none -> db-on-call"]
+    assert apply(url, to_policy).changes == []
+
+
+def test_contact_center_problems_name_the_line_and_nothing_is_applied(url):
+    bad = (CONTACT_CENTER
+           .replace("    languages: [en, fr]\n", "    languages: [en, xx]\n")
+           .replace('  - "+44 20 7946 0958"\n', '  - number: "+44 20 7946 0958"\n    default: true\n')
+           .replace("        policy: db-on-call\n", "        policy: no-such-policy\n"))
+    lines = bad.splitlines()
+
+    def line_of(text, start=0):
+        return next(i for i, line in enumerate(lines, 1) if text in line and i > start)
+
+    with pytest.raises(sync.SyncError) as info:
+        apply(url, bad)
+    assert info.value.problems == [
+        f"acme.yaml:{line_of('default: true', line_of('+44 20'))}: outbound number +442079460958: only one "
+        f"outbound number can be the default (line {line_of('default: true')} is already)",
+        f"acme.yaml:{line_of('languages')}: menu Main: languages: Language 'xx' is not found (ISO 639-1 codes: "
+        "two lowercase letters, e.g. en, fr)",
+    ]
+    assert read(url, counts) == {name: 0 for name in read(url, counts)}
+    # An agent who is not one, a leaf with a policy and a queue, an unknown policy: each said at its line.
+    for old, new, marker, problem in (
+        ("      availability: Unavailable\n", "      availability: Away\n", "availability",
+         "user bob@example.com: agent: availability must be one of Available, Unavailable, not 'Away'"),
+        ("    agent: true\n", "", "- alice@example.com",
+         "data.userId: the user 'Alice' is not an agent: set isAgent to true on the user first"),
+        ("        policy: db-on-call\n", "        policy: no-such-policy\n", "no-such-policy",
+         "menu Main > Database emergencies: no Incoming Call Policy with the slug or name 'no-such-policy' "
+         "(neither in this file nor in the project)"),
+        ("        recording: ask\n", "        recording: ask\n        policy: db-on-call\n", "policy: db-on-call",
+         "data.incomingCallPolicyId: this menu has 2 agent(s) in its queue"),
+        ("      - name: Database emergencies\n",
+         "      - name: Database emergencies\n        routingNumber: '+1 415 555 0151'\n", "Database emergencies",
+         "data.routingPhoneNumber: only a root menu (without parentId) has a routing phone number"),
+    ):
+        assert old in CONTACT_CENTER
+        text = CONTACT_CENTER.replace(old, new)
+        line = next(i for i, content in enumerate(text.splitlines(), 1) if marker in content)
+        with pytest.raises(sync.SyncError) as info:
+            apply(url, text)
+        assert info.value.problems[0].startswith(f"acme.yaml:{line}: {problem}"), \
+            (line, info.value.problems)
+        assert read(url, counts)["CallMenu"] == 0

@@ -47,9 +47,10 @@ class Graph:
 
 
 async def build_graph(api, name: str = "Graph", project_id: str | None = None, key: str | None = None) -> Graph:
-    """A project (new unless given) with labels, users, numbers, a team and member, an on-call schedule
-    (two layers, their users, an override), a policy with three escalation rules (a user, the team, the
-    schedule), and one row of each log."""
+    """A project (new unless given) with labels, users (one an agent), numbers, a team and member, an
+    on-call schedule (two layers, their users, an override), a policy with three escalation rules (a
+    user, the team, the schedule), the contact center's configuration (outbound numbers, a menu tree
+    with a queue agent, end users, a ticket), and one row of each log."""
     if project_id is None:
         tenant = await api.tenant(name, roles=("owner",))
         project_id, key = tenant.project_id, tenant.owner
@@ -67,7 +68,8 @@ async def build_graph(api, name: str = "Graph", project_id: str | None = None, k
     label2 = await make("label", "label2", {"name": f"db-{tok}"})
     user = await make("user", "user", {"name": "Alice", "email": f"alice-{tok}@example.com",
                                        "timeZone": "Europe/Paris"})
-    user2 = await make("user", "user2", {"name": "Bob", "email": f"bob-{tok}@example.com"})
+    user2 = await make("user", "user2", {"name": "Bob", "email": f"bob-{tok}@example.com", "isAgent": True,
+                                         "agentNumber": f"A-{tok}", "avatarUrl": "https://example.com/bob.png"})
     phone = unique_phone()
     await make("user-incoming-call-number", "number", {"userId": user, "phoneNumber": phone})
     await make("user-incoming-call-number", "number2",
@@ -102,6 +104,28 @@ async def build_graph(api, name: str = "Graph", project_id: str | None = None, k
     await make("incoming-call-policy-escalation-rule", "rule3",
                {"incomingCallPolicyId": policy, "name": "Then whoever is on call",
                 "onCallDutyPolicyScheduleId": schedule})
+
+    # The contact center: outbound numbers, a menu tree (a root with a routing number, a queue, a leaf
+    # handing calls to the policy), an agent in the queue, end users and a ticket.
+    outbound = await make("outbound-phone-number", "outbound", {"phoneNumber": unique_phone(), "name": f"Sales {tok}",
+                                                                "isDefault": True})
+    await make("outbound-phone-number", "outbound2", {"phoneNumber": unique_phone()})
+    root = await make("call-menu", "menu", {
+        "name": f"Main {tok}", "routingPhoneNumber": unique_phone(), "outputMessage": "Welcome to Acme.",
+        "languages": ["en", "fr"], "timeZone": "Europe/Paris", "outboundPhoneNumberId": outbound,
+        "openingHours": [{"type": "Daily", "startTime": "08:00", "endTime": "20:00"}]})
+    queue = await make("call-menu", "menu_queue", {
+        "name": f"Sales {tok}", "parentId": root, "position": 0, "offerType": "cascade",
+        "cascadeGroupDelaySeconds": 15, "recordingOption": "ask", "redirectionMenuId": root,
+        "redirectionNumber": unique_phone()})
+    await make("call-menu", "menu_policy", {"name": f"Ops {tok}", "parentId": root, "position": 1,
+                                            "incomingCallPolicyId": policy})
+    await make("call-menu-agent", "menu_agent", {"callMenuId": queue, "userId": user2, "groupNumber": 1})
+    end_user = await make("end-user", "end_user", {"name": f"Eve {tok}", "phoneNumber": unique_phone(),
+                                                   "identifier": f"cust-{tok}", "outContactId": f"crm-{tok}"})
+    await make("end-user", "end_user2", {"identifier": f"anon-{tok}"})
+    await make("crm-ticket", "ticket", {"ticketId": f"T-{tok}", "endUserId": end_user,
+                                        "url": f"https://crm.example.com/T-{tok}"})
 
     started = dt.datetime(2024, 5, 1, 12, 0, 0)
     log = await IncomingCallLog.acreate(

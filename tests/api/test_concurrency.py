@@ -84,3 +84,26 @@ async def test_a_lock_held_past_busy_timeout_is_a_503(tmp_path, config, aiohttp_
         holder.close()
         await client.close()
         await db.close_pool()
+
+
+async def test_concurrent_defaults_and_routing_numbers_keep_their_rules(busy_api):
+    """Rules across rows hold under concurrent writers: at most one default outbound number, and a
+    routing number given to a menu and a policy at once goes to exactly one of them."""
+    from tests.api.factories import unique_phone
+
+    api = busy_api
+    acme = await api.tenant("Acme", roles=("owner",))
+    answers = await asyncio.gather(*[
+        api.call("POST", "/api/outbound-phone-number", acme.owner,
+                 {"data": {"phoneNumber": unique_phone(), "isDefault": True}}, expect=None) for _ in range(12)])
+    assert [status for status, _ in answers] == [200] * 12, answers
+    defaults = await api.post("/api/outbound-phone-number/count", acme.owner, {"query": {"isDefault": True}})
+    assert defaults == {"count": 1}
+    for _ in range(3):
+        number = unique_phone()
+        answers = await asyncio.gather(*[
+            api.call("POST", f"/api/{path}", acme.owner, {"data": {"name": f"{path} {i}", "routingPhoneNumber": number}},
+                     expect=None)
+            for i in range(4) for path in ("call-menu", "incoming-call-policy")])
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == [200] + [409] * 7, answers

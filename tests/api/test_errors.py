@@ -107,7 +107,8 @@ async def test_409_duplicate_routing_number(api, acme, config):
     status, body = await api.call("POST", "/api/incoming-call-policy", other.owner,
                                   {"data": {"name": "Two", "routingPhoneNumber": "4155550142"}}, expect=None)
     assert status == 409
-    assert body == {"error": "The routing phone number +14155550142 is already used by another Incoming Call Policy."}
+    assert body == {"error": "The routing phone number +14155550142 is already used by an Incoming Call Policy of "
+                             "another project: a number routes to one Call Menu or Incoming Call Policy."}
 
 
 async def test_429_rate_limit_per_key(api, acme, config, aiohttp_client):

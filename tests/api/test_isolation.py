@@ -13,7 +13,15 @@ import pytest
 
 from api.registry import BY_PATH, RESOURCES
 from api.resources import SCHEMAS
-from ivr.store.models import CallLog, IncomingCallLog, IncomingCallLogItem, IncomingCallPolicyLabel
+from ivr.store.models import (
+    CallLog,
+    CallMenu,
+    CallMenuAgent,
+    CrmTicket,
+    IncomingCallLog,
+    IncomingCallLogItem,
+    IncomingCallPolicyLabel,
+)
 from tests.api.conftest import new_id
 from tests.api.factories import LOGS, Graph, build_graph, snapshot, token, unique_phone
 
@@ -48,7 +56,13 @@ async def _cross_links(a: Graph, b: Graph) -> None:
     call = await CallLog.acreate(project=a.project_id, toNumber=unique_phone(), user=b["user"], teamId=b["team"],
                                  status="Missed Call")
     await IncomingCallPolicyLabel.acreate(incomingCallPolicy=a["policy"], label=b["label"])
-    for path, row in (("incoming-call-log", log), ("incoming-call-log-item", item), ("call-log", call)):
+    menu = await CallMenu.acreate(project=a.project_id, name=f"Corrupt {token()}", parent=b["menu"],
+                                  redirectionMenu=b["menu"], incomingCallPolicy=b["policy"],
+                                  outboundPhoneNumber=b["outbound"])
+    agent = await CallMenuAgent.acreate(project=a.project_id, callMenu=a["menu_queue"], user=b["user2"])
+    ticket = await CrmTicket.acreate(project=a.project_id, ticketId=f"T-corrupt-{token()}", endUser=b["end_user"])
+    for path, row in (("incoming-call-log", log), ("incoming-call-log-item", item), ("call-log", call),
+                      ("call-menu", menu), ("call-menu-agent", agent), ("crm-ticket", ticket)):
         a.ids[path].append(str(row.id))
 
 
@@ -87,6 +101,11 @@ def update_data(path: str) -> dict:
         "incoming-call-log": {"status": "Failed"},
         "incoming-call-log-item": {"status": "Failed"},
         "call-log": {"status": "Error"},
+        "outbound-phone-number": {"name": "Hijacked", "isDefault": True},
+        "call-menu": {"name": "Hijacked", "state": "manual_redirection"},
+        "call-menu-agent": {"groupNumber": 2},
+        "end-user": {"name": "Mallory", "phoneNumber": unique_phone()},
+        "crm-ticket": {"url": "https://evil.example.com/"},
     }[path]
 
 
@@ -116,6 +135,17 @@ async def create_data(api, a: Graph, path: str) -> dict:
     if path == "on-call-duty-policy-schedule-override":
         return {"onCallDutyPolicyScheduleId": a["schedule"], "userId": a["user"],
                 "startsAt": "2024-02-01T00:00:00Z", "endsAt": "2024-02-02T00:00:00Z"}
+    if path == "outbound-phone-number":
+        return {"phoneNumber": unique_phone(), "isDefault": True}
+    if path == "call-menu":
+        return {"name": f"Menu {token()}", "parentId": a["menu"]}
+    if path == "call-menu-agent":
+        user = await api.create("user", a.key, {"name": "Agent", "isAgent": True})
+        return {"callMenuId": a["menu_queue"], "userId": user["_id"]}
+    if path == "end-user":
+        return {"name": "Carol", "phoneNumber": unique_phone()}
+    if path == "crm-ticket":
+        return {"ticketId": f"T-{token()}", "endUserId": a["end_user"]}
     return {"status": "Completed"}  # logs: refused before the data is looked at
 
 
@@ -306,7 +336,14 @@ CROSS_CREATE = [
                    "startsAt": "2024-02-01T00:00:00Z", "endsAt": "2024-02-02T00:00:00Z"}),
     ("on-call-duty-policy-schedule-override", "userId",
      lambda a, b: {"onCallDutyPolicyScheduleId": a["schedule"], "userId": b["user"],
-                   "startsAt": "2024-02-01T00:00:00Z", "endsAt": "2024-02-02T00:00:00Z"}),
+                   "startsAt": "2024-02-01T00:00:00Z", "endsAt": "2024-02-02T00:00:00Z"}),    ("call-menu", "parentId", lambda a, b: {"name": f"M {token()}", "parentId": b["menu"]}),
+    ("call-menu", "redirectionMenuId", lambda a, b: {"name": f"M {token()}", "redirectionMenuId": b["menu"]}),
+    ("call-menu", "incomingCallPolicyId", lambda a, b: {"name": f"M {token()}", "incomingCallPolicyId": b["policy"]}),
+    ("call-menu", "outboundPhoneNumberId",
+     lambda a, b: {"name": f"M {token()}", "outboundPhoneNumberId": b["outbound"]}),
+    ("call-menu-agent", "callMenuId", lambda a, b: {"callMenuId": b["menu_queue"], "userId": a["user2"]}),
+    ("call-menu-agent", "userId", lambda a, b: {"callMenuId": a["menu_queue"], "userId": b["user2"]}),
+    ("crm-ticket", "endUserId", lambda a, b: {"ticketId": f"T-{token()}", "endUserId": b["end_user"]}),
 ]
 
 
@@ -333,7 +370,12 @@ CROSS_UPDATE = [
     ("incoming-call-policy-escalation-rule", "rule3", "onCallDutyPolicyScheduleId",
      lambda b: {"onCallDutyPolicyScheduleId": b["schedule"]}),
     ("on-call-duty-policy-schedule-layer-user", "layer_user", "userId", lambda b: {"userId": b["user"]}),
-    ("on-call-duty-policy-schedule-override", "override", "userId", lambda b: {"userId": b["user"]}),
+    ("on-call-duty-policy-schedule-override", "override", "userId", lambda b: {"userId": b["user"]}),    ("call-menu", "menu_queue", "parentId", lambda b: {"parentId": b["menu"]}),
+    ("call-menu", "menu_queue", "redirectionMenuId", lambda b: {"redirectionMenuId": b["menu"]}),
+    ("call-menu", "menu_policy", "incomingCallPolicyId", lambda b: {"incomingCallPolicyId": b["policy"]}),
+    ("call-menu", "menu", "outboundPhoneNumberId", lambda b: {"outboundPhoneNumberId": b["outbound"]}),
+    ("crm-ticket", "ticket", "endUserId", lambda b: {"endUserId": b["end_user"]}),
+    ("end-user", "end_user", "projectId", lambda b: {"projectId": b.project_id}),
 ]
 
 
