@@ -152,3 +152,122 @@ def test_lost_connected_call_finishes_by_nobody_known():
     out = f.handle(Lost(), 9.0)
     assert call_updates(out)["status"] is CallStatus.FINISHED
     assert call_updates(out)["disconnected_by"] is DisconnectedBy.UNKNOWN and f.is_finished
+
+
+# -- properties: random telephony ---------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ivr.core.vocabulary import CancelTimer, StartTimer, StopPlayback  # noqa: E402
+from ivr.core.contact_center.outbound import Ringback  # noqa: E402
+
+TERMINAL_PARTICIPANT = {ParticipantStatus.FINISHED, ParticipantStatus.FAILED}
+
+
+class World:
+    """Plays Asterisk: offers every event that could come next, and checks the promises after each step:
+    the call ends exactly once (finished or failed, with ended_at), each participant ends exactly once,
+    the end user is dialed only after the agent answered, a bridge joins two answered legs once,
+    every leg started is hung up or ended, and a live call always waits for something (a timer, a
+    playback, a leg) so natural progress alone ends it."""
+
+    def __init__(self, choices: int):
+        numbers = tuple(f"+1339219527{i}" for i in range(choices))
+        self.f = flow(outbound_number=None if choices else "+13392195276", choices=numbers)
+        self.now = 0.0
+        self.timers: dict[str, float] = {}
+        self.playing: set[str] = set()
+        self.live: set[str] = set()      # legs dialed and not yet gone
+        self.up: set[str] = set()        # legs that answered
+        self.bridged = 0
+        self.call: dict = {}
+        self.parties: dict = {AGENT: {}, END_USER: {}}
+        self.terminal_updates = 0
+        self.step(Started())
+
+    def step(self, event) -> None:
+        assert not self.f.is_finished
+        self.now += 0.5
+        out = self.f.handle(event, self.now)
+        for c in out:
+            if isinstance(c, DialParty):
+                if c.party is END_USER:
+                    assert self.f.agent_leg in self.up, "the end user is dialed only after the agent answered"
+                self.live.add(c.leg_id)
+            elif isinstance(c, StartTimer):
+                self.timers[c.timer_id] = c.at
+            elif isinstance(c, CancelTimer):
+                self.timers.pop(c.timer_id, None)
+            elif isinstance(c, Play):
+                self.playing.add(c.playback_id)
+            elif isinstance(c, StopPlayback):
+                self.playing.discard(c.playback_id)
+            elif isinstance(c, BridgeParties):
+                assert {c.agent_leg, c.end_user_leg} <= self.up & self.live
+                self.bridged += 1
+            elif isinstance(c, HangupLeg):
+                self.live.discard(c.leg_id)
+            elif isinstance(c, UpdateCall):
+                if c.status in (CallStatus.FINISHED, CallStatus.FAILED):
+                    self.terminal_updates += 1
+                    assert c.ended_at is not None
+                self.call.update(c.changes())
+            elif isinstance(c, UpdateParticipant):
+                before = self.parties[c.party].get("status")
+                assert before not in TERMINAL_PARTICIPANT, f"{c.party} ended twice"
+                self.parties[c.party].update(c.changes())
+            else:
+                assert isinstance(c, Ringback), c
+        assert self.bridged <= 1 and self.terminal_updates <= 1
+        if self.f.is_finished:
+            assert self.terminal_updates == 1 and not self.live, "every leg is hung up or gone at the end"
+            assert all(p.get("status") in TERMINAL_PARTICIPANT for p in self.parties.values())
+        else:
+            assert self.timers or self.playing or self.live, "a live call always waits for something"
+
+    def options(self) -> list:
+        out = [TimerFired(t) for t in self.timers] + [PlaybackFinished(p) for p in self.playing]
+        for leg in self.live:
+            out.append(LegEnded(leg, "hangup" if leg in self.up else "busy"))
+            if leg not in self.up:
+                out += [LegAnswered(leg), LegEnded(leg, "no_answer"), LegEnded(leg, "rejected"),
+                        LegEnded(leg, "failed")]
+            else:
+                out += [DigitPressed(leg, d) for d in "129#"]
+        return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 3), st.lists(st.integers(0, 1000), min_size=40, max_size=40))
+def test_random_telephony_always_ends_the_call_truthfully(choices, picks):
+    world = World(choices)
+    for pick in picks:
+        if world.f.is_finished:
+            break
+        options = world.options()
+        event = options[pick % len(options)]
+        if isinstance(event, LegAnswered):
+            world.up.add(event.leg_id)
+        elif isinstance(event, LegEnded):
+            world.live.discard(event.leg_id)
+        elif isinstance(event, (TimerFired,)):
+            world.timers.pop(event.timer_id, None)
+        elif isinstance(event, PlaybackFinished):
+            world.playing.discard(event.playback_id)
+        world.step(event)
+    # Natural progress (timers, playbacks, legs hanging up) alone ends whatever is left.
+    for _ in range(50):
+        if world.f.is_finished:
+            break
+        if world.timers:
+            timer = min(world.timers, key=world.timers.get)
+            world.timers.pop(timer)
+            world.step(TimerFired(timer))
+        elif world.playing:
+            world.step(PlaybackFinished(world.playing.pop()))
+        else:
+            leg = sorted(world.live)[0]
+            world.live.discard(leg)
+            world.step(LegEnded(leg, "hangup"))
+    assert world.f.is_finished
