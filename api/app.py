@@ -9,7 +9,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from api import auth
+from api import auth, ccai
 from api.actions import ACTIONS, Action
 from api.actions import Request as ActionRequest
 from api.errors import BadRequest, Unauthorized, error_middleware
@@ -79,6 +79,12 @@ async def principal_of(request: web.Request) -> auth.Principal:
         raise Unauthorized("Missing API key: send it in the ApiKey header.")
     if len(key) > 200 or not key.isascii():
         raise Unauthorized("Invalid API key.")
+    return await principal_for_key(request, key)
+
+
+async def principal_for_key(request: web.Request, key: str, project_id=None) -> auth.Principal:
+    """The principal of an API key (cached a few seconds), not expired, within its rate limit;
+    ``project_id``: the key must be one of that project's (the calls API's HTTP Basic username)."""
     app = request.app
     key_hash = auth.hash_key(key)
     principal = app[KEYS].get(key_hash)
@@ -86,6 +92,8 @@ async def principal_of(request: web.Request) -> auth.Principal:
         principal = await app[READ](auth.load_principal, key)
         app[KEYS].put(key_hash, principal)
     auth.check_not_expired(principal)
+    if project_id is not None and principal.project_id != project_id:
+        raise Unauthorized("Invalid credentials: this API key is not one of that project's.")
     app[LIMITER].check(principal.key_id)
     return principal
 
@@ -242,4 +250,5 @@ def create_app(config: Config, db=None, *, api: bool = True) -> web.Application:
             app.router.add_routes(action_routes(action))
         for resource in RESOURCES:
             app.router.add_routes(resource_routes(resource))
+        app.router.add_routes(ccai.routes(ccai.Hooks(principal_for_key, read_body, context_of)))
     return app
