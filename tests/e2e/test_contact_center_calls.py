@@ -82,13 +82,13 @@ class Desk:
         return await hotline.db.run(build)
 
     @property
-    def auth(self) -> aiohttp.BasicAuth:
-        return aiohttp.BasicAuth(str(self.project.id), self.key)
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": aiohttp.encode_basic_auth(str(self.project.id), self.key)}
 
     async def request(self, method: str, path: str, body=None) -> tuple[int, object]:
         async with aiohttp.ClientSession() as session:
             async with session.request(method, f"{self.hotline.base_url}/apps/api/v1/calls{path}", json=body,
-                                       auth=self.auth) as resp:
+                                       headers=self.auth) as resp:
                 return resp.status, await resp.json()
 
     async def call(self, **extra) -> tuple[int, object]:
