@@ -1014,3 +1014,11 @@ async def test_call_objects_match_the_openapi_document(cc):
     jsonschema.Draft202012Validator(listed).validate(await cc.get(CALLS))
     assert calls[1]["recording_permission"] == "recording_permission_granted"
     assert calls[2]["parent_id"] == calls[1]["id"]
+
+
+async def test_simultaneous_incoming_calls_from_a_new_number_make_one_end_user(cc):
+    body = {"call_type": "Voice Inbound (API)", "menu_id": cc["lock_star"].numericId,
+            "end_user_number": "+1 760-867-5309"}
+    results = await asyncio.gather(*(cc.post(body) for _ in range(4)))
+    assert [status for status, _ in results] == [201] * 4
+    assert len({payload["end_user"]["id"] for _, payload in results}) == 1
