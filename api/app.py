@@ -240,7 +240,7 @@ def create_app(config: Config, db=None, *, api: bool = True) -> web.Application:
     app = new_app(config, middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[KEYS] = auth.KeyCache()
     app[LIMITER] = auth.RateLimiter(config.api.rate_limit)
-    app[OPENAPI] = build_openapi(RESOURCES, ACTIONS)
+    app[OPENAPI] = build_openapi(RESOURCES, ACTIONS, ccai.openapi())
     app.cleanup_ctx.append(database_context(config, db))
     app.router.add_get("/api/health", health, allow_head=False)
     app.router.add_get("/api/ready", ready, allow_head=False)

@@ -52,7 +52,8 @@ NOT_FOUND = "Resource not found"
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Basic realm="Hotline calls API", charset="UTF-8"'}
 MAX_PER = 100
 DEFAULT_PER = 25
-MAX_OFFSET = 10**9
+MAX_PAGE = 10**7
+DIRECTIONS = ("DESC", "ASC", "desc", "asc")
 
 
 @dataclass(frozen=True)
@@ -281,12 +282,12 @@ def parse_list(query) -> ListRequest:
         if len(query.getall(name)) > 1:
             raise BadRequest(f"{name} is given more than once")
     per = _whole(query, "per", DEFAULT_PER, 1, MAX_PER)
-    page = _whole(query, "page", 1, 1, MAX_OFFSET // per + 1)
+    page = _whole(query, "page", 1, 1, MAX_PAGE)
     sort_column = query.get("sort_column", "id")
     if sort_column not in ("id", "created_at", "ends_at"):
         raise BadRequest("sort_column must be one of id, created_at, ends_at")
     direction = query.get("sort_direction", "DESC")
-    if direction.upper() not in ("ASC", "DESC"):
+    if direction not in DIRECTIONS:
         raise BadRequest("sort_direction must be ASC or DESC")
     status = query.get("status")
     if status is not None and status not in {s.value for s in CallStatus}:
@@ -425,3 +426,188 @@ def routes(hooks: Hooks) -> list[web.RouteDef]:
         web.patch(PREFIX + "/{id}/customer_flag", patch_flags),
         web.get(PREFIX + "/{id}/recording", recording, allow_head=False),
     ]
+
+
+# -- the OpenAPI document -------------------------------------------------------------------------
+
+_NULL_INT = {"type": ["integer", "null"]}
+_NULL_TEXT = {"type": ["string", "null"]}
+_NULL_DATE = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _enum(enum_class, nullable: bool = False) -> dict:
+    values = [member.value for member in enum_class]
+    return {"type": ["string", "null"], "enum": [*values, None]} if nullable else {"type": "string", "enum": values}
+
+
+def _object(properties: dict, nullable: bool = False) -> dict:
+    schema = {"type": "object", "additionalProperties": False, "required": list(properties), "properties": properties}
+    return {"anyOf": [schema, {"type": "null"}]} if nullable else schema
+
+
+def openapi() -> dict:
+    """The calls API's paths and schemas for /api/openapi.json (merged by api/openapi.py)."""
+    from ivr.core.contact_center import vocabulary as v
+
+    menu_path = _object({"items_count": {"type": "integer"}, "name": {"type": "string"},
+                         "materialized_path": {"type": "string", "description": "numericIds from the root, e.g. 1/5/9"}},
+                        nullable=True)
+    participant = _object({
+        "id": {"type": "integer"}, "type": _enum(v.ParticipantType), "status": _enum(v.ParticipantStatus),
+        "call_id": {"type": "integer"}, "user_id": _NULL_INT, "end_user_id": _NULL_INT,
+        "call_duration": _NULL_INT, "hold_duration": _NULL_INT, "connected_at": _NULL_DATE, "ended_at": _NULL_DATE,
+        "fail_reason": _enum(v.FailReason)})
+    call = _object({
+        "id": {"type": "integer"}, "parent_id": _NULL_INT, "lang": {"type": "string"},
+        "call_type": _enum(v.CallType), "status": _enum(v.CallStatus),
+        "created_at": {"type": "string", "format": "date-time"}, "queued_at": _NULL_DATE, "assigned_at": _NULL_DATE,
+        "connected_at": _NULL_DATE, "ends_at": _NULL_DATE, "scheduled_at": _NULL_DATE,
+        "wait_duration": {"type": "integer"}, "call_duration": {"type": "integer"},
+        "hold_duration": {"type": "integer"}, "rating": _NULL_INT, "has_feedback": {"type": "boolean"},
+        "voip_provider": {"type": "string"}, "out_ticket_id": _NULL_TEXT, "out_ticket_url": _NULL_TEXT,
+        "verified": {"type": "boolean"},
+        "recording_url": {**_NULL_TEXT, "description": "The recording route of this call, when it has a recording"},
+        "recording_permission": _enum(v.RecordingPermission), "voicemail_reason": _enum(v.VoicemailReason),
+        "deflection": _enum(v.Deflection), "disconnected_by": _enum(v.DisconnectedBy),
+        "fail_reason": _enum(v.FailReason), "fail_details": _NULL_TEXT,
+        "support_number": {**_NULL_TEXT, "description": "International format, e.g. +1 339-219-5276"},
+        "selected_menu": _object({"id": {"type": "integer"}, "name": {"type": "string"}, "parent_id": _NULL_INT,
+                                  "position": {"type": "integer"}, "deleted": {"type": "boolean"},
+                                  "menu_type": _enum(v.MenuType), "output_msg": _NULL_TEXT,
+                                  "hidden": {"type": "boolean"}}, nullable=True),
+        "menu_path": menu_path,
+        "agent_info": _object({"id": {"type": "integer"}, "agent_number": _NULL_TEXT, "name": _NULL_TEXT,
+                               "last_name": _NULL_TEXT, "first_name": _NULL_TEXT, "avatar_url": _NULL_TEXT},
+                              nullable=True),
+        "end_user": _object({"id": {"type": "integer"}, "identifier": _NULL_TEXT, "out_contact_id": _NULL_TEXT},
+                            nullable=True),
+        "photos": {"type": "array", "maxItems": 0}, "videos": {"type": "array", "maxItems": 0},
+        "transfers": {"type": "array", "maxItems": 0}, "deflection_details": {"type": "array", "maxItems": 0},
+        "participants": {"type": "array", "items": participant},
+        "offer_type": _enum(v.OfferType, nullable=True),
+        "offer_events": {"type": "array", "items": {"type": "object"}},
+        "answer_type": {"type": "string"},
+        "outbound_number": {**_NULL_TEXT, "description": "International format; null until the agent chooses one (202)"},
+    })
+    ref = {"$ref": "#/components/schemas/ContactCenterCall"}
+    flags = {"type": "object", "additionalProperties": False,
+             "required": ["verified_customer", "bad_actor", "repeat_customer"],
+             "properties": {name: {"type": "boolean"} for name in ("verified_customer", "bad_actor", "repeat_customer")}}
+    errors = {
+        "400": "Bad input; the message is the seed's (e.g. \"Agent is not available to take this call\")",
+        "401": "No credentials, or not an API key of the project named by the username (WWW-Authenticate: Basic)",
+        "403": "The key lacks the permission; the message lists what would allow it",
+        "404": "No such call in the project (\"Resource not found\")",
+        "429": "Rate limit of the API key, or the project's cap of calls per hour",
+        "503": "The database is busy with other writes: retry in a moment",
+    }
+
+    def responses(ok: dict, *codes: str) -> dict:
+        out = dict(ok)
+        for code in codes:
+            out[code] = {"description": errors[code],
+                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Message"}}}}
+        return out
+
+    def allowed(verb: str) -> str:
+        from api.auth import allowed_by
+        return "Allowed for: " + ", ".join(allowed_by(verb, TITLE)) + "."
+
+    security = [{"basic": []}]
+    tag = [TITLE]
+    id_param = [{"name": "id", "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": cc.MAX_INT},
+                 "description": "The call's id (an integer)"}]
+    number = {"type": ["string", "null"], "maxLength": 64}
+    create_body = {
+        "type": "object", "required": ["call_type"],
+        "properties": {
+            "call_type": {"type": "string", "enum": list(CALL_TYPE_NAMES)},
+            "agent_email": {"type": ["string", "null"], "description": "Outbound: the agent assigned"},
+            "ticket_id": {"type": ["string", "integer", "null"], "description": "A CRM ticket: its end user is dialed"},
+            "end_user_number": {**number, "description": "The end user's number (ticket_id wins)"},
+            "outbound_number": {**number, "description": "One of the project's outbound phone numbers"},
+            "lang": {"type": ["string", "null"], "description": "ISO 639-1 (default en)"},
+            "menu_id": {**_NULL_INT, "description": "Inbound and scheduled: the menu"},
+            "call_id": {**_NULL_INT, "description": "Scheduled: the parent call (its menu when menu_id is absent)"},
+            "scheduled_at": {"type": ["string", "null"], "description": "Scheduled: ISO 8601, in the future"},
+            "recording_permission": {"type": ["string", "null"], "enum": [*v.RECORDING_PERMISSION_NAMES, None]},
+        },
+    }
+    list_params = [
+        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+         "description": "The page, from 1"},
+        {"name": "per", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PER},
+         "description": f"Calls per page (default {DEFAULT_PER}, at most {MAX_PER})"},
+        {"name": "sort_column", "in": "query", "schema": {"type": "string", "enum": ["id", "created_at", "ends_at"]}},
+        {"name": "sort_direction", "in": "query", "schema": {"type": "string", "enum": list(DIRECTIONS)},
+         "description": "Default DESC"},
+        {"name": "status", "in": "query", "schema": _enum(v.CallStatus)},
+        {"name": "call_type", "in": "query", "schema": {"type": "string", "enum": list(CALL_TYPE_NAMES)}},
+        *({"name": name, "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": cc.MAX_INT},
+           "description": description} for name, description in (
+            ("agent_id", "The agent's id"), ("end_user_id", "The end user's id"), ("menu_id", "The menu's id"))),
+        *({"name": name, "in": "query", "schema": {"type": "string"}, "description": "ISO 8601 date-time"}
+          for name in ("created_after", "created_before")),
+    ]
+    page_headers = {name: {"schema": {"type": "string"}, "description": description} for name, description in (
+        ("Total", "The number of calls that match"), ("Per-Page", "Calls per page"), ("Page", "This page"),
+        ("Link", "The next, prev, first and last pages (RFC 8288)"))}
+    json_of = lambda schema: {"application/json": {"schema": schema}}  # noqa: E731
+    paths = {
+        PREFIX: {
+            "post": {
+                "tags": tag, "operationId": "createContactCenterCall", "summary": "Create a call", "security": security,
+                "description": "An outbound call (assigned to the agent, whose phone rings first), or an inbound or "
+                               "scheduled call of a menu (stored; placed by the menu/queue engine). " + allowed("create"),
+                "requestBody": {"required": False, "content": json_of(create_body)},
+                "responses": responses({
+                    "201": {"description": "The call", "content": json_of(ref)},
+                    "202": {"description": "Created; the agent chooses the outbound number on the keypad. The request, "
+                                           "echoed", "content": json_of({"type": "object"})},
+                }, "400", "401", "403", "429", "503"),
+            },
+            "get": {
+                "tags": tag, "operationId": "listContactCenterCalls", "summary": "List calls", "security": security,
+                "description": allowed("read"), "parameters": list_params,
+                "responses": responses({"200": {"description": "A page of calls", "headers": page_headers,
+                                                "content": json_of({"type": "array", "items": ref})}},
+                                       "400", "401", "403", "429"),
+            },
+        },
+        PREFIX + "/{id}": {"get": {
+            "tags": tag, "operationId": "getContactCenterCall", "summary": "Get a call", "security": security,
+            "description": allowed("read"), "parameters": id_param,
+            "responses": responses({"200": {"description": "The call", "content": json_of(ref)}},
+                                   "401", "403", "404", "429")}},
+        PREFIX + "/{id}/customer_flag": {
+            "get": {"tags": tag, "operationId": "getContactCenterCallCustomerFlag", "security": security,
+                    "summary": "Get the reserved data attributes of a call", "description": allowed("read"),
+                    "parameters": id_param,
+                    "responses": responses({"200": {"description": "The flags", "content": json_of(flags)}},
+                                           "401", "403", "404", "429")},
+            "patch": {"tags": tag, "operationId": "updateContactCenterCallCustomerFlag", "security": security,
+                      "summary": "Update the reserved data attributes of a call",
+                      "description": "repeat_customers is the seed's name of repeat_customer. " + allowed("update"),
+                      "parameters": id_param,
+                      "requestBody": {"required": False, "content": json_of({
+                          "type": "object", "additionalProperties": False,
+                          "properties": {name: {"type": "boolean"} for name in FLAG_NAMES}})},
+                      "responses": responses({"200": {"description": "The flags after the change",
+                                                      "content": json_of(flags)}},
+                                             "400", "401", "403", "404", "429", "503")},
+        },
+        PREFIX + "/{id}/recording": {"get": {
+            "tags": tag, "operationId": "getContactCenterCallRecording", "summary": "The recording of a call",
+            "security": security, "description": allowed("read"), "parameters": id_param,
+            "responses": responses({"200": {"description": "The recording",
+                                            "content": {"audio/wav": {"schema": {"type": "string",
+                                                                                 "format": "binary"}}}}},
+                                   "401", "403", "404", "429")}},
+    }
+    schemas = {"ContactCenterCall": call,
+               "Message": {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}}
+    return {"paths": paths, "schemas": schemas,
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic",
+                                          "description": "The calls API: username your project's id, password an "
+                                                         "API key of that project"}}}

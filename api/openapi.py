@@ -156,7 +156,8 @@ def _action_operation(action) -> dict:
     return operation
 
 
-def build_openapi(resources, actions=()) -> dict:
+def build_openapi(resources, actions=(), extra: dict | None = None) -> dict:
+    """``extra``: paths, schemas and security schemes of another API served beside (api/ccai.py)."""
     from api.resources import SCHEMAS
 
     components: dict[str, Any] = {
@@ -225,14 +226,19 @@ def build_openapi(resources, actions=()) -> dict:
         paths[f"{base}/{{id}}/delete-item"] = {"post": {**delete_op, "operationId": f"deleteItem{name}"}}
     for action in actions:
         paths.setdefault(action.path, {})[action.method.lower()] = _action_operation(action)
+    schemes = {"ApiKey": {"type": "apiKey", "in": "header", "name": "ApiKey"}}
+    if extra:
+        paths.update(extra.get("paths", {}))
+        components.update(extra.get("schemas", {}))
+        schemes.update(extra.get("securitySchemes", {}))
     return {
         "openapi": "3.1.0",
         "info": {"title": "Hotline API", "version": "1.0.0",
                  "description": "Incoming Call Policies, their escalation rules and the logs of every call, "
-                                "in OneUptime's conventions."},
+                                "in OneUptime's conventions; and the contact center's calls API "
+                                "(/apps/api/v1/calls), in CCAI Platform's."},
         "servers": [{"url": "/"}],
         "security": [{"ApiKey": []}],
         "paths": paths,
-        "components": {"schemas": components,
-                       "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "ApiKey"}}},
+        "components": {"schemas": components, "securitySchemes": schemes},
     }

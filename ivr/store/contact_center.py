@@ -1,5 +1,8 @@
 """The contact center's rows (ivr/store/models.py: CallMenu, EndUser, ContactCenterCall, ...): what
-the calls API and the call services both need to know about them.
+the calls API and the call services both need to know about them, and the calls API's store side
+(api/ccai.py speaks HTTP): :func:`plan_call` checks a ``POST /apps/api/v1/calls`` body in the seed's
+order and words, :func:`create_call` writes it, :func:`list_calls` / :func:`call_bundle` read calls
+and every row their objects show with a fixed number of queries.
 
 An outbound call is handed from the API to the call services through the outbox
 (ivr/store/outbox.py), kind :data:`OUTBOUND_CALL`, payload ``{"call": "<ContactCenterCall _id>"}``,
@@ -419,9 +422,9 @@ def create_call(plan: CallPlan, max_per_hour: int) -> uuid.UUID:
     Call = m.ContactCenterCall
     with write_transaction():
         locking = bool(m.database.obj.for_update)
+        if locking and (max_per_hour or plan.create_end_user):  # one such writer per project at a time
+            list(m.Project.select(m.Project.id).where(m.Project.id == plan.project_id).for_update())
         if max_per_hour:
-            if locking:
-                list(m.Project.select(m.Project.id).where(m.Project.id == plan.project_id).for_update())
             made = Call.select().where(Call.project == plan.project_id,
                                        Call.createdAt > now - dt.timedelta(hours=1)).count()
             if made >= max_per_hour:
@@ -436,8 +439,13 @@ def create_call(plan: CallPlan, max_per_hour: int) -> uuid.UUID:
             if agent is None or not agent.isAgent or not agent_is_available(agent) or address is None:
                 raise CallRequestError(AGENT_NOT_AVAILABLE)
         end_user_id = plan.end_user_id
-        if end_user_id is None and plan.create_end_user:
-            end_user_id = m.EndUser.create(project=plan.project_id, phoneNumber=plan.end_user_number).id
+        if end_user_id is None and plan.create_end_user:  # unless a request just before created them
+            EndUser = m.EndUser
+            existing = (EndUser.select(EndUser.id).where(EndUser.project == plan.project_id,
+                                                         EndUser.phoneNumber == plan.end_user_number)
+                        .order_by(EndUser.createdAt, EndUser.id).first())
+            end_user_id = existing.id if existing is not None else \
+                EndUser.create(project=plan.project_id, phoneNumber=plan.end_user_number).id
         outbound = plan.call_type is CallType.OUTBOUND
         status = (CallStatus.ASSIGNED if outbound else
                   CallStatus.SCHEDULED if plan.call_type is CallType.SCHEDULED else CallStatus.QUEUED)

@@ -973,3 +973,52 @@ async def test_the_agent_is_checked_again_when_the_call_is_created(cc):
     await cc.run(lambda: m.User.update(agentAvailability="Unavailable").where(m.User.id == cc["allen"].id).execute())
     with pytest.raises(CallRequestError, match="Agent is not available to take this call"):
         await cc.run(create_call, planned, 0)
+
+
+async def test_call_objects_match_the_openapi_document(cc):
+    """Real calls (an agent, a ticket's end user, menus two levels deep) as /api/openapi.json documents them."""
+    import jsonschema
+
+    resp = await cc.api.client.get("/api/openapi.json")
+    document = await resp.json()
+
+    def inline(node):
+        if isinstance(node, dict):
+            if set(node) == {"$ref"}:
+                return inline(document["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    operations = document["paths"][CALLS]
+    assert operations["post"]["security"] == [{"basic": []}]
+    assert document["components"]["securitySchemes"]["basic"] == {**document["components"]["securitySchemes"]["basic"],
+                                                                   "type": "http", "scheme": "basic"}
+    created = inline(operations["post"]["responses"]["201"]["content"]["application/json"]["schema"])
+    listed = inline(operations["get"]["responses"]["200"]["content"]["application/json"]["schema"])
+    child = await cc.run(lambda: m.CallMenu.create(project=uuid.UUID(cc.project_id), name="Child",
+                                                   parent=cc["lock_star"].id, recordingOption="ask"))
+    calls = [
+        await cc.post({"call_type": "Voice Outbound (API)", "agent_email": "admin@somedomain.com",
+                       "ticket_id": "71450"}, expect=201),
+        await cc.post({"call_type": "Voice Inbound (API)", "menu_id": child.numericId,
+                       "end_user_number": "+1 859-657-9625", "recording_permission": "recording_permission_granted"},
+                      expect=201),
+    ]
+    calls.append(await cc.post({"call_type": "Voice Scheduled (API)", "call_id": calls[1]["id"],
+                                "menu_id": cc["web"].numericId, "end_user_number": "+1 859-657-9625",
+                                "scheduled_at": FUTURE}, expect=201))
+    for call in calls:
+        jsonschema.Draft202012Validator(created).validate(call)
+    jsonschema.Draft202012Validator(listed).validate(await cc.get(CALLS))
+    assert calls[1]["recording_permission"] == "recording_permission_granted"
+    assert calls[2]["parent_id"] == calls[1]["id"]
+
+
+async def test_simultaneous_incoming_calls_from_a_new_number_make_one_end_user(cc):
+    body = {"call_type": "Voice Inbound (API)", "menu_id": cc["lock_star"].numericId,
+            "end_user_number": "+1 760-867-5309"}
+    results = await asyncio.gather(*(cc.post(body) for _ in range(4)))
+    assert [status for status, _ in results] == [201] * 4
+    assert len({payload["end_user"]["id"] for _, payload in results}) == 1

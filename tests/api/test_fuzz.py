@@ -27,6 +27,8 @@ update), and the (boundary-value) coverage phase for create, update and delete.
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime as dt
 import json
 import threading
 import urllib.error
@@ -140,18 +142,50 @@ def served(database_url, tmp_path_factory):
     app = ServedApp(database_url, _config(tmp_path_factory)).start()
     try:
         graph = app.run(app.client(lambda api: build_graph(api, "Fuzz")))
+        graph.ccai_calls = app.run(app.client(lambda api: api.db.run(_contact_center_calls, graph.project_id)))
         yield app, graph
     finally:
         app.stop()
 
 
+def _contact_center_calls(project_id: str) -> list[int]:
+    """Calls of the calls API in the fuzz project (their numericIds): one finished, with every date and a
+    recording that is gone, and its scheduled child. No agent, menu or end user: the OneUptime resources
+    of the project stay as build_graph made them."""
+    from ivr.store import models as m
+
+    at = dt.datetime(2024, 5, 1, 12, 0, 0)
+    first = m.ContactCenterCall.create(
+        project=project_id, callType="Voice Outbound (API)", status="finished", queuedAt=at, assignedAt=at,
+        connectedAt=at, endsAt=at + dt.timedelta(seconds=42), callDuration=42, endUserNumber="+18596579625",
+        outboundNumber="+13392195276", supportNumber="+13392195276", recordingFile="gone.wav", rating=4,
+        disconnectedBy="disconnected_by_agent", failDetails="none", offerType="cascade",
+        offerEvents=[{"casting_time": "2024-05-01T12:00:00.000Z", "group": "Group 1"}])
+    m.ContactCenterParticipant.create(project=project_id, call=first.id, type="end_user", status="finished",
+                                      address="+18596579625", callDuration=42, holdDuration=0, connectedAt=at,
+                                      endedAt=at + dt.timedelta(seconds=42))
+    child = m.ContactCenterCall.create(project=project_id, callType="Voice Scheduled (API)", status="scheduled",
+                                       parentCallId=first.id, scheduledAt=at + dt.timedelta(days=1),
+                                       endUserNumber="+18596579625")
+    m.ContactCenterParticipant.create(project=project_id, call=child.id, type="end_user", address="+18596579625")
+    return [first.numericId, child.numericId]
+
+
 def error_shape(ctx, response, case):
-    """Every error is a JSON object {"error": "<message>"} (DESIGN.md), documented or not."""
+    """Every error is a JSON object {"error": "<message>"} (DESIGN.md), documented or not; the calls API's
+    (/apps/...) are {"message": "<message>"}, as the CCAI seed's."""
     if response.status_code >= 400:
         body = json.loads(response.content)
-        assert isinstance(body, dict) and list(body) == ["error"] and isinstance(body["error"], str) \
-            and body["error"], f"error body {body!r}"
+        key = "message" if case.operation.path.startswith("/apps/") else "error"
+        assert isinstance(body, dict) and list(body) == [key] and isinstance(body[key], str) \
+            and body[key], f"error body {body!r}"
     return None
+
+
+def auth_headers(graph) -> dict[str, str]:
+    """The OneUptime API's header and the calls API's HTTP Basic (project id, key), for the same key."""
+    basic = base64.b64encode(f"{graph.project_id}:{graph.key}".encode()).decode()
+    return {"ApiKey": graph.key, "Authorization": f"Basic {basic}"}
 
 
 def _load(served, phases: tuple[str, ...]):
@@ -159,7 +193,7 @@ def _load(served, phases: tuple[str, ...]):
     config = schemathesis.Config.from_dict({
         "seed": SEED,
         "suppress-health-check": ["all"],
-        "headers": {"ApiKey": graph.key},
+        "headers": auth_headers(graph),
         # NUL characters: always a 400 (tested elsewhere), which would hide the rules behind them.
         "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none",
                        "allow-x00": "coverage" in phases},
@@ -174,6 +208,8 @@ def _load(served, phases: tuple[str, ...]):
     def before_generate_path_parameters(context, strategy):
         # Half the time, an id that exists (so update, delete and get-item reach the domain rules);
         # the rows are the fuzz project's own, so deletes eat into them in a fixed order.
+        if context.operation.path.startswith("/apps/"):  # the calls API: integer ids
+            return st.one_of(st.fixed_dictionaries({"id": st.sampled_from(graph.ccai_calls)}), strategy)
         resource = context.operation.path.split("/")[2]
         known = graph.ids.get(resource)
         if not known:
