@@ -270,10 +270,16 @@ def _plan_outbound(project_id: uuid.UUID, body: dict, region: str) -> CallPlan:
         if chosen is None:
             raise CallRequestError("outbound_number is not one of your outbound phone numbers")
     lang = _lang(body)
+    # Hotline's addition to the seed: the queue (menu) an outbound call is made for, optional. Its
+    # Call Recording Options apply (with recording_permission), and its outbound number is the default.
+    menu = _menu(project_id, body["menu_id"]) if body.get("menu_id") is not None else None
     permission = _recording_permission(body)
     plan = CallPlan(project_id, CallType.OUTBOUND, lang, number, permission, agent_id=agent.id,
                     end_user_id=end_user.id if end_user else None,
-                    ticket_id=ticket.ticketId if ticket else None, ticket_url=ticket.url if ticket else None)
+                    ticket_id=ticket.ticketId if ticket else None, ticket_url=ticket.url if ticket else None,
+                    menu_id=menu.id if menu else None, record_requested=_records(menu, permission))
+    if chosen is None and menu is not None and menu.outboundPhoneNumberId is not None:
+        chosen = next((n for n in numbers if n.id == menu.outboundPhoneNumberId), None)
     if chosen is None:
         chosen = _default_number(numbers)
     if chosen is not None:
@@ -291,6 +297,27 @@ def _call_by_number(project_id: uuid.UUID, numeric_id: int) -> m.ContactCenterCa
         return None
     Call = m.ContactCenterCall
     return on_reader(Call.select().where(Call.project == project_id, Call.numericId == numeric_id)).first()
+
+
+def _menu(project_id: uuid.UUID, raw_menu: Any) -> m.CallMenu:
+    """The project's menu of a request's ``menu_id`` (its integer id), or the seed's refusal."""
+    menu_number = _integer(raw_menu)
+    if menu_number is None:
+        raise CallRequestError("menu_id is not well formed")
+    Menu = m.CallMenu
+    menu = None
+    if 0 < menu_number <= MAX_INT:
+        menu = on_reader(Menu.select().where(Menu.project == project_id, Menu.numericId == menu_number)).first()
+    if menu is None:
+        raise CallRequestError(f"menu_id {menu_number} is not found")
+    return menu
+
+
+def _records(menu: m.CallMenu | None, permission: RecordingPermission) -> bool:
+    """The menu's (queue's) Call Recording Options: always, or ask and the caller granted it."""
+    option = RecordingOption(menu.recordingOption) if menu is not None else RecordingOption.NEVER
+    return option is RecordingOption.ALWAYS or (option is RecordingOption.ASK
+                                                and permission is RecordingPermission.GRANTED)
 
 
 def _plan_menu_call(project_id: uuid.UUID, body: dict, region: str, now: dt.datetime,
@@ -320,15 +347,7 @@ def _plan_menu_call(project_id: uuid.UUID, body: dict, region: str, now: dt.date
         if menu is None:
             raise CallRequestError("menu_id is required")
     else:
-        menu_number = _integer(raw_menu)
-        if menu_number is None:
-            raise CallRequestError("menu_id is not well formed")
-        Menu = m.CallMenu
-        menu = None
-        if 0 < menu_number <= MAX_INT:
-            menu = on_reader(Menu.select().where(Menu.project == project_id, Menu.numericId == menu_number)).first()
-        if menu is None:
-            raise CallRequestError(f"menu_id {menu_number} is not found")
+        menu = _menu(project_id, raw_menu)
     if scheduled:
         if menu.menuType not in (MenuType.MOBILE, MenuType.WEB):
             raise CallRequestError("Only mobile and web menu IDs are permitted")
@@ -371,7 +390,6 @@ def _plan_menu_call(project_id: uuid.UUID, body: dict, region: str, now: dt.date
         if scheduled_at <= now:
             raise CallRequestError("scheduled_at must be in the future")
     permission = _recording_permission(body)
-    option = RecordingOption(menu.recordingOption)
     numbers = _outbound_numbers(project_id)
     outbound = None
     given = _phone(body.get("outbound_number"), region)  # the seed: an invalid one means the default
@@ -387,9 +405,7 @@ def _plan_menu_call(project_id: uuid.UUID, body: dict, region: str, now: dt.date
         end_user_id=end_user.id if end_user else None, create_end_user=end_user is None,
         ticket_id=ticket.ticketId if ticket else None, ticket_url=ticket.url if ticket else None,
         outbound_number=outbound, menu_id=menu.id, offer_type=menu.offerType,
-        record_requested=option is RecordingOption.ALWAYS or (option is RecordingOption.ASK
-                                                               and permission is RecordingPermission.GRANTED),
-        parent_call_id=parent.id if parent else None, scheduled_at=scheduled_at)
+        record_requested=_records(menu, permission), parent_call_id=parent.id if parent else None, scheduled_at=scheduled_at)
 
 
 def _instant(raw: Any) -> dt.datetime | None:

@@ -531,6 +531,24 @@ async def test_recording_follows_the_menu_option_and_the_permission(cc):
     assert await record(RecordingOption.ASK, "recording_permission_not_asked") == (False, "not_asked")
 
 
+async def test_an_outbound_call_for_a_queue_takes_its_recording_option_and_outbound_number(cc):
+    """Hotline's addition: an outbound call may name the queue (menu_id) it is made for."""
+    base = {"call_type": "Voice Outbound (API)", "agent_email": "admin@somedomain.com",
+            "end_user_number": "+1 859-657-9625"}
+    await cc.refused({**base, "menu_id": 9999}, "menu_id 9999 is not found")
+    await cc.refused({**base, "menu_id": "menu_999"}, "menu_id is not well formed")
+    menu = await cc.run(lambda: m.CallMenu.create(project=uuid.UUID(cc.project_id), name="Outbound sales",
+                                                  recordingOption="ask", outboundPhoneNumber=cc["other_number"].id))
+    call = await cc.post({**base, "menu_id": menu.numericId, "recording_permission": "recording_permission_granted"},
+                         expect=201)
+    row = await call_row(cc, call["id"])
+    assert row.recordRequested and call["selected_menu"]["id"] == menu.numericId
+    assert call["outbound_number"] == "+1 760-410-8538"   # the queue's number, not the project's default
+    assert call["recording_permission"] == "recording_permission_granted"
+    without = await cc.post({**base, "agent_email": "allen@somedomain.com"}, expect=201)
+    assert not (await call_row(cc, without["id"])).recordRequested   # no queue: never recorded
+
+
 async def test_create_a_scheduled_call_with_menu_id(cc):
     menu = cc["mobile"]
     call = await cc.post({"call_type": "Voice Scheduled (API)", "lang": "en", "menu_id": menu.numericId,

@@ -85,11 +85,14 @@ class Desk:
     def auth(self) -> dict[str, str]:
         return {"Authorization": aiohttp.encode_basic_auth(str(self.project.id), self.key)}
 
-    async def request(self, method: str, path: str, body=None) -> tuple[int, object]:
+    async def request(self, method: str, path: str, body=None, *, raw: bool = False) -> tuple[int, object]:
         async with aiohttp.ClientSession() as session:
             async with session.request(method, f"{self.hotline.base_url}/apps/api/v1/calls{path}", json=body,
                                        headers=self.auth) as resp:
-                return resp.status, await resp.json()
+                return resp.status, (await resp.read() if raw else await resp.json())
+
+    async def menu(self, **fields) -> m.CallMenu:
+        return await self.hotline.db.run(lambda: m.CallMenu.create(project=self.project, name="Sales", **fields))
 
     async def call(self, **extra) -> tuple[int, object]:
         body = {"call_type": "Voice Outbound (API)", "agent_email": self.agent.email,
@@ -296,3 +299,30 @@ async def test_api_two_outbound_numbers_the_agent_chooses_on_the_keypad(hotline,
         user_result = await user.wait(10)
     assert (call["status"], call["outbound_number"]) == ("finished", "+1 760-410-8538")
     assert user_result.call.caller_number == OTHER_OUTBOUND
+
+
+async def test_api_call_for_a_queue_that_asks_is_recorded_when_granted(hotline, carrier_port):
+    async with Phone.answer(max_wait=20) as agent, Phone.answer(port=carrier_port, hold=2.0, max_wait=20):
+        desk = await Desk.open(hotline, agent)
+        menu = await desk.menu(recordingOption="ask")
+        status, created = await desk.call(menu_id=menu.numericId, recording_permission="recording_permission_granted")
+        assert status == 201, created
+        assert created["recording_permission"] == "recording_permission_granted"
+        call = await desk.final()
+    assert call["status"] == "finished" and call["recording_url"].endswith(f"/{call['id']}/recording")
+    status, wav = await desk.request("GET", f"/{call['id']}/recording", raw=True)
+    assert status == 200 and wav[:4] == b"RIFF" and wav[8:12] == b"WAVE" and len(wav) > 8000
+    other = await Desk.open(hotline, agent)  # another project's key never gets it
+    assert (await other.request("GET", f"/{call['id']}/recording"))[0] == 404
+
+
+async def test_api_call_for_a_queue_that_asks_is_not_recorded_when_denied(hotline, carrier_port):
+    async with Phone.answer(max_wait=20) as agent, Phone.answer(port=carrier_port, hold=1.0, max_wait=20):
+        desk = await Desk.open(hotline, agent)
+        menu = await desk.menu(recordingOption="ask")
+        assert (await desk.call(menu_id=menu.numericId,
+                                recording_permission="recording_permission_denied"))[0] == 201
+        call = await desk.final()
+    assert call["status"] == "finished" and call["recording_url"] is None
+    assert not any(hotline.config.recordings_dir.rglob("*.wav")) or all(
+        str(desk.project.id) not in str(p) for p in hotline.config.recordings_dir.rglob("*.wav"))
