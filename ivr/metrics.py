@@ -60,6 +60,12 @@ class Metrics:
         self.webhook_deliveries = Counter("hotline_webhook_deliveries_total",
                                           "Acknowledgement webhooks by outcome (delivered, failed)", ["outcome"],
                                           registry=self.registry)
+        self.cc_calls_in_progress = Gauge("hotline_contact_center_calls_in_progress",
+                                          "Contact-center calls (the calls API) being placed now",
+                                          registry=self.registry)
+        self.cc_calls = Counter("hotline_contact_center_calls_total",
+                                "Contact-center calls by final status and fail_reason", ["status", "fail_reason"],
+                                registry=self.registry)
         self.recent_loop_lag: collections.deque[float] = collections.deque(maxlen=20000)
         self.recent_timer_error: collections.deque[float] = collections.deque(maxlen=20000)
 

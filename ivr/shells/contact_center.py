@@ -35,6 +35,7 @@ from ivr.core.contact_center.outbound import (
     UpdateCall,
     UpdateParticipant,
 )
+from ivr.core.contact_center.vocabulary import CallStatus
 from ivr.core.vocabulary import (
     CancelTimer,
     HangupLeg,
@@ -56,6 +57,7 @@ from ivr.tts import TTSError
 log = logging.getLogger(__name__)
 
 RINGBACK_MEDIA = "tone:ring;tonezone=us"
+ENDED = frozenset({CallStatus.FINISHED, CallStatus.FAILED})
 LOST_DETAIL = "The call was lost: its controller stopped or lost Asterisk during the call."
 
 
@@ -214,6 +216,7 @@ class OutboundActor:
     # -- the call ------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.s.controller.metrics.cc_calls_in_progress.inc()
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -243,6 +246,9 @@ class OutboundActor:
     async def _execute(self, command) -> None:
         ari = self.s.ari
         if isinstance(command, UpdateCall):
+            if command.status in ENDED:
+                self.s.controller.metrics.cc_calls.labels(str(command.status),
+                                                          str(command.fail_reason or "nothing")).inc()
             if command.status is not None:
                 log.info("contact-center call %s: %s%s", self.taken.number, command.status,
                          f" ({command.fail_reason}: {command.fail_details})" if command.fail_reason else "")
@@ -348,6 +354,7 @@ class OutboundActor:
     # -- the end ---------------------------------------------------------------------------
 
     async def _finish(self) -> None:
+        self.s.controller.metrics.cc_calls_in_progress.dec()
         for handle in self.timers.values():
             handle.cancel()
         self.timers.clear()

@@ -254,6 +254,9 @@ async def test_api_call_answered_by_the_agent_then_the_end_user(hotline, carrier
                                                                         ("end_user", "finished")]
     assert all(p["connected_at"] and p["ended_at"] and p["call_duration"] >= 1 for p in call["participants"])
     assert user_result.call.caller_number == OUTBOUND
+    metrics = hotline.controller.metrics
+    assert metrics.cc_calls.labels("finished", "nothing")._value.get() >= 1
+    assert metrics.cc_calls_in_progress._value.get() == 0
 
 
 async def test_api_call_to_a_busy_end_user_fails(hotline, carrier_port):
