@@ -55,9 +55,16 @@ def spoken(number: str) -> str:
         return number
 
 
+#: A call not taken within this many seconds of its creation is failed, not placed: an agent must not
+#: be rung for a request made long ago (the call services were not running).
+STALE_AFTER = 120.0
+
+
 def take_outbound_calls(node: str, limit: int = 20) -> list[TakenCall]:
-    """Take the queued outbound calls and claim them for ``node``, in one transaction."""
+    """Take the queued outbound calls and claim them for ``node``, in one transaction; fail those
+    that waited longer than :data:`STALE_AFTER`."""
     taken = []
+    now = m.utcnow()
     with write_transaction():
         for message in outbox.take(OUTBOUND_CALL, limit):
             try:
@@ -70,6 +77,12 @@ def take_outbound_calls(node: str, limit: int = 20) -> list[TakenCall]:
             if not claimed:
                 continue  # already claimed, cancelled or deleted
             call = Call.get_by_id(call_id)
+            waited = (now - call.createdAt).total_seconds()
+            if waited > STALE_AFTER:
+                _fail_unplaced(call_id, f"The call services took the call {waited:.0f} s after it was created "
+                                        f"(more than {STALE_AFTER:.0f} s: were they running?); it was not placed.",
+                               now)
+                continue
             parties = {p.type: p for p in Participant.select().where(Participant.call == call_id)}
             agent, end_user = parties.get(ParticipantType.AGENT.value), parties.get(ParticipantType.END_USER.value)
             choices = tuple(call.outboundChoices or ())
@@ -78,6 +91,14 @@ def take_outbound_calls(node: str, limit: int = 20) -> list[TakenCall]:
                 end_user.address if end_user else None, call.outboundNumber, choices,
                 tuple(spoken(n) for n in choices), timestamp_of(call.createdAt), call.recordRequested))
     return taken
+
+
+def _fail_unplaced(call_id: uuid.UUID, detail: str, when: dt.datetime) -> None:
+    Call.update(status=CallStatus.FAILED.value, failReason=FailReason.SYSTEM_ERROR.value, failDetails=detail,
+                disconnectedBy=DisconnectedBy.SYSTEM.value, endsAt=when, updatedAt=m.utcnow()
+                ).where(Call.id == call_id).execute()
+    (Participant.update(status=ParticipantStatus.FAILED.value, failReason=FailReason.SYSTEM_ERROR.value, endedAt=when)
+     .where(Participant.call == call_id).execute())
 
 
 _CALL_COLUMNS = {"status": "status", "outbound_number": "outboundNumber", "fail_reason": "failReason",
