@@ -88,6 +88,9 @@ class ContactCenterService:
         self.actors: dict[str, OutboundActor] = {}
         self.tasks = Tasks("contact center")
         self.node: str | None = None
+        # Taking calls and closing stale ones exclude each other: a call just claimed, whose actor is
+        # not registered yet, must not look stale.
+        self._claiming = asyncio.Lock()
         controller.reconcilers.append(self._reconcile)
 
     async def start(self) -> None:
@@ -111,8 +114,9 @@ class ContactCenterService:
                 if self.node is None:
                     self.node = await self._node_name()
                     await self._close_stale()
-                for taken in await run_and_release(self.db, cc_progress.take_outbound_calls, self.node):
-                    self._start(taken)
+                async with self._claiming:
+                    for taken in await run_and_release(self.db, cc_progress.take_outbound_calls, self.node):
+                        self._start(taken)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -140,6 +144,10 @@ class ContactCenterService:
     async def _close_stale(self) -> None:
         """Calls this node claimed that no actor runs (the controller stopped): close them, and hang up
         what is left of them in Asterisk."""
+        async with self._claiming:
+            await self._close_stale_claimed()
+
+    async def _close_stale_claimed(self) -> None:
         try:
             stale = [c for c in await run_and_release(self.db, cc_progress.open_calls, self.node)
                      if c not in self.actors]
