@@ -454,6 +454,8 @@ def create_call(plan: CallPlan, max_per_hour: int) -> uuid.UUID:
             address = agent_address(agent) if agent is not None else None
             if agent is None or not agent.isAgent or not agent_is_available(agent) or address is None:
                 raise CallRequestError(AGENT_NOT_AVAILABLE)
+            if plan.call_type is CallType.OUTBOUND and not agent.canMakeOutboundCalls:  # revoked meanwhile
+                raise CallRequestError("Agent does not have access to make calls")
         end_user_id = plan.end_user_id
         if end_user_id is None and plan.create_end_user:  # unless a request just before created them
             EndUser = m.EndUser

@@ -991,6 +991,12 @@ async def test_the_agent_is_checked_again_when_the_call_is_created(cc):
     await cc.run(lambda: m.User.update(agentAvailability="Unavailable").where(m.User.id == cc["allen"].id).execute())
     with pytest.raises(CallRequestError, match="Agent is not available to take this call"):
         await cc.run(create_call, planned, 0)
+    # Nor one whose right to make calls was revoked meanwhile.
+    await cc.run(lambda: m.User.update(agentAvailability="Available").where(m.User.id == cc["allen"].id).execute())
+    planned = await cc.run(plan_call, project, {**body, "agent_email": "allen@somedomain.com"}, "US", m.utcnow())
+    await cc.run(lambda: m.User.update(canMakeOutboundCalls=False).where(m.User.id == cc["allen"].id).execute())
+    with pytest.raises(CallRequestError, match="Agent does not have access to make calls"):
+        await cc.run(create_call, planned, 0)
 
 
 async def test_call_objects_match_the_openapi_document(cc):
