@@ -28,7 +28,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-import phonenumbers
 from aiohttp import BasicAuth, web
 
 from api.auth import Principal
@@ -41,6 +40,7 @@ from ivr.core.contact_center.vocabulary import (
     RecordingOption,
     RecordingPermission,
 )
+from ivr.core.phone import display
 from ivr.runtime import CONFIG, DB, READ
 from ivr.store import contact_center as cc
 from ivr.store import models as m
@@ -119,12 +119,7 @@ def _date(value: dt.datetime | None) -> str | None:
 
 
 def _phone(e164: str | None) -> str | None:
-    if not e164:
-        return None
-    try:
-        return phonenumbers.format_number(phonenumbers.parse(e164, None), phonenumbers.PhoneNumberFormat.INTERNATIONAL)
-    except phonenumbers.NumberParseException:
-        return e164
+    return display(e164) if e164 else None
 
 
 def _agent_info(user: m.User | None) -> dict | None:

@@ -17,6 +17,7 @@ from typing import Any
 import peewee
 
 from api.errors import BadRequest
+from ivr.core.clock import OutOfRange, parse_instant
 from ivr.store import models as m
 
 INT32_MAX = 2**31 - 1
@@ -181,19 +182,12 @@ def format_datetime(value: dt.datetime) -> str:
 def parse_datetime(value: Any, where: str) -> dt.datetime:
     if not isinstance(value, str):
         raise BadRequest(f"{where}: must be an ISO 8601 date-time string")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        parsed = dt.datetime.fromisoformat(text)
+        return parse_instant(value)
+    except OutOfRange:
+        raise BadRequest(f"{where}: {value!r} is out of range") from None
     except ValueError:
         raise BadRequest(f"{where}: {value!r} is not an ISO 8601 date-time") from None
-    if parsed.tzinfo is not None:
-        try:
-            parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        except OverflowError:
-            raise BadRequest(f"{where}: {value!r} is out of range") from None
-    return parsed
 
 
 @dataclass

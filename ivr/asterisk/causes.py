@@ -39,6 +39,14 @@ def int_or_none(value: Any) -> int | None:
         return None
 
 
+def party_end_cause(cause: int | None, answered: bool) -> str:
+    """:func:`leg_end_cause`, telling a declined call (``rejected``) from one that failed: the contact
+    center's calls report the difference (``end_user_rejected``)."""
+    if not answered and cause == CALL_REJECTED:
+        return "rejected"
+    return leg_end_cause(cause, answered)
+
+
 def leg_end_cause(cause: int | None, answered: bool) -> str:
     """The escalation engine's leg-end cause (``LegEnded.cause``) of a leg that hung up with ``cause``."""
     if answered:

@@ -41,6 +41,17 @@ def to_e164(text: str, region: str = "US") -> str:
     return phonenumbers.format_number(parse_number(text, region), phonenumbers.PhoneNumberFormat.E164)
 
 
+def display(e164: str, *, national: bool = False) -> str:
+    """An E.164 number as people read it: international (``+1 339-219-5276``, the calls API) or
+    national (``(339) 219-5276``, said by a prompt); anything unparsable unchanged."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    style = phonenumbers.PhoneNumberFormat.NATIONAL if national else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    return phonenumbers.format_number(number, style)
+
+
 def normalize_loose(text: str, region: str = "US") -> str:
     """E.164 when ``text`` is a valid number, else ``text`` unchanged (for filters and caller IDs)."""
     try:

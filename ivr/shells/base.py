@@ -20,6 +20,20 @@ from ivr.tts import TTSError
 
 log = logging.getLogger(__name__)
 
+
+async def write_in_order(db, writes: asyncio.Queue, what: str) -> None:
+    """Run the queued ``(fn, *args)`` writes one after another until a ``None``; a failed write is
+    logged (``what`` names the call) and the call goes on."""
+    while True:
+        job = await writes.get()
+        if job is None:
+            return
+        fn, *args = job
+        try:
+            await run_and_release(db, fn, *args)
+        except Exception:
+            log.exception("%s: a write failed (%s); the call goes on", what, fn.__name__)
+
 NOT_IN_SERVICE = "The number you have dialed is not in service. Please check the number and try again."
 SORRY = "We are sorry, an error occurred. Please try again later."
 
@@ -143,15 +157,5 @@ class CallActorBase:
 
     def _start_writer(self) -> None:
         if self.writer is None:
-            self.writer = asyncio.get_running_loop().create_task(self._write_loop())
-
-    async def _write_loop(self) -> None:
-        while True:
-            job = await self.writes.get()
-            if job is None:
-                return
-            fn, *args = job
-            try:
-                await run_and_release(self.c.db, fn, *args)
-            except Exception:
-                log.exception("call %s: a log write failed (%s); the call goes on", self.log_id, fn.__name__)
+            self.writer = asyncio.get_running_loop().create_task(
+                write_in_order(self.c.db, self.writes, f"call {self.log_id}"))

@@ -22,9 +22,11 @@ import time
 from pathlib import Path
 
 from ivr.asterisk.ari import AriError, AriNotFound
-from ivr.asterisk.causes import BUSY, CALL_REJECTED, NO_ANSWER_CAUSES, cause_text
+from ivr.asterisk.causes import cause_text, party_end_cause
 from ivr.asterisk.dialstrings import NotDialable, endpoint_for
 from ivr.core.contact_center.outbound import (
+    AGENT,
+    END_USER,
     BridgeParties,
     DialParty,
     Lost,
@@ -34,6 +36,7 @@ from ivr.core.contact_center.outbound import (
     Started,
     UpdateCall,
     UpdateParticipant,
+    leg_id,
 )
 from ivr.core.contact_center.vocabulary import CallStatus
 from ivr.core.vocabulary import (
@@ -48,9 +51,11 @@ from ivr.core.vocabulary import (
     StopPlayback,
     TimerFired,
 )
+from ivr.config import private_dir
 from ivr.runtime import Tasks
 from ivr.store import cc_progress
 from ivr.store.cc_progress import TakenCall
+from ivr.shells.base import write_in_order
 from ivr.store.db import run_and_release
 from ivr.tts import TTSError
 
@@ -59,19 +64,6 @@ log = logging.getLogger(__name__)
 RINGBACK_MEDIA = "tone:ring;tonezone=us"
 ENDED = frozenset({CallStatus.FINISHED, CallStatus.FAILED})
 LOST_DETAIL = "The call was lost: its controller stopped or lost Asterisk during the call."
-
-
-def leg_end_reason(cause: int | None, answered: bool) -> str:
-    """The flow's cause of a leg that hung up with Q.850 ``cause``."""
-    if answered:
-        return "hangup"
-    if cause == BUSY:
-        return "busy"
-    if cause == CALL_REJECTED:
-        return "rejected"
-    if cause in NO_ANSWER_CAUSES:
-        return "no_answer"
-    return "failed"
 
 
 class ContactCenterService:
@@ -156,9 +148,9 @@ class ContactCenterService:
             return
         for call_id in stale:
             log.warning("contact-center call %s was running when the controller stopped; closing it", call_id)
-            for party in ("agent", "enduser"):
+            for party in (AGENT, END_USER):
                 try:
-                    await self.ari.hangup(f"{call_id}-leg-{party}")
+                    await self.ari.hangup(leg_id(call_id, party))
                 except AriError:
                     pass
             await run_and_release(self.db, cc_progress.close_lost, call_id, LOST_DETAIL, time.time())
@@ -209,7 +201,7 @@ class OutboundActor:
         detail = f"{cause_txt} (cause {cause})" if cause is not None else ""
         if code is not None and not detail:
             detail = cause_text(code)
-        return LegEnded(channel_id, leg_end_reason(code, channel_id in self.answered), detail)
+        return LegEnded(channel_id, party_end_cause(code, channel_id in self.answered), detail)
 
     def playback_finished(self, playback_id: str) -> PlaybackFinished | None:
         return None if playback_id in self.ringbacks.values() else PlaybackFinished(playback_id)
@@ -229,7 +221,8 @@ class OutboundActor:
 
     async def _run(self) -> None:
         log.info("contact-center call %s: ringing the agent at %s", self.taken.number, self.flow.setup.agent_address)
-        self.writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self.writer = asyncio.get_running_loop().create_task(
+            write_in_order(self.s.db, self.writes, f"contact-center call {self.taken.number}"))
         try:
             await self._feed(Started())
             while not self.flow.is_finished:
@@ -401,22 +394,10 @@ class OutboundActor:
         self.writes.put_nowait((cc_progress.set_recording, self.call_id, str(relative)))
         await self._quiet(ari.delete_stored_recording(name))
 
-    async def _write_loop(self) -> None:
-        while True:
-            job = await self.writes.get()
-            if job is None:
-                return
-            fn, *args = job
-            try:
-                await run_and_release(self.s.db, fn, *args)
-            except Exception:
-                log.exception("contact-center call %s: a write failed (%s); the call goes on", self.taken.number,
-                              fn.__name__)
-
 
 def _write_private(target: Path, body: bytes) -> None:
     """Recordings are private: the directories 0700, the file 0600, never half-written."""
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(target.parent)
     tmp = target.with_suffix(".part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:

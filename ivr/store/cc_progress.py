@@ -13,8 +13,6 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-import phonenumbers
-
 from ivr.core.contact_center.outbound import UpdateCall, UpdateParticipant
 from ivr.core.contact_center.vocabulary import (
     AGENT_BUSY_STATUSES,
@@ -24,6 +22,7 @@ from ivr.core.contact_center.vocabulary import (
     ParticipantStatus,
     ParticipantType,
 )
+from ivr.core.phone import display
 from ivr.store import models as m
 from ivr.store import outbox
 from ivr.store.callstore import timestamp_of, utc_from_timestamp
@@ -45,14 +44,6 @@ class TakenCall:
     spoken_choices: tuple[str, ...]
     created_at: float
     record: bool
-
-
-def spoken(number: str) -> str:
-    """A number as the keypad prompt says it: its national format ("(339) 219-5276")."""
-    try:
-        return phonenumbers.format_number(phonenumbers.parse(number), phonenumbers.PhoneNumberFormat.NATIONAL)
-    except phonenumbers.NumberParseException:
-        return number
 
 
 #: A call not taken within this many seconds of its creation is failed, not placed: an agent must not
@@ -89,7 +80,7 @@ def take_outbound_calls(node: str, limit: int = 20) -> list[TakenCall]:
             taken.append(TakenCall(
                 str(call.id), call.numericId, call.projectId, agent.address if agent else None,
                 end_user.address if end_user else None, call.outboundNumber, choices,
-                tuple(spoken(n) for n in choices), timestamp_of(call.createdAt), call.recordRequested))
+                tuple(display(n, national=True) for n in choices), timestamp_of(call.createdAt), call.recordRequested))
     return taken
 
 

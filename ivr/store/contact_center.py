@@ -21,6 +21,7 @@ from typing import Any
 import phonenumbers
 from peewee import fn
 
+from ivr.core.clock import parse_instant
 from ivr.core.contact_center.menus import effective_state
 from ivr.core.contact_center.vocabulary import (
     AGENT_BUSY_STATUSES,
@@ -412,19 +413,10 @@ def _instant(raw: Any) -> dt.datetime | None:
     """An ISO 8601 date-time as naive UTC (without an offset: UTC), else None."""
     if not isinstance(raw, str) or len(raw) > 64:
         return None
-    text = raw.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        parsed = dt.datetime.fromisoformat(text)
+        return parse_instant(raw)
     except ValueError:
         return None
-    if parsed.tzinfo is not None:
-        try:
-            parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        except OverflowError:
-            return None
-    return parsed
 
 
 def create_call(plan: CallPlan, max_per_hour: int) -> uuid.UUID:

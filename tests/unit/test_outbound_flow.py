@@ -271,3 +271,13 @@ def test_random_telephony_always_ends_the_call_truthfully(choices, picks):
             world.live.discard(leg)
             world.step(LegEnded(leg, "hangup"))
     assert world.f.is_finished
+
+
+@pytest.mark.parametrize(("cause", "answered", "reason"), [
+    (21, False, "rejected"), (17, False, "busy"), (19, False, "no_answer"), (34, False, "failed"),
+    (21, True, "hangup"), (16, True, "hangup"),
+])
+def test_the_causes_table_tells_a_declined_call_from_a_failed_one(cause, answered, reason):
+    from ivr.asterisk.causes import party_end_cause
+
+    assert party_end_cause(cause, answered) == reason
