@@ -411,6 +411,9 @@ def routes(hooks: Hooks) -> list[web.RouteDef]:
         path = (base / name).resolve()
         if base not in path.parents or not path.is_file():  # never a file outside the recordings directory
             raise NotFound(NOT_FOUND)
+        # A voicemail fetched is a voicemail listened to (the seed's "voicemail_read").
+        await asyncio.shield(run_and_release(request.app[DB], cc.mark_voicemail_read, ctx.project_id,
+                                             _numeric_id(request)))
         return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
 
     return [

@@ -34,6 +34,7 @@ from ivr.config import Config, connect_host, private_dir
 from ivr.errors import CommandError
 from ivr.runtime import DB, METRICS, READ, READINESS, TTS, Tasks, add_metrics_routes, tts_context
 from ivr.shells.ari import Controller
+from ivr.shells.cc_inbound import InboundCalls
 from ivr.shells.contact_center import ContactCenterService
 from ivr.shells.fastagi import AgiCalls
 from ivr.shells.notify import ROUTE as NOTIFY_ROUTE
@@ -67,6 +68,7 @@ def ari_context(config: Config):
                         reconnect_max_delay=config.controller.reconnect_max_delay)
         controller = Controller(config, app[DB], ari, app[TTS], app[READ], app[METRICS])
         contact_center = ContactCenterService(config, app[DB], controller)
+        InboundCalls(contact_center)  # calls to the IVR menus' numbers
         app[CONTROLLER] = controller
         app[CONTACT_CENTER] = contact_center
         app[READINESS]["ari"] = lambda: (ari.connected.is_set(), "not connected to ARI")

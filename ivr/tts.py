@@ -56,17 +56,19 @@ class Synthesizer:
         except OSError as exc:
             raise TTSError(f"cannot use the prompt directory {self.cache_dir}: {exc.strerror}") from None
 
-    def name_for(self, text: str) -> str:
-        digest = hashlib.sha256(f"{self.engine}\0{self.voice}\0{text}".encode()).hexdigest()[:32]
+    def name_for(self, text: str, voice: str | None = None) -> str:
+        digest = hashlib.sha256(f"{self.engine}\0{voice or self.voice}\0{text}".encode()).hexdigest()[:32]
         return f"hl-{digest}"
 
     def media_for(self, name: str) -> str:
         """The ARI media URI of a synthesized prompt (Asterisk adds the extension)."""
         return f"sound:{self.asterisk_dir}/{name}"
 
-    async def media(self, text: str) -> str:
-        """Synthesize ``text`` if needed; returns the media URI to play."""
-        name = self.name_for(text)
+    async def media(self, text: str, voice: str | None = None) -> str:
+        """Synthesize ``text`` if needed (in ``voice``, else the configured one: an espeak-ng voice is a
+        language code, so a call's language picks it); returns the media URI to play."""
+        voice = voice or self.voice
+        name = self.name_for(text, voice)
         final = self.cache_dir / f"{name}.wav"
         if final.exists():
             return self.media_for(name)
@@ -75,7 +77,7 @@ class Synthesizer:
             pending = asyncio.get_running_loop().create_future()
             self._pending[name] = pending
             try:
-                await self._synthesize(text, final)
+                await self._synthesize(text, final, voice)
                 pending.set_result(None)
             except BaseException as exc:
                 pending.set_exception(exc if isinstance(exc, TTSError) else TTSError(str(exc)))
@@ -87,13 +89,13 @@ class Synthesizer:
             await asyncio.shield(pending)
         return self.media_for(name)
 
-    async def _synthesize(self, text: str, final: Path) -> None:
+    async def _synthesize(self, text: str, final: Path, voice: str) -> None:
         # Names of this synthesis alone: another process (or a second synthesizer) writing the same
         # prompt at the same moment never shares a temporary file with it.
         token = f"{os.getpid()}.{secrets.token_hex(4)}"
         raw = final.with_name(f".{final.stem}.{token}.raw.wav")
         converted = final.with_name(f".{final.stem}.{token}.wav")
-        argv = ENGINES[self.engine][1](self.voice, str(raw), text)
+        argv = ENGINES[self.engine][1](voice, str(raw), text)
         try:
             await self._run(argv)
             await self._run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer",

@@ -113,6 +113,14 @@ class AriClient:
         return await self.request("POST", f"/bridges/{bridge_id}/record", {
             "name": name, "format": "wav", "ifExists": "overwrite", "terminateOn": "none"})
 
+    async def record_channel(self, channel_id: str, name: str, *, max_seconds: int, max_silence_seconds: int,
+                             beep: bool = True, terminate_on: str = "#") -> dict:
+        """Record what the channel says into Asterisk's stored recording ``name`` (wav)."""
+        return await self.request("POST", f"/channels/{channel_id}/record", {
+            "name": name, "format": "wav", "ifExists": "overwrite", "maxDurationSeconds": max_seconds,
+            "maxSilenceSeconds": max_silence_seconds, "beep": "true" if beep else "false",
+            "terminateOn": terminate_on})
+
     async def stop_recording(self, name: str) -> None:
         await self.request("POST", f"/recordings/live/{name}/stop")
 

@@ -67,7 +67,7 @@ CALL_LOST = object()  # an actor's own event: its caller vanished while ARI was 
 
 # The only ARI events the controller reads (the app's event filter drops the rest at the source).
 EVENTS_USED = ["StasisStart", "StasisEnd", "ChannelDestroyed", "ChannelStateChange", "ChannelDtmfReceived",
-               "PlaybackFinished"]
+               "PlaybackFinished", "RecordingFinished", "RecordingFailed"]
 
 class Controller:
     """The ARI shell: one Stasis application's events dispatched to the calls (``CallActor``) they concern."""
@@ -85,6 +85,9 @@ class Controller:
         #: Called after each reconnection with the channels Asterisk has and when they were listed
         #: (the contact center's calls, ivr/shells/contact_center.py).
         self.reconcilers: list = []
+        #: Asked in turn, ``await route(channel_id, dialed, caller)``, for a call to a number no policy
+        #: routes (the contact center's IVR menus): the actor that took the call, or None.
+        self.incoming_routes: list = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -133,6 +136,13 @@ class Controller:
             if target.startswith("channel:"):
                 self._post(target[len("channel:"):], lambda actor: actor.playback_finished(playback.get("id", "")))
             return
+        if kind in ("RecordingFinished", "RecordingFailed"):
+            recording = event.get("recording") or {}
+            target = recording.get("target_uri", "")
+            if target.startswith("channel:"):
+                self._post(target[len("channel:"):], lambda actor: getattr(actor, "recording_ended", lambda *_: None)(
+                    recording.get("name", ""), kind == "RecordingFinished", recording.get("cause", "")))
+            return
         if kind == "ChannelStateChange" and channel.get("state") == "Ringing":
             self._post(channel_id, lambda actor: None if actor.is_caller(channel_id) else LegRinging(channel_id))
         elif kind == "ChannelDtmfReceived":
@@ -142,6 +152,14 @@ class Controller:
         elif kind in ("StasisEnd", "ChannelDestroyed"):
             cause, cause_txt = event.get("cause"), event.get("cause_txt", "")
             self._post(channel_id, lambda actor: actor.channel_gone(channel_id, cause, cause_txt))
+
+    def hand_to_policy(self, caller_channel: str, dialed: str, caller: str, policy_id: str, log_id,
+                       on_end=None) -> None:
+        """A caller another service holds (a menu's leaf) goes to the escalation of ``policy_id``, its
+        log ``log_id``; ``on_end(final_status, answered_by_user_id)`` when that call is over."""
+        actor = CallActor(self, caller_channel, dialed=dialed, caller=caller)
+        actor.policy_id, actor.preset_log_id, actor.on_end = policy_id, log_id, on_end
+        actor.start()
 
     async def _hang_up_stray(self, channel_id: str) -> None:
         try:
@@ -248,6 +266,7 @@ class CallActor(CallActorBase):
         self.ringback_seq = 0
         self.bridge_id: str | None = None
         self.task: asyncio.Task | None = None
+        self.on_end = None  # called with (final status, answering user) when the call is over
 
     def start(self) -> None:
         self.c.metrics.calls_in_progress.inc()
@@ -511,6 +530,18 @@ class CallActor(CallActorBase):
         except AriError as exc:
             log.warning("call %s: %s", self.log_id, exc)
 
+    async def _route_elsewhere(self) -> bool:
+        for route in self.c.incoming_routes:
+            try:
+                taker = await route(self.caller_channel, self.dialed, self.caller)
+                if taker is not None:
+                    while not self.queue.empty():  # what happened meanwhile (the caller hung up) is theirs
+                        taker.post(self.queue.get_nowait())
+                    return True
+            except Exception:
+                log.exception("call from %s to %s: a router of incoming calls failed", self.caller, self.dialed)
+        return False
+
     async def _announce_and_hang_up(self, text: str) -> None:
         ari = self.c.ari
         playback_id = f"{self.caller_channel}-announce"
@@ -561,3 +592,8 @@ class CallActor(CallActorBase):
             await self._flush_writes()
         finally:
             self.c.actors.discard(self)
+            if self.on_end is not None:
+                try:
+                    self.on_end(self.final_status, self.answered_by)
+                except Exception:
+                    log.exception("call %s: its end could not be reported", self.log_id)

@@ -56,7 +56,11 @@ class CallActorBase:
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.timer_due: dict[str, float] = {}
         self.final_status: str | None = None
+        self.answered_by: str | None = None
         self.writer: asyncio.Task | None = None
+        # A contact-center menu's leaf hands its caller to a policy: which, and the log id it links.
+        self.policy_id: str | None = None
+        self.preset_log_id = None
 
     def post(self, event) -> None:
         self.queue.put_nowait(event)
@@ -64,12 +68,19 @@ class CallActorBase:
     async def _announce_and_hang_up(self, text: str) -> None:
         raise NotImplementedError
 
+    async def _route_elsewhere(self) -> bool:
+        """No policy has the dialed number: may another service take the call? (ARI: the contact
+        center's menus.)"""
+        return False
+
     async def _open(self) -> CallSetup | None:
         """The policy of the dialed number, and the call's log (queued: nothing waits for it)."""
         cfg = self.c.config
         started = time.time()
         incoming = await self.c.reads(callstore.prepare_call, self.dialed, self.caller, cfg.sip.default_region,
-                                      cfg.controller.confirm_timeout)
+                                      cfg.controller.confirm_timeout, self.policy_id, self.preset_log_id)
+        if incoming is None and self.policy_id is None and await self._route_elsewhere():
+            return None  # another service took the call (a contact-center menu's number)
         if incoming is None:
             log.warning("call from %s to %s: no Incoming Call Policy has this routing number; "
                         "playing the not-in-service message", self.caller or "unknown", self.dialed)
@@ -101,6 +112,8 @@ class CallActorBase:
     def _record_log(self, update: UpdateLog) -> None:
         if update.status in TERMINAL_STATUSES:
             self.final_status = str(update.status)
+        if update.answered_by_user_id:
+            self.answered_by = update.answered_by_user_id
         self.writes.put_nowait((callstore.update_log, self.log_id, update))
 
     def _record_item(self, update: UpdateItem) -> None:

@@ -83,6 +83,8 @@ class ContactCenterService:
         # Taking calls and closing stale ones exclude each other: a call just claimed, whose actor is
         # not registered yet, must not look stale.
         self._claiming = asyncio.Lock()
+        #: Calls of this node that run outside an actor of this service (handed to a policy's escalation).
+        self.running_elsewhere: set[str] = set()
         controller.reconcilers.append(self._reconcile)
 
     async def start(self) -> None:
@@ -142,7 +144,7 @@ class ContactCenterService:
     async def _close_stale_claimed(self) -> None:
         try:
             stale = [c for c in await run_and_release(self.db, cc_progress.open_calls, self.node)
-                     if c not in self.actors]
+                     if c not in self.actors and c not in self.running_elsewhere]
         except Exception:  # noqa: BLE001 - tried again at the next connection
             log.exception("contact center: could not list the open calls")
             return
@@ -163,26 +165,29 @@ class ContactCenterService:
             self.tasks.spawn(self._close_stale())
 
 
-class OutboundActor:
-    """One outbound call: its flow, its legs, its timers and its ordered writes."""
+class ContactCenterActor:
+    """What every contact-center call's actor does alike: its legs (originated into the controller's
+    application), prompts, timers, ordered writes and recordings. ``label`` names the call in logs."""
 
-    def __init__(self, service: ContactCenterService, taken: TakenCall, setup: OutboundSetup):
+    def __init__(self, service: ContactCenterService, call_id: str, project_id, label: str, voice: str | None = None):
         self.s = service
-        self.taken = taken
-        self.call_id = taken.call_id
-        self.flow = OutboundCall(setup)
+        self.call_id = call_id
+        self.project_id = project_id
+        self.label = label
+        self.voice = voice            # the synthesizer's voice for this call's language (None: configured)
         self.queue: asyncio.Queue = asyncio.Queue()
         self.writes: asyncio.Queue = asyncio.Queue()
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.legs: set[str] = set()
         self.answered: set[str] = set()
         self.settled_at: dict[str, float] = {}    # leg -> when its originate was answered
-        self.ringbacks: dict[str, str] = {}       # leg -> ringback playback id
+        self.ringbacks: dict[str, str] = {}       # channel -> ringback playback id
         self.seq = 0
         self.bridge_id: str | None = None
         self.recording: str | None = None
         self.task: asyncio.Task | None = None
         self.writer: asyncio.Task | None = None
+        self.own_channels: set[str] = set()       # channels of the call besides its legs (a caller's)
 
     # -- what the controller's dispatch asks (as of an escalation's actor) -------------------
 
@@ -213,6 +218,143 @@ class OutboundActor:
                 self.post(LegEnded(leg, "hangup" if leg in self.answered else "failed",
                                    "the leg vanished while Hotline was disconnected from Asterisk"))
 
+    # -- doing (both directions) -------------------------------------------------------------
+
+    def _channel(self, target: str) -> str:
+        """The channel a command names (a leg id; the inbound actor adds its caller)."""
+        return target
+
+    def _start_writer(self) -> None:
+        self.writer = asyncio.get_running_loop().create_task(
+            write_in_order(self.s.db, self.writes, f"contact-center call {self.label}"))
+
+    async def _dial(self, command: DialParty) -> None:
+        leg = command.leg_id
+        sip = self.s.config.sip
+        try:
+            endpoint = endpoint_for(command.address, sip.outbound_trunk, sip.allowed_hosts)
+        except NotDialable as exc:
+            log.error("contact-center call %s: cannot ring %s: %s", self.label, command.address, exc)
+            self.post(LegEnded(leg, "failed", str(exc)))
+            return
+        # Registered before the originate: its StasisStart can arrive before the HTTP answer.
+        self.legs.add(leg)
+        self.s.controller.by_channel[leg] = self
+        try:
+            await self.s.ari.originate(endpoint, leg, f"leg,{self.call_id}", timeout=int(command.timeout) + 5,
+                                       caller_id=command.caller_id)
+            self.settled_at[leg] = time.time()
+        except AriError as exc:
+            log.warning("contact-center call %s: could not ring %s: %s", self.label, command.address, exc)
+            self.post(LegEnded(leg, "failed", f"Asterisk refused the call ({exc.message or exc.status})"))
+
+    async def _play(self, command: Play) -> None:
+        try:
+            media = await self.s.tts.media(command.text, self.voice)
+            await self.s.ari.play(self._channel(command.target), command.playback_id, media)
+        except (TTSError, AriError) as exc:
+            if not isinstance(exc, AriNotFound):
+                log.error("contact-center call %s: could not play a prompt: %s", self.label, exc)
+            self.post(PlaybackFinished(command.playback_id))  # the flow waits for the end of what it asked
+
+    def _start_timer(self, timer_id: str, at: float) -> None:
+        old = self.timers.pop(timer_id, None)
+        if old:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self.timers[timer_id] = loop.call_at(loop.time() + max(0.0, at - time.time()),
+                                             lambda: self.post(TimerFired(timer_id)))
+
+    async def _quiet(self, coro) -> None:
+        try:
+            await coro
+        except AriNotFound:
+            pass
+        except AriError as exc:
+            log.warning("contact-center call %s: %s", self.label, exc)
+
+    async def _ringback(self, command: Ringback) -> None:
+        if command.on:
+            self.seq += 1
+            playback_id = f"{self.call_id}-ringback-{self.seq}"
+            self.ringbacks[command.leg_id] = playback_id
+            await self._quiet(self.s.ari.play(self._channel(command.leg_id), playback_id, RINGBACK_MEDIA))
+        elif command.leg_id in self.ringbacks:
+            await self._quiet(self.s.ari.stop_playback(self.ringbacks.pop(command.leg_id)))
+
+    async def _bridge(self, command: BridgeParties) -> None:
+        ari = self.s.ari
+        self.bridge_id = f"{self.call_id}-bridge"
+        try:
+            await ari.create_bridge(self.bridge_id)
+            await ari.add_to_bridge(self.bridge_id, [self._channel(command.agent_leg),
+                                                     self._channel(command.end_user_leg)])
+        except AriNotFound:
+            return  # a party left: its own event says so
+        except AriError as exc:
+            log.error("contact-center call %s: could not bridge the agent and the end user: %s",
+                      self.label, exc)
+            self.post(LegEnded(command.end_user_leg, "hangup", f"Asterisk could not bridge them ({exc})"))
+            return
+        if command.record:
+            name = f"hotline-cc-{self.call_id}"
+            try:
+                await ari.record_bridge(self.bridge_id, name)
+                self.recording = name
+            except AriError as exc:
+                log.error("contact-center call %s: could not start the recording: %s", self.label, exc)
+
+    # -- the end ---------------------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        self.s.controller.metrics.cc_calls_in_progress.dec()
+        for handle in self.timers.values():
+            handle.cancel()
+        self.timers.clear()
+        by_channel = self.s.controller.by_channel
+        for channel in [*self.legs, *self.own_channels]:
+            if by_channel.get(channel) is self:
+                del by_channel[channel]
+        ari = self.s.ari
+        if self.recording:
+            await self._quiet(ari.stop_recording(self.recording))
+        if self.bridge_id:
+            await self._quiet(ari.destroy_bridge(self.bridge_id))
+        if self.recording:
+            await self._save_recording(self.recording)
+        self.writes.put_nowait(None)
+        if self.writer is not None:
+            await asyncio.shield(self.writer)
+        self.s.actors.pop(self.call_id, None)
+
+    async def _save_recording(self, name: str) -> None:
+        """Asterisk's stored recording into the recordings directory (written whole, then renamed)."""
+        ari = self.s.ari
+        try:
+            body = await ari.stored_recording(name)
+        except AriError as exc:
+            log.error("contact-center call %s: could not fetch its recording %s: %s", self.label, name, exc)
+            return
+        relative = Path(str(self.project_id)) / f"{self.call_id}.wav"
+        target = self.s.config.recordings_dir / relative
+        try:
+            await asyncio.to_thread(_write_private, target, body)
+        except OSError as exc:
+            log.error("contact-center call %s: could not save its recording to %s: %s", self.label,
+                      target, exc)
+            return
+        self.writes.put_nowait((cc_progress.set_recording, self.call_id, str(relative)))
+        await self._quiet(ari.delete_stored_recording(name))
+
+
+class OutboundActor(ContactCenterActor):
+    """One outbound call: its flow, its legs, its timers and its ordered writes."""
+
+    def __init__(self, service: ContactCenterService, taken: TakenCall, setup: OutboundSetup):
+        super().__init__(service, taken.call_id, taken.project_id, str(taken.number))
+        self.taken = taken
+        self.flow = OutboundCall(setup)
+
     # -- the call ------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -220,9 +362,8 @@ class OutboundActor:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        log.info("contact-center call %s: ringing the agent at %s", self.taken.number, self.flow.setup.agent_address)
-        self.writer = asyncio.get_running_loop().create_task(
-            write_in_order(self.s.db, self.writes, f"contact-center call {self.taken.number}"))
+        log.info("contact-center call %s: ringing the agent at %s", self.label, self.flow.setup.agent_address)
+        self._start_writer()
         try:
             await self._feed(Started())
             while not self.flow.is_finished:
@@ -230,7 +371,7 @@ class OutboundActor:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("contact-center call %s failed inside Hotline", self.taken.number)
+            log.exception("contact-center call %s failed inside Hotline", self.label)
             await self._feed(Lost("Hotline hit an internal error during this call (see the server log)."))
         finally:
             await self._finish()
@@ -239,7 +380,7 @@ class OutboundActor:
         try:
             commands = self.flow.handle(event, time.time())
         except IllegalEvent as exc:
-            log.warning("contact-center call %s: ignoring %r: %s", self.taken.number, event, exc)
+            log.warning("contact-center call %s: ignoring %r: %s", self.label, event, exc)
             return
         for command in commands:
             await self._execute(command)
@@ -251,7 +392,7 @@ class OutboundActor:
                 self.s.controller.metrics.cc_calls.labels(str(command.status),
                                                           str(command.fail_reason or "nothing")).inc()
             if command.status is not None:
-                log.info("contact-center call %s: %s%s", self.taken.number, command.status,
+                log.info("contact-center call %s: %s%s", self.label, command.status,
                          f" ({command.fail_reason}: {command.fail_details})" if command.fail_reason else "")
             self.writes.put_nowait((cc_progress.update_call, self.call_id, command))
         elif isinstance(command, UpdateParticipant):
@@ -275,124 +416,7 @@ class OutboundActor:
         elif isinstance(command, HangupLeg):
             await self._quiet(ari.hangup(command.leg_id))
         else:
-            log.error("contact-center call %s: unknown command %r", self.taken.number, command)
-
-    async def _dial(self, command: DialParty) -> None:
-        leg = command.leg_id
-        sip = self.s.config.sip
-        try:
-            endpoint = endpoint_for(command.address, sip.outbound_trunk, sip.allowed_hosts)
-        except NotDialable as exc:
-            log.error("contact-center call %s: cannot ring %s: %s", self.taken.number, command.address, exc)
-            self.post(LegEnded(leg, "failed", str(exc)))
-            return
-        # Registered before the originate: its StasisStart can arrive before the HTTP answer.
-        self.legs.add(leg)
-        self.s.controller.by_channel[leg] = self
-        try:
-            await self.s.ari.originate(endpoint, leg, f"leg,{self.call_id}", timeout=int(command.timeout) + 5,
-                                       caller_id=command.caller_id)
-            self.settled_at[leg] = time.time()
-        except AriError as exc:
-            log.warning("contact-center call %s: could not ring %s: %s", self.taken.number, command.address, exc)
-            self.post(LegEnded(leg, "failed", f"Asterisk refused the call ({exc.message or exc.status})"))
-
-    async def _play(self, command: Play) -> None:
-        try:
-            media = await self.s.tts.media(command.text)
-            await self.s.ari.play(command.target, command.playback_id, media)
-        except (TTSError, AriError) as exc:
-            if not isinstance(exc, AriNotFound):
-                log.error("contact-center call %s: could not play a prompt: %s", self.taken.number, exc)
-            self.post(PlaybackFinished(command.playback_id))  # the flow waits for the end of what it asked
-
-    async def _ringback(self, command: Ringback) -> None:
-        if command.on:
-            self.seq += 1
-            playback_id = f"{self.call_id}-ringback-{self.seq}"
-            self.ringbacks[command.leg_id] = playback_id
-            await self._quiet(self.s.ari.play(command.leg_id, playback_id, RINGBACK_MEDIA))
-        elif command.leg_id in self.ringbacks:
-            await self._quiet(self.s.ari.stop_playback(self.ringbacks[command.leg_id]))
-
-    async def _bridge(self, command: BridgeParties) -> None:
-        ari = self.s.ari
-        self.bridge_id = f"{self.call_id}-bridge"
-        try:
-            await ari.create_bridge(self.bridge_id)
-            await ari.add_to_bridge(self.bridge_id, [command.agent_leg, command.end_user_leg])
-        except AriNotFound:
-            return  # a party left: its own event says so
-        except AriError as exc:
-            log.error("contact-center call %s: could not bridge the agent and the end user: %s",
-                      self.taken.number, exc)
-            self.post(LegEnded(command.end_user_leg, "hangup", f"Asterisk could not bridge them ({exc})"))
-            return
-        if command.record:
-            name = f"hotline-cc-{self.call_id}"
-            try:
-                await ari.record_bridge(self.bridge_id, name)
-                self.recording = name
-            except AriError as exc:
-                log.error("contact-center call %s: could not start the recording: %s", self.taken.number, exc)
-
-    def _start_timer(self, timer_id: str, at: float) -> None:
-        old = self.timers.pop(timer_id, None)
-        if old:
-            old.cancel()
-        loop = asyncio.get_running_loop()
-        self.timers[timer_id] = loop.call_at(loop.time() + max(0.0, at - time.time()),
-                                             lambda: self.post(TimerFired(timer_id)))
-
-    async def _quiet(self, coro) -> None:
-        try:
-            await coro
-        except AriNotFound:
-            pass
-        except AriError as exc:
-            log.warning("contact-center call %s: %s", self.taken.number, exc)
-
-    # -- the end ---------------------------------------------------------------------------
-
-    async def _finish(self) -> None:
-        self.s.controller.metrics.cc_calls_in_progress.dec()
-        for handle in self.timers.values():
-            handle.cancel()
-        self.timers.clear()
-        by_channel = self.s.controller.by_channel
-        for leg in self.legs:
-            if by_channel.get(leg) is self:
-                del by_channel[leg]
-        ari = self.s.ari
-        if self.recording:
-            await self._quiet(ari.stop_recording(self.recording))
-        if self.bridge_id:
-            await self._quiet(ari.destroy_bridge(self.bridge_id))
-        if self.recording:
-            await self._save_recording(self.recording)
-        self.writes.put_nowait(None)
-        if self.writer is not None:
-            await asyncio.shield(self.writer)
-        self.s.actors.pop(self.call_id, None)
-
-    async def _save_recording(self, name: str) -> None:
-        """Asterisk's stored recording into the recordings directory (written whole, then renamed)."""
-        ari = self.s.ari
-        try:
-            body = await ari.stored_recording(name)
-        except AriError as exc:
-            log.error("contact-center call %s: could not fetch its recording %s: %s", self.taken.number, name, exc)
-            return
-        relative = Path(str(self.taken.project_id)) / f"{self.call_id}.wav"
-        target = self.s.config.recordings_dir / relative
-        try:
-            await asyncio.to_thread(_write_private, target, body)
-        except OSError as exc:
-            log.error("contact-center call %s: could not save its recording to %s: %s", self.taken.number,
-                      target, exc)
-            return
-        self.writes.put_nowait((cc_progress.set_recording, self.call_id, str(relative)))
-        await self._quiet(ari.delete_stored_recording(name))
+            log.error("contact-center call %s: unknown command %r", self.label, command)
 
 
 def _write_private(target: Path, body: bytes) -> None:

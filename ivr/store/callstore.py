@@ -199,12 +199,18 @@ def caller_id(raw: str, default_region: str) -> tuple[str | None, str | None]:
     return shown, escaped
 
 
-def prepare_call(dialed: str, caller: str, default_region: str, confirm_timeout: float) -> PreparedCall | None:
-    """The policy of ``dialed`` and the engine's setup; None for a number no policy routes (reads only)."""
-    policy = find_policy(dialed, default_region)
+def prepare_call(dialed: str, caller: str, default_region: str, confirm_timeout: float,
+                 policy_id: str | None = None, log_id: uuid.UUID | None = None) -> PreparedCall | None:
+    """The policy of ``dialed`` (or ``policy_id``: a contact-center menu hands a call to its policy) and
+    the engine's setup; None for a number no policy routes (reads only)."""
+    if policy_id is not None:
+        rows = _POLICY_BY_ID.rows(uuid.UUID(str(policy_id)))
+        policy = PolicyRow(*rows[0]) if rows else None
+    else:
+        policy = find_policy(dialed, default_region)
     if policy is None:
         return None
-    log_id = uuid.uuid4()
+    log_id = log_id or uuid.uuid4()
     caller_number, caller_raw = caller_id(caller, default_region)
     setup = build_setup(policy, str(log_id), caller_number or "an unknown number", confirm_timeout)
     return PreparedCall(log_id, policy.id, policy.projectId, policy.routingPhoneNumber, caller_number, setup,

@@ -624,6 +624,14 @@ def recording_file(project_id: uuid.UUID, numeric_id: int) -> str | None:
     return call.recordingFile if call is not None and call.recordingFile else None
 
 
+def mark_voicemail_read(project_id: uuid.UUID, numeric_id: int) -> bool:
+    """A received voicemail was listened to: ``voicemail_read``. False when it is not one (any more)."""
+    Call = m.ContactCenterCall
+    return bool(Call.update(status=CallStatus.VOICEMAIL_READ.value, updatedAt=m.utcnow())
+                .where(Call.project == project_id, Call.numericId == numeric_id,
+                       Call.status == CallStatus.VOICEMAIL_RECEIVED.value).execute())
+
+
 def bundle_of(project_id: uuid.UUID, call_id: uuid.UUID) -> CallBundle:
     """The bundle of one call of the project, by its ``_id`` (a call just created)."""
     C = m.ContactCenterCall

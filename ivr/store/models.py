@@ -575,6 +575,17 @@ class CallMenu(Numbered, ProjectScoped):
                                           object_id_name="outboundPhoneNumberId", null=True, on_delete="SET NULL",
                                           help_text="The number the queue's calls show (else the default one)")
     hidden = BooleanField(default=False, help_text="Hidden from callers (not offered in the walk)")
+    noAgentDeflection = EnumField(cc.MenuDeflection, default=cc.MenuDeflection.VOICEMAIL.value,
+                                  help_text="A queue: where a caller goes whom no agent took within maxWaitSeconds "
+                                            "(or when no agent is available): voicemail or message")
+    afterHoursDeflection = EnumField(cc.MenuDeflection, default=cc.MenuDeflection.VOICEMAIL.value,
+                                     help_text="Where a caller goes who reaches this menu after hours: voicemail "
+                                               "or message")
+    deflectionMessage = LongTextField(null=True, help_text="Said to a deflected caller (before the voicemail beep, "
+                                                           "or as the message before goodbye)")
+    maxWaitSeconds = IntegerField(default=120, help_text="A queue: seconds a caller waits for an agent before "
+                                                         "being deflected")
+    voicemailMaxSeconds = IntegerField(default=120, help_text="The longest voicemail recorded, in seconds")
 
     class Meta:
         indexes = ((("parent", "position"), False),)

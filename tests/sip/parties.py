@@ -454,7 +454,7 @@ class Caller(SipParty):
     def __init__(self, dialed: str, target: tuple[str, int], *, caller_id: str = "15550001111",
                  caller_name: str = "Test Caller", hangup_after: float | None = None,
                  cancel_after: float | None = None, calls: int = 1, concurrency: int | None = None,
-                 rate: float | None = None, **kwargs):
+                 rate: float | None = None, steps: tuple[tuple[float, str], ...] = (), **kwargs):
         super().__init__(calls=calls, **kwargs)
         self.dialed = dialed
         self.target = target
@@ -464,11 +464,27 @@ class Caller(SipParty):
         self.cancel_after = cancel_after
         self.concurrency = concurrency
         self.rate = rate
+        #: After the answer, in order: (seconds to wait, a key "0"-"9" or "speak": sip-tester's G.711
+        #: sample, a few seconds of speech). hangup_after counts from the last step.
+        self.steps: list[tuple[float, str]] = list(steps)
+        for _, what in self.steps:
+            if what != "speak" and what not in _DIGIT_PCAPS:
+                raise ValueError(f"no RFC 2833 pcap for key {what!r}")
 
     def render(self) -> str:
         hold = self.hangup_after if self.hangup_after is not None else self.max_wait
         cancel = self.cancel_after if self.cancel_after is not None else self.max_wait
-        return _render("caller.xml", answer_timeout_ms=int(cancel * 1000), hold_ms=max(1, int(hold * 1000)))
+        media = []
+        for index, (wait, what) in enumerate(self.steps):
+            pcap = PCAP_DIR / ("g711a.pcap" if what == "speak" else _DIGIT_PCAPS[what])
+            label = "speech" if what == "speak" else f"digit {what}"
+            media.append(f'  <recv request="BYE" timeout="{max(1, int(wait * 1000))}" ontimeout="step{index}" '
+                         f'next="bye_received"/>\n'
+                         f'  <label id="step{index}"/>\n'
+                         f'  <nop><action><exec play_pcap_audio="{pcap}"/>'
+                         f'<log message="EV [call_number] [timestamp] {label}"/></action></nop>')
+        return _render("caller.xml", answer_timeout_ms=int(cancel * 1000), hold_ms=max(1, int(hold * 1000)),
+                       media="\n".join(media))
 
     def sipp_args(self) -> list[str]:
         host, port = self.target

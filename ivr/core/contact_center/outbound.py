@@ -14,8 +14,9 @@ carries out the commands; the store writes the updates. Times are the ``now`` gi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
+from ivr.core.contact_center.updates import UpdateCall, UpdateParticipant
 from ivr.core.contact_center.vocabulary import (
     CallStatus,
     DisconnectedBy,
@@ -118,37 +119,6 @@ class BridgeParties:
     agent_leg: str
     end_user_leg: str
     record: bool
-
-
-@dataclass(frozen=True)
-class _Update:
-    def changes(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name != "party" and getattr(self, f.name) is not None}
-
-
-@dataclass(frozen=True)
-class UpdateCall(_Update):
-    status: CallStatus | None = None
-    outbound_number: str | None = None
-    fail_reason: FailReason | None = None
-    fail_details: str | None = None
-    disconnected_by: DisconnectedBy | None = None
-    connected_at: float | None = None
-    ended_at: float | None = None
-    wait_seconds: float | None = None
-    talk_seconds: float | None = None
-
-
-@dataclass(frozen=True)
-class UpdateParticipant(_Update):
-    party: ParticipantType = AGENT
-    status: ParticipantStatus | None = None
-    channel_id: str | None = None
-    fail_reason: FailReason | None = None
-    connected_at: float | None = None
-    ended_at: float | None = None
-    talk_seconds: float | None = None
 
 
 # -- the flow ----------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ class CallType(StrEnum):
     OUTBOUND = "Voice Outbound (API)"
     INBOUND = "Voice Inbound (API)"
     SCHEDULED = "Voice Scheduled (API)"
+    #: A phone call to a root IVR menu's routing number (not made through the API: the seed names
+    #: only the API's types; this one follows their style).
+    IVR = "Voice Inbound (IVR)"
 
 
 #: The names a request may use for each type: the seed's and its deprecated aliases.
@@ -48,6 +51,8 @@ class CallStatus(StrEnum):
 
 #: An agent on a call in one of these is busy: not available for another.
 AGENT_BUSY_STATUSES = frozenset({CallStatus.ASSIGNED, CallStatus.CONNECTING, CallStatus.CONNECTED})
+#: A call in one of these has a live phone call that a call-services process runs.
+LIVE_STATUSES = AGENT_BUSY_STATUSES | {CallStatus.SELECTING, CallStatus.QUEUED, CallStatus.VOICEMAIL}
 #: A call in one of these is over: nothing of it runs any more.
 ENDED_STATUSES = frozenset({CallStatus.FINISHED, CallStatus.FAILED, CallStatus.RECOVERED, CallStatus.DEFLECTED,
                             CallStatus.VOICEMAIL_RECEIVED, CallStatus.VOICEMAIL_READ,
@@ -84,6 +89,8 @@ class FailReason(StrEnum):
     NETWORK_ERROR = "network_error"                # Asterisk refused or lost the call
     SYSTEM_ERROR = "system_error"                  # Hotline itself failed (its log says why)
     LOST = "lost"                                  # the controller stopped during the call
+    END_USER_HUNG_UP = "end_user_hung_up"          # the caller left before an agent was connected
+    END_USER_NO_SELECTION = "end_user_no_selection"  # the caller chose nothing valid in the menu
 
 
 class DisconnectedBy(StrEnum):
@@ -130,6 +137,13 @@ class Deflection(StrEnum):
     MESSAGE = "message"
     SCHEDULED_CALL = "scheduled_call"
     REDIRECTION = "redirection"
+
+
+class MenuDeflection(StrEnum):
+    """What a menu does with a caller it cannot serve (after hours, no agent): its ``Deflection``."""
+
+    VOICEMAIL = "voicemail"
+    MESSAGE = "message"
 
 
 class MenuType(StrEnum):
