@@ -115,7 +115,29 @@ def _values(columns: dict[str, str], changes: dict) -> dict:
 
 
 def update_call(call_id: str, update: UpdateCall) -> None:
-    Call.update(**_values(_CALL_COLUMNS, update.changes())).where(Call.id == uuid.UUID(call_id)).execute()
+    """Write what the flow reports; a callback (a call with a parent) that finishes recovers its
+    parent, in the same transaction (:func:`_recover_parent`)."""
+    key = uuid.UUID(call_id)
+    values = _values(_CALL_COLUMNS, update.changes())
+    if values.get("status") != CallStatus.FINISHED.value:
+        Call.update(**values).where(Call.id == key).execute()
+        return
+    with write_transaction():
+        Call.update(**values).where(Call.id == key).execute()
+        _recover_parent(key)
+
+
+def _recover_parent(call_id: uuid.UUID) -> None:
+    """The seed: "Recovered: State that occurs when a failed call is called back. This new call is a
+    child to the original call. Recovered notes that the call back is finished without error." So a
+    call that finished makes its parent, if that one ``failed``, ``recovered`` (guarded: a parent in
+    any other status is left as it is)."""
+    child = Call.select(Call.parentCallId, Call.project).where(Call.id == call_id).first()
+    if child is None or child.parentCallId is None:
+        return
+    (Call.update(status=CallStatus.RECOVERED.value, updatedAt=m.utcnow())
+     .where(Call.id == child.parentCallId, Call.project == child.projectId,
+            Call.status == CallStatus.FAILED.value).execute())
 
 
 def update_participant(call_id: str, update: UpdateParticipant) -> None:
@@ -146,6 +168,7 @@ def close_lost(call_id: str, detail: str, ended_at: float) -> None:
             talk = int(max(0.0, (when - call.connectedAt).total_seconds())) if call.connectedAt else 0
             Call.update(status=CallStatus.FINISHED.value, disconnectedBy=DisconnectedBy.UNKNOWN.value, endsAt=when,
                         callDuration=talk, failDetails=detail, updatedAt=m.utcnow()).where(Call.id == key).execute()
+            _recover_parent(key)  # it was connected: the callback reached the end user
         else:
             Call.update(status=CallStatus.FAILED.value, failReason=FailReason.LOST.value, failDetails=detail,
                         endsAt=when, updatedAt=m.utcnow()).where(Call.id == key).execute()
