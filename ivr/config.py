@@ -224,6 +224,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds an agent has to choose the outbound number on the keypad (calls created with 202)."),
     Setting("contact_center", "max_call_seconds", 7200.0, "float",
             "A connected contact-center call longer than this is ended (disconnected_by_system)."),
+    Setting("contact_center", "scheduler_poll", 0.25, "float",
+            "Seconds between two looks for the scheduled calls that are due (a call fires within about this "
+            "long of its scheduled_at; every process running the call services looks, each call fires once)."),
     Setting("contact_center", "recordings_dir", "", "str",
             "Directory where Hotline keeps the recordings of contact-center calls (served by the calls API to "
             "the call's project only). Empty: <general.data_dir>/recordings."),
