@@ -101,8 +101,8 @@ async def test_due_calls_fire_once_and_future_ones_wait(db):
 
 
 async def test_a_call_no_longer_scheduled_is_not_fired(db):
-    """The guard: a call that left ``scheduled`` between the selection and the update gets no message
-    (here: it left before; the update's WHERE is what keeps it out, whatever the locks)."""
+    """A call that left ``scheduled`` before its time (failed, cancelled) is neither fired nor given a
+    message. (Two schedulers racing for one call: tests/test_scheduler_processes.py.)"""
     now = m.utcnow()
 
     def world():
