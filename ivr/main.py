@@ -201,9 +201,9 @@ class CallServicesFailed(RuntimeError):
 
 
 class CallServicesProcess:
-    """The call services (ARI controller, AMI, FastAGI, notification calls) in a process of their own,
-    beside the API: no API request, however slow, can delay a call (they share no event loop and no
-    GIL). Started as ``hotline serve --controller-only`` with its HTTP server (health, readiness,
+    """The call services (ARI controller, AMI, FastAGI, notification calls, scheduled calls) in a process
+    of their own, beside the API: no API request, however slow, can delay a call (they share no event
+    loop and no GIL). Started as ``hotline serve --controller-only`` with its HTTP server (health, readiness,
     /metrics, /api/controller/stats) on ``controller.host:controller.port``; restarted when it exits
     (its calls are resumed: the ARI controller takes over calls still in Asterisk); stopped by its
     pid, and told to stop if this process dies (PR_SET_PDEATHSIG)."""
@@ -405,7 +405,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the REST API and the call controller")
     p.add_argument("--api-only", action="store_true", help="run only the REST API")
     p.add_argument("--controller-only", action="store_true", help="run only the call services (ARI controller, "
-                                                                  "AMI, FastAGI, notification calls)")
+                                                                  "AMI, FastAGI, notification calls, scheduled calls)")
     p.set_defaults(func=cmd_serve)
 
 
