@@ -232,6 +232,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds between the wait messages a queued caller hears (0: none)."),
     Setting("contact_center", "voicemail_max_silence", 10.0, "float",
             "A voicemail recording ends after this many seconds of silence."),
+    Setting("contact_center", "scheduler_poll", 0.25, "float",
+            "Seconds between two looks for the scheduled calls that are due (a call fires within about this "
+            "long of its scheduled_at; every process running the call services looks, each call fires once)."),
     Setting("contact_center", "recordings_dir", "", "str",
             "Directory where Hotline keeps the recordings of contact-center calls (served by the calls API to "
             "the call's project only). Empty: <general.data_dir>/recordings."),

@@ -7,7 +7,8 @@ the two commands that need the API's resources).
 
 One aiohttp cleanup context per resource, started in dependency order and closed in reverse: the
 database, the speech synthesizer, the ARI controller, the AMI connection, the FastAGI server (the
-escalation routes), the notification calls (AMI to dial, FastAGI to talk).
+escalation routes), the notification calls (AMI to dial, FastAGI to talk), the scheduled calls of the
+calls API (fired at their time).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ivr.shells.contact_center import ContactCenterService
 from ivr.shells.fastagi import AgiCalls
 from ivr.shells.notify import ROUTE as NOTIFY_ROUTE
 from ivr.shells.notify import NotificationService
+from ivr.shells.scheduler import ScheduledCallsService
 from ivr.tts import TTSError
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ AMI_CLIENT = web.AppKey("ami_client", AmiClient)
 AGI_SERVER = web.AppKey("agi_server", AgiServer)
 AGI_CALLS = web.AppKey("agi_calls", AgiCalls)
 NOTIFIER = web.AppKey("notifier", NotificationService)
+SCHEDULER = web.AppKey("scheduler", ScheduledCallsService)
 
 
 def _lab_secrets(config: Config, name: str, setting: str, env: str, hint: str = "") -> Config:
@@ -155,6 +158,21 @@ def notify_context(config: Config):
     return ctx
 
 
+def scheduler_context(config: Config):
+    """Scheduled calls of the calls API, fired at their time (the database only: with or without Asterisk)."""
+
+    async def ctx(app: web.Application):
+        service = ScheduledCallsService(config, app[DB])
+        app[SCHEDULER] = service
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.close()
+
+    return ctx
+
+
 def build_app(config: Config, db=None, *, api: bool = True, calls: bool = True) -> web.Application:
     """What ``hotline serve`` runs: the REST API and/or the call services, sharing one database pool,
     one synthesizer and one metrics registry. ``controller.ari`` false leaves the ARI controller out
@@ -170,6 +188,7 @@ def build_app(config: Config, db=None, *, api: bool = True, calls: bool = True) 
         app.cleanup_ctx.append(ami_context(config))
         app.cleanup_ctx.append(agi_context(config))
         app.cleanup_ctx.append(notify_context(config))
+        app.cleanup_ctx.append(scheduler_context(config))
         add_metrics_routes(app)
     return app
 
@@ -184,9 +203,9 @@ class CallServicesFailed(RuntimeError):
 
 
 class CallServicesProcess:
-    """The call services (ARI controller, AMI, FastAGI, notification calls) in a process of their own,
-    beside the API: no API request, however slow, can delay a call (they share no event loop and no
-    GIL). Started as ``hotline serve --controller-only`` with its HTTP server (health, readiness,
+    """The call services (ARI controller, AMI, FastAGI, notification calls, scheduled calls) in a process
+    of their own, beside the API: no API request, however slow, can delay a call (they share no event
+    loop and no GIL). Started as ``hotline serve --controller-only`` with its HTTP server (health, readiness,
     /metrics, /api/controller/stats) on ``controller.host:controller.port``; restarted when it exits
     (its calls are resumed: the ARI controller takes over calls still in Asterisk); stopped by its
     pid, and told to stop if this process dies (PR_SET_PDEATHSIG)."""
@@ -388,7 +407,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the REST API and the call controller")
     p.add_argument("--api-only", action="store_true", help="run only the REST API")
     p.add_argument("--controller-only", action="store_true", help="run only the call services (ARI controller, "
-                                                                  "AMI, FastAGI, notification calls)")
+                                                                  "AMI, FastAGI, notification calls, scheduled calls)")
     p.set_defaults(func=cmd_serve)
 
 

@@ -31,11 +31,16 @@ def queue(age_seconds: float = 0.0) -> m.ContactCenterCall:
 
 
 async def take_all(db, node: str) -> list:
-    """Everything queued (the session's database holds other tests' calls too: take until none is left)."""
+    """Everything queued (the session's database holds other tests' calls too: take until none is left).
+
+    Until the outbox is empty, not until a batch comes back empty: other tests' calls are stale when
+    the suite has run for more than STALE_AFTER, and a batch of only stale calls places none."""
     taken = []
-    while batch := await db.run(cc_progress.take_outbound_calls, node):
-        taken += batch
-    return taken
+    for _ in range(10_000):
+        if not await db.run(outbox.pending, OUTBOUND_CALL):
+            return taken
+        taken += await db.run(cc_progress.take_outbound_calls, node)
+    raise AssertionError("the outbox of outbound calls never emptied")
 
 
 @pytest.fixture

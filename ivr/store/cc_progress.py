@@ -122,21 +122,39 @@ def _values(columns: dict[str, str], changes: dict) -> dict:
 
 
 def update_call(call_id: str, update: UpdateCall) -> None:
+    """Write what the flow reports: an offer cast is appended to ``offer_events``; a callback (a call
+    with a parent) that finishes recovers its parent, in the same transaction (:func:`_recover_parent`)."""
     changes = update.changes()
     group, at = changes.pop("offer_group", None), changes.pop("offer_at", None)
     key = uuid.UUID(call_id)
-    if group is None:
-        Call.update(**_values(_CALL_COLUMNS, changes)).where(Call.id == key).execute()
+    values = _values(_CALL_COLUMNS, changes)
+    if group is None and values.get("status") != CallStatus.FINISHED.value:
+        Call.update(**values).where(Call.id == key).execute()
         return
-    with write_transaction():  # an offer event is appended: read and written under the write lock
-        query = Call.select(Call.offerEvents).where(Call.id == key)
-        row = (query.for_update() if m.database.obj.for_update else query).first()
-        if row is None:
-            return
-        events = list(row.offerEvents or [])
-        cast = utc_from_timestamp(at).isoformat(timespec="milliseconds") + "Z"   # the API's instants
-        events.append({"casting_time": cast, "group": f"Group {group}"})
-        Call.update(offerEvents=events, **_values(_CALL_COLUMNS, changes)).where(Call.id == key).execute()
+    with write_transaction():
+        if group is not None:  # read and written under the write lock
+            query = Call.select(Call.offerEvents).where(Call.id == key)
+            row = (query.for_update() if m.database.obj.for_update else query).first()
+            if row is None:
+                return
+            cast = utc_from_timestamp(at).isoformat(timespec="milliseconds") + "Z"   # the API's instants
+            values["offerEvents"] = [*(row.offerEvents or []), {"casting_time": cast, "group": f"Group {group}"}]
+        Call.update(**values).where(Call.id == key).execute()
+        if values.get("status") == CallStatus.FINISHED.value:
+            _recover_parent(key)
+
+
+def _recover_parent(call_id: uuid.UUID) -> None:
+    """The seed: "Recovered: State that occurs when a failed call is called back. This new call is a
+    child to the original call. Recovered notes that the call back is finished without error." So a
+    call that finished makes its parent, if that one ``failed``, ``recovered`` (guarded: a parent in
+    any other status is left as it is)."""
+    child = Call.select(Call.parentCallId, Call.project).where(Call.id == call_id).first()
+    if child is None or child.parentCallId is None:
+        return
+    (Call.update(status=CallStatus.RECOVERED.value, updatedAt=m.utcnow())
+     .where(Call.id == child.parentCallId, Call.project == child.projectId,
+            Call.status == CallStatus.FAILED.value).execute())
 
 
 def update_participant(call_id: str, update: UpdateParticipant) -> None:
@@ -174,6 +192,7 @@ def close_lost(call_id: str, detail: str, ended_at: float) -> None:
             talk = int(max(0.0, (when - call.connectedAt).total_seconds())) if call.connectedAt else 0
             Call.update(status=CallStatus.FINISHED.value, disconnectedBy=DisconnectedBy.UNKNOWN.value, endsAt=when,
                         callDuration=talk, failDetails=detail, updatedAt=m.utcnow()).where(Call.id == key).execute()
+            _recover_parent(key)  # it was connected: the callback reached the end user
         else:
             Call.update(status=CallStatus.FAILED.value, failReason=FailReason.LOST.value, failDetails=detail,
                         endsAt=when, updatedAt=m.utcnow()).where(Call.id == key).execute()

@@ -7,7 +7,9 @@ and every row their objects show with a fixed number of queries.
 An outbound call is handed from the API to the call services through the outbox
 (ivr/store/outbox.py), kind :data:`OUTBOUND_CALL`, payload ``{"call": "<ContactCenterCall _id>"}``,
 written in the transaction that creates the call: the API never waits for a call, and a call is
-never placed twice (the services take it once).
+never placed twice (the services take it once). An inbound call goes the same way, kind
+:data:`INBOUND_CALL`: written when the API creates it, or, for a scheduled call, when the call
+services fire it at its ``scheduledAt`` (ivr/store/scheduled.py). Each call gets one such message.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ from ivr.store import outbox
 from ivr.store.db import on_reader, write_transaction
 
 OUTBOUND_CALL = "cc_outbound"
+#: An inbound call to place (dial the end user, queue them for the menu's agents): written when the API
+#: creates a "Voice Inbound (API)" call, and when a scheduled call fires (ivr/store/scheduled.py).
+INBOUND_CALL = "cc_inbound"
 
 
 def agent_is_busy(user_id: uuid.UUID) -> bool:
@@ -475,8 +480,11 @@ def create_call(plan: CallPlan, max_per_hour: int) -> uuid.UUID:
         Participant.create(project=plan.project_id, call=call.id, type=ParticipantType.END_USER.value,
                            status=ParticipantStatus.WAITING.value, endUser=end_user_id,
                            address=plan.end_user_number)
-        if outbound:  # the call services place it; inbound and scheduled calls wait for the menu/queue engine
+        if outbound:  # the call services place it
             outbox.put(OUTBOUND_CALL, {"call": str(call.id)})
+        elif status is CallStatus.QUEUED:  # an inbound call: the call services dial the end user and queue them
+            outbox.put(INBOUND_CALL, {"call": str(call.id)})
+        # a scheduled call gets its message when it fires (ivr/store/scheduled.py)
     return call.id
 
 

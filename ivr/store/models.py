@@ -676,6 +676,7 @@ class ContactCenterCall(Numbered, ProjectScoped):
             (("project", "createdAt"), False),
             (("project", "status", "createdAt"), False),
             (("agentId", "status"), False),
+            (("status", "scheduledAt"), False),   # the scheduled calls due (ivr/store/scheduled.py)
         )
 
 

@@ -24,7 +24,7 @@ import pytest
 from api.app import create_app
 from ivr.core.contact_center.vocabulary import RecordingOption
 from ivr.store import models as m
-from ivr.store.contact_center import OUTBOUND_CALL, list_calls, CallFilter
+from ivr.store.contact_center import INBOUND_CALL, OUTBOUND_CALL, list_calls, CallFilter
 from ivr.store.db import open_database
 from tests.api.conftest import ApiClient
 from tests.api.factories import unique_phone
@@ -152,9 +152,9 @@ async def call_row(c: Center, numeric_id: int) -> m.ContactCenterCall:
                                                        m.ContactCenterCall.numericId == numeric_id))
 
 
-async def outbox_messages(c: Center, call_id: uuid.UUID) -> list[m.OutboxMessage]:
+async def outbox_messages(c: Center, call_id: uuid.UUID, kind: str = OUTBOUND_CALL) -> list[m.OutboxMessage]:
     def find():
-        return [msg for msg in m.OutboxMessage.select().where(m.OutboxMessage.kind == OUTBOUND_CALL)
+        return [msg for msg in m.OutboxMessage.select().where(m.OutboxMessage.kind == kind)
                 if msg.payload.get("call") == str(call_id)]
     return await c.run(find)
 
@@ -465,7 +465,8 @@ async def test_create_an_incoming_call_with_end_user_number(cc):
     assert ISO_MS.match(call["queued_at"])
     row = await call_row(cc, call["id"])
     assert (row.endUserNumber, row.recordRequested) == ("+821068612345", False)
-    assert await outbox_messages(cc, row.id) == []  # placed by the menu/queue engine, not the call services
+    assert await outbox_messages(cc, row.id) == []  # not an outbound call
+    assert len(await outbox_messages(cc, row.id, INBOUND_CALL)) == 1  # the call services dial the end user
     # The same number again: the same end user.
     again = await cc.post({"call_type": "IncomingCall", "menu_id": menu.numericId,
                            "end_user_number": "+82 10 6861 2345"}, expect=201)
@@ -563,6 +564,7 @@ async def test_create_a_scheduled_call_with_menu_id(cc):
     assert [p["type"] for p in call["participants"]] == ["end_user"]
     row = await call_row(cc, call["id"])
     assert await outbox_messages(cc, row.id) == []
+    assert await outbox_messages(cc, row.id, INBOUND_CALL) == []  # written when it fires at scheduled_at
     # An offset is read as such; ScheduledCall is the deprecated name.
     later = await cc.post({"call_type": "ScheduledCall", "menu_id": cc["web"].numericId,
                            "end_user_number": "+1 859-657-9625", "scheduled_at": "2999-09-15T02:19:14.421+02:00"},

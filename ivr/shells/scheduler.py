@@ -1,0 +1,66 @@
+"""Scheduled calls of the calls API fire at their time: every process running the call services
+looks for the due ones every ``contact_center.scheduler_poll`` seconds (0.25 by default) and fires
+them (ivr/store/scheduled.py: ``queued``, and an inbound outbox message, once per call however many
+processes look). It needs only the database: it runs whether Asterisk is connected or not (the
+message waits in the outbox until the call services can place the call).
+
+Calls that came due while no call services ran fire at the next start, and the log says how late.
+A poll that fails (the database is unreachable, a lock wait ran out) is logged and tried again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ivr.runtime import Tasks
+from ivr.store import scheduled
+from ivr.store.db import run_and_release
+
+log = logging.getLogger(__name__)
+
+
+class ScheduledCallsService:
+    """Fires the due scheduled calls; one per call-services process."""
+
+    batch = 50            # calls fired per transaction; a full batch is followed by another at once
+    retry_after = 1.0     # seconds before polling again after a failed poll
+
+    def __init__(self, config, db, *, poll: float | None = None):
+        self.db = db
+        self.poll = poll if poll is not None else config.contact_center.scheduler_poll
+        self.tasks = Tasks("scheduled calls")
+        self.fired = 0
+
+    async def start(self) -> None:
+        self.tasks.spawn(self._loop())
+        log.info("scheduled calls: looking for due calls every %.2f s", self.poll)
+
+    async def close(self) -> None:
+        await self.tasks.close()
+
+    async def poll_once(self) -> list[scheduled.FiredCall]:
+        fired = await run_and_release(self.db, scheduled.fire_due, None, self.batch)
+        for call in fired:
+            late = call.late_seconds
+            if late > 60:
+                log.info("scheduled call %s fired %.1f s after its time (%s UTC): the call services were not "
+                         "running when it came due", call.number, late, call.scheduled_at.isoformat(" "))
+            else:
+                log.info("scheduled call %s fired %.3f s after its time", call.number, late)
+        self.fired += len(fired)
+        return fired
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                fired = await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduled calls: could not fire the due calls; trying again in %.0f s",
+                              self.retry_after)
+                await asyncio.sleep(self.retry_after)
+                continue
+            if len(fired) < self.batch:  # a full batch: more may be due, fire them without waiting
+                await asyncio.sleep(self.poll)
