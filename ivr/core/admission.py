@@ -28,6 +28,8 @@ from ivr.core.phone import InvalidNumber, to_e164
 #: The most entries one list may hold (the API and ``hotline sync`` refuse more).
 MAX_LIST_ENTRIES = 1000
 BLOCK_LIST, ALLOW_LIST = "callerBlockList", "callerAllowList"
+#: How the store names a call without caller ID (``CallSetup.caller_number``).
+UNKNOWN_CALLER = "an unknown number"
 
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 _PREFIX = re.compile(r"^\+[1-9]\d{0,14}\*$")
@@ -100,7 +102,12 @@ class Refusal:
 
 def screen_caller(e164: str | None, shown: str, block: tuple[str, ...], allow: tuple[str, ...]) -> Refusal | None:
     """The refusal of a caller by the lists, or None. ``shown``: the caller as the log shows it."""
-    who = f"Blocked caller {e164}" if e164 else f"Blocked caller {shown or 'unknown'} (no phone number)"
+    if e164:
+        who = f"Blocked caller {e164}"
+    elif shown.strip() and shown != UNKNOWN_CALLER:
+        who = f"Blocked caller {shown} (not a phone number)"
+    else:
+        who = "Blocked caller with no caller ID"
     entry = first_match(block, e164)
     if entry is not None:
         how = "is in" if entry == e164 else "matches"

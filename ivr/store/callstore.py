@@ -263,7 +263,7 @@ def prepare_call(dialed: str, caller: str, default_region: str, confirm_timeout:
         return None
     log_id = uuid.uuid4()
     caller_number, caller_raw = caller_id(caller, default_region)
-    setup = build_setup(policy, str(log_id), caller_number or "an unknown number", confirm_timeout,
+    setup = build_setup(policy, str(log_id), caller_number or admission.UNKNOWN_CALLER, confirm_timeout,
                         caller_number_e164=caller_e164(caller, default_region))
     return PreparedCall(log_id, policy.id, policy.projectId, policy.routingPhoneNumber, caller_number, setup,
                         caller_raw)
@@ -441,6 +441,6 @@ def resume_setup(log_row: m.IncomingCallLog, call_id: str, confirm_timeout: floa
     if not rows:
         return None
     policy = PolicyRow(*rows[0])
-    return build_setup(policy, call_id, log_row.callerPhoneNumber or "an unknown number", confirm_timeout,
+    return build_setup(policy, call_id, log_row.callerPhoneNumber or admission.UNKNOWN_CALLER, confirm_timeout,
                        resume_from_order=log_row.currentEscalationRuleOrder or 1,
                        resume_repeat_count=log_row.repeatCount or 0)

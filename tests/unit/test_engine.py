@@ -1054,14 +1054,22 @@ def test_a_disabled_policy_says_so_rather_than_closed() -> None:
     ("+14155550100", ("+1415*",), ("+14155550100",),   # the block list wins
      "Blocked caller +14155550100: matches +1415* of the callerBlockList"),
     ("+442071838750", (), ("+1*",), "Blocked caller +442071838750: not in the callerAllowList"),
-    (None, (), ("+1*",), "Blocked caller anonymous (no phone number): an unknown caller matches no entry of the "
-                         "callerAllowList"),
+    (None, (), ("+1*",), "Blocked caller anonymous (not a phone number): an unknown caller matches no entry of "
+                         "the callerAllowList"),
 ])
 def test_blocked_callers_hear_the_message_and_nobody_rings(caller, block, allow, message) -> None:
     shell = Shell(screened(caller, block, allow))
     shell.do(at("2024-03-05T10:00:00+00:00"), "start")
     refused_with(shell, BLOCKED)
     assert shell.log["status_message"] == f"{message}: the blocked-caller message was played"
+
+
+def test_a_caller_without_caller_id_is_named_so_when_refused() -> None:
+    shell = Shell(replace(screened(None, allow=("+1*",)), caller_number="an unknown number"))
+    shell.do(0, "start")
+    refused_with(shell, BLOCKED)
+    assert shell.log["status_message"] == ("Blocked caller with no caller ID: an unknown caller matches no entry "
+                                           "of the callerAllowList: the blocked-caller message was played")
 
 
 @pytest.mark.parametrize(("caller", "block", "allow"), [
