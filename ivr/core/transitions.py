@@ -497,7 +497,7 @@ class _Transition:
             return
         resuming = self.setup.resume_from_order is not None
         # Decided first, so that an impossible time raises before anything changed.
-        refused = None if resuming or not self.setup.is_enabled else self.admission()
+        refused = None if self.setup.admitted or not self.setup.is_enabled else self.admission()
         self.update(started=True)
         if not resuming:
             self.emit(Answer())

@@ -150,8 +150,10 @@ class CallSetup:
     # Dial(...,timeout)): the engine arms no rule timer and escalates when the rule's last leg ended.
     dial_enforces_timeout: bool = False
     # Who the policy takes calls from, and when (ivr.core.admission), decided by the engine when the
-    # call starts (not when it resumes). ``caller_e164``: the caller's number in E.164, None when its
-    # caller ID is anonymous or not a phone number (it then matches no list entry).
+    # call starts. ``admitted``: a resumed call that had already rung someone, not screened again (a
+    # call resumed before, perhaps during its refusal message, is). ``caller_e164``: the caller's
+    # number in E.164, None when its caller ID is anonymous or not a number (it matches no entry).
+    admitted: bool = False
     caller_e164: str | None = None
     caller_block_list: tuple[str, ...] = ()
     caller_allow_list: tuple[str, ...] = ()
@@ -204,6 +206,7 @@ class CallSetup:
             "resume_from_order": self.resume_from_order,
             "resume_repeat_count": self.resume_repeat_count,
             "dial_enforces_timeout": self.dial_enforces_timeout,
+            "admitted": self.admitted,
             "caller_e164": self.caller_e164,
             "caller_block_list": list(self.caller_block_list),
             "caller_allow_list": list(self.caller_allow_list),

@@ -196,7 +196,7 @@ def caller_e164(caller: str | None, default_region: str) -> str | None:
 
 def build_setup(policy: PolicyRow, call_id: str, caller: str, confirm_timeout: float,
                 resume_from_order: int | None = None, resume_repeat_count: int = 0,
-                caller_number_e164: str | None = None) -> CallSetup:
+                caller_number_e164: str | None = None, admitted: bool = False) -> CallSetup:
     hours, zone = business_hours(policy)
     return CallSetup(
         call_id=call_id,
@@ -213,6 +213,7 @@ def build_setup(policy: PolicyRow, call_id: str, caller: str, confirm_timeout: f
         rules=tuple(resolve_rules(policy, m.utcnow())),
         resume_from_order=resume_from_order,
         resume_repeat_count=resume_repeat_count,
+        admitted=admitted,
         caller_e164=caller_number_e164,
         caller_block_list=caller_list(policy, "callerBlockList"),
         caller_allow_list=caller_list(policy, "callerAllowList"),
@@ -441,6 +442,10 @@ def resume_setup(log_row: m.IncomingCallLog, call_id: str, confirm_timeout: floa
     if not rows:
         return None
     policy = PolicyRow(*rows[0])
+    # A call that never rang anyone (still Initiated: it was greeted, or told it is refused) is
+    # screened again; one that rang someone was taken and goes on.
     return build_setup(policy, call_id, log_row.callerPhoneNumber or admission.UNKNOWN_CALLER, confirm_timeout,
                        resume_from_order=log_row.currentEscalationRuleOrder or 1,
-                       resume_repeat_count=log_row.repeatCount or 0)
+                       resume_repeat_count=log_row.repeatCount or 0,
+                       caller_number_e164=caller_e164(log_row.callerPhoneNumber, "ZZ"),
+                       admitted=log_row.status != m.CallStatus.INITIATED.value)

@@ -1035,11 +1035,21 @@ def test_a_caller_who_hangs_up_during_the_after_hours_message_is_logged_so() -> 
                                            "caller hung up during the after-hours message")
 
 
-def test_a_resumed_call_is_not_screened_again() -> None:
+def test_a_resumed_call_that_rang_someone_is_not_screened_again() -> None:
     """A call taken before a restart goes on, even if the hours closed or the lists changed since."""
-    shell = Shell(hours(resume_from_order=1, caller_e164="+14155550100", caller_block_list=("+1415*",)))
+    shell = Shell(hours(resume_from_order=1, admitted=True, caller_e164="+14155550100",
+                        caller_block_list=("+1415*",)))
     shell.do(at("2024-03-09T10:00:00+00:00"), "start")
     assert [d.contact.user_id for d in shell.dials] == ["alice"]
+
+
+def test_a_resumed_call_that_rang_no_one_yet_is_screened_without_answering_again() -> None:
+    """It may have been hearing its refusal when the controller restarted: it must not ring anyone."""
+    shell = Shell(hours(resume_from_order=1, caller_e164="+14155550100", caller_block_list=("+1415*",),
+                        blocked_caller_message=BLOCKED))
+    assert shell.do(at("2024-03-05T10:00:00+00:00"), "start") == [Play(CALLER, f"{CALL}-pb-1", BLOCKED)]
+    shell.do(shell.now + 2, "played", "caller")
+    assert shell.dials == [] and shell.log["status"] is CallStatus.FAILED
 
 
 def test_a_disabled_policy_says_so_rather_than_closed() -> None:

@@ -121,6 +121,7 @@ base_setups = st.builds(
     caller_block_list=st.sampled_from([()] * 6 + [("+1415*",), ("+14155550100", "+33*"), ("+44*",)]),
     caller_allow_list=st.sampled_from([()] * 6 + [("+1*",), ("+442071838750",)]),
     blocked_caller_message=st.sampled_from(["Not you.", ""]),
+    admitted=st.booleans(),
     after_hours_message=st.sampled_from(["Closed.", ""]),
 )
 
@@ -139,7 +140,7 @@ setups = st.tuples(base_setups, st.sampled_from(HOURS)).map(
 
 def refused_at_start(setup: CallSetup) -> bool:
     """Whether the policy refuses this call when it starts at 0 (written apart from the engine's code)."""
-    if setup.resume_from_order is not None or not setup.is_enabled:
+    if setup.admitted or not setup.is_enabled:
         return False
     caller = setup.caller_e164
 
