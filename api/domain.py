@@ -15,7 +15,7 @@ from api.contact_center_rules import check_routing_number_free, check_url
 from api.errors import BadRequest, Conflict, Forbidden, TooManyRequests
 from api.resources import SCHEMA_TITLES, Context, Resource, Rules
 from ivr.store import models as m
-from ivr.core import oncall
+from ivr.core import admission, oncall
 from ivr.store import verification
 from ivr.core.phone import InvalidNumber, area_code_of, region_of, sip_host_allowed, to_e164, validate_sip_uri
 
@@ -55,6 +55,28 @@ class PolicyRules(Rules):
         if times is not None and not 0 <= times <= 1000:
             raise BadRequest("data.repeatPolicyIfNoOneAnswersTimes: must be between 0 and 1000")
 
+    @staticmethod
+    def _check_admission(ctx, values: dict[str, Any]) -> None:
+        """Business hours and caller lists, checked and stored in their canonical forms
+        (ivr.core.oncall's windows, ivr.core.admission's entries)."""
+        if "businessHours" in values:
+            try:
+                windows = oncall.parse_restrictions(values["businessHours"])
+            except oncall.FormatError as exc:
+                raise BadRequest(f"data.businessHours{exc.where}: {exc.message}") from None
+            values["businessHours"] = oncall.restrictions_to_json(windows)
+        if values.get("businessHoursTimeZone") is not None:
+            try:
+                oncall.time_zone(values["businessHoursTimeZone"])
+            except ValueError as exc:
+                raise BadRequest(f"data.businessHoursTimeZone: {exc}") from None
+        for name in (admission.BLOCK_LIST, admission.ALLOW_LIST):
+            if name in values:
+                try:
+                    values[name] = admission.normalize_list(values[name], ctx.default_region)
+                except admission.EntryError as exc:
+                    raise BadRequest(f"data.{name}{exc.where}: {exc.message}") from None
+
     def prepare_create(self, ctx, values, resource):
         _require_text(values, "name")
         if not values.get("name"):
@@ -62,6 +84,7 @@ class PolicyRules(Rules):
         self._normalize_number(ctx, values)
         self._check_number_free(ctx, values.get("routingPhoneNumber"))
         self._check_repeat(values)
+        self._check_admission(ctx, values)
         values["slug"] = self._unique_slug(values["name"])
 
     def prepare_update(self, ctx, row, values, resource):
@@ -69,6 +92,7 @@ class PolicyRules(Rules):
         self._normalize_number(ctx, values)
         self._check_number_free(ctx, values.get("routingPhoneNumber"), own_id=row.id)
         self._check_repeat(values)
+        self._check_admission(ctx, values)
 
     def before_delete(self, ctx, row, resource):
         menu = m.CallMenu.select(m.CallMenu.name).where(m.CallMenu.incomingCallPolicy == row.id).first()

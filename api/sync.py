@@ -46,7 +46,7 @@ from api.schema import MAX_LONG_TEXT, render_value
 from ivr.config import setting_default
 from ivr.core.contact_center import vocabulary as cc
 from ivr.store import models as m
-from ivr.core import oncall
+from ivr.core import admission, oncall
 from ivr.store import verification
 from ivr.store.db import write_transaction
 from ivr.core.phone import InvalidNumber, to_e164, validate_sip_uri
@@ -745,7 +745,26 @@ class Sync:
     POLICY_FIELDS = {"description": "text", "routingPhoneNumber": "phone", "greetingMessage": "text",
                      "noAnswerMessage": "text", "noOneAvailableMessage": "text", "isEnabled": "bool",
                      "repeatPolicyIfNoOneAnswers": "bool", "repeatPolicyIfNoOneAnswersTimes": "int",
-                     "requireAnswerConfirmation": "bool"}
+                     "requireAnswerConfirmation": "bool", "businessHoursTimeZone": "zone",
+                     "businessHours": "windows", "afterHoursMessage": "text", "callerBlockList": "callers",
+                     "callerAllowList": "callers", "blockedCallerMessage": "text"}
+
+    def callers(self, spec: YMap, key: str, what: str) -> Any:
+        """A caller list: E.164 numbers (national ones read in the default region) and prefix patterns
+        like "+1415*"; null or [] for none."""
+        items = self.sequence(spec, key, what)
+        if items is None:
+            return MISSING
+        entries = []
+        for index, item in enumerate(items):
+            value = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+            try:
+                entries.append(admission.normalize_entry(value, self.region))
+            except admission.EntryError as exc:
+                self.fail(items.line_of(index), f"{what}: {key}: {exc.message}")
+        if len(entries) > admission.MAX_LIST_ENTRIES:
+            self.fail(items.line, f"{what}: {key}: at most {admission.MAX_LIST_ENTRIES} entries")
+        return list(dict.fromkeys(entries))
 
     def policy(self, item: Any, line: int) -> None:
         spec = self.mapping(item, line, "policy", ("name", "slug", *self.POLICY_FIELDS, "rules"), ("name",))
@@ -762,6 +781,12 @@ class Sync:
                 desired[key] = self.boolean(spec, key, what)
             elif kind == "int":
                 desired[key] = self.integer(spec, key, what, 0, 1000)
+            elif kind == "zone":
+                desired[key] = self.zone(spec, key, what)
+            elif kind == "windows":
+                desired[key] = self.restrictions(spec, what, key) if key in spec else MISSING
+            elif kind == "callers":
+                desired[key] = self.callers(spec, key, what)
             else:
                 value = self.text(spec, key, what, max_length=64)
                 if value not in (MISSING, None):

@@ -152,3 +152,43 @@ async def test_no_caller_id_keeps_a_call_from_being_logged(store, caller):
 async def test_a_plain_number_is_stored_in_e164_without_a_raw_copy(store):
     prepared = await store.reads(callstore.prepare_call, store.number, "(415) 555-0123", "US", 7.0)
     assert (prepared.caller_number, prepared.caller_raw) == ("+14155550123", None)
+
+
+async def test_the_setup_carries_the_hours_the_lists_and_the_caller_in_e164(store, caplog):
+    db, reads, number = store.db, store.reads, store.number
+    _, policy, _ = store.built
+    hours = [{"type": "Daily", "startTime": "09:00", "endTime": "17:00", "days": ["Monday"]}]
+
+    def configure(**values):
+        m.IncomingCallPolicy.update(**values).where(m.IncomingCallPolicy.id == policy.id).execute()
+
+    await db.run(configure, businessHours=hours, businessHoursTimeZone="Europe/Paris", afterHoursMessage="Closed.",
+                 callerBlockList=["+1415*"], callerAllowList=["+14155550123", "+44*"], blockedCallerMessage="No.")
+    setup = (await reads(callstore.prepare_call, number, "(415) 555-0123", "US", 7.0)).setup
+    assert setup.caller_e164 == "+14155550123"  # a national caller ID, read in sip.default_region
+    assert (setup.caller_block_list, setup.caller_allow_list) == (("+1415*",), ("+14155550123", "+44*"))
+    assert (setup.business_hours_time_zone, setup.after_hours_message, setup.blocked_caller_message) == (
+        "Europe/Paris", "Closed.", "No.")
+    assert [w.days for w in setup.business_hours] == [frozenset({0})] and not setup.admitted
+    for anonymous in ("anonymous", "", "sip:alice@10.0.0.1"):
+        assert (await reads(callstore.prepare_call, number, anonymous, "US", 7.0)).setup.caller_e164 is None
+    # Values the API would refuse (edited by hand) are logged and left out: the call is still taken.
+    await db.run(configure, businessHours=[{"type": "Hourly"}], callerBlockList=["+1415*", "nope"])
+    setup = (await reads(callstore.prepare_call, number, "+14155550123", "US", 7.0)).setup
+    assert setup.business_hours == () and setup.caller_block_list == ("+1415*",)
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "business hours cannot be read" in messages and "'nope'" in messages
+
+
+@pytest.mark.parametrize(("status", "admitted"), [("Initiated", False), ("Ringing", True), ("Escalated", True)])
+async def test_a_resumed_call_is_screened_again_only_if_it_never_rang(store, status, admitted):
+    db, number = store.db, store.number
+    _, policy, _ = store.built
+
+    def resume():
+        log = m.IncomingCallLog.create(project=policy.projectId, incomingCallPolicyId=policy.id, status=status,
+                                       callerPhoneNumber="+14155550123", currentEscalationRuleOrder=2)
+        return callstore.resume_setup(log, "resumed", 7.0)
+
+    setup = await db.run(resume)
+    assert (setup.admitted, setup.resume_from_order, setup.caller_e164) == (admitted, 2, "+14155550123")

@@ -425,3 +425,56 @@ def test_contact_center_problems_name_the_line_and_nothing_is_applied(url):
         assert info.value.problems[0].startswith(f"acme.yaml:{line}: {problem}"), \
             (line, info.value.problems)
         assert read(url, counts)["CallMenu"] == 0
+
+
+HOURS_AND_LISTS = textwrap.dedent("""\
+    project: Acme
+    policies:
+      - name: Office line
+        slug: office
+        businessHoursTimeZone: Europe/Paris
+        businessHours:
+          - daily: 09:00-17:00
+            days: [Mon, Tue, Wed, Thu, Fri]
+          - weekly: Saturday 10:00 - Saturday 12:00
+        afterHoursMessage: We are closed.
+        callerBlockList: ["+1 415 555 0100", "+44 20*", "(212) 555-0199"]
+        callerAllowList: []
+        blockedCallerMessage: Not from this number.
+    """)
+
+
+def test_policy_hours_and_caller_lists_sync_and_apply_twice_change_nothing(url):
+    assert "+ policy office" in apply(url, HOURS_AND_LISTS).changes
+    assert apply(url, HOURS_AND_LISTS).changes == []
+
+    def policy():
+        row = m.IncomingCallPolicy.get(m.IncomingCallPolicy.slug == "office")
+        return (row.businessHoursTimeZone, row.businessHours, row.afterHoursMessage, row.callerBlockList,
+                row.callerAllowList, row.blockedCallerMessage)
+
+    assert read(url, policy) == (
+        "Europe/Paris",
+        [{"type": "Daily", "startTime": "09:00", "endTime": "17:00",
+          "days": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]},
+         {"type": "Weekly", "startDay": "Saturday", "startTime": "10:00", "endDay": "Saturday", "endTime": "12:00"}],
+        "We are closed.", ["+14155550100", "+4420*", "+12125550199"], [], "Not from this number.")
+    edited = HOURS_AND_LISTS.replace('callerAllowList: []', 'callerAllowList: ["+1*"]')
+    changes = apply(url, edited).changes
+    assert changes == ["~ policy office: callerAllowList [] -> ['+1*']"]
+    # Keys left out leave their fields alone.
+    assert apply(url, "project: Acme\npolicies:\n  - name: Office line\n    slug: office\n").changes == []
+    assert read(url, policy)[4] == ["+1*"]
+
+
+@pytest.mark.parametrize(("replace", "problem"), [
+    (("+44 20*", "44 20*"), "acme.yaml:11: policy office: callerBlockList: '44 20*' is not a prefix pattern"),
+    (("+1 415 555 0100", "hello"), "acme.yaml:11: policy office: callerBlockList: 'hello' is not a phone number"),
+    (("Europe/Paris", "Mars/Olympus"), "acme.yaml:5: policy office: businessHoursTimeZone: 'Mars/Olympus' is not "
+                                       "an IANA time zone"),
+    (("09:00-17:00", "09:00-25:00"), "acme.yaml:7: policy office: restriction: '25:00' is not a time of day"),
+])
+def test_policy_hours_and_list_problems_say_where(url, replace, problem):
+    with pytest.raises(sync.SyncError) as info:
+        apply(url, HOURS_AND_LISTS.replace(*replace))
+    assert info.value.problems[0].startswith(problem), info.value.problems

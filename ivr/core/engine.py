@@ -26,6 +26,11 @@ Contract with the shell, in short:
   ``Dial(...,timeout)``) sets ``CallSetup.dial_enforces_timeout``: the engine then arms no rule
   timer and escalates when the rule's last leg has ended; such a shell reports ``DialStarted``
   when the legs really start ringing (they may wait for the one dial operation the channel runs).
+* ``now`` is Unix time (the shells give ``time.time()``): when the call starts, the engine reads it on
+  the policy's clocks to decide whether it is inside the business hours (``CallSetup.business_hours``),
+  and refuses a caller the policy's lists refuse (``ivr.core.admission``); a refused call hears its
+  message, nobody is rung, and the log says Failed with the reason. A resumed call is screened
+  again only if it had not rung anyone yet (``CallSetup.admitted``).
 * Events made stale by ordinary telephony races are ignored (``handle`` returns ``[]``); input that
   cannot happen (an id the engine never issued, ``CallStarted`` twice) raises :class:`IllegalEvent`
   and leaves the state untouched.

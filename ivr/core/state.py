@@ -100,6 +100,9 @@ class CallState:
     caller_playback_id: str | None = None  # greeting or closing message
     closing_status: CallStatus | None = None
     closing_message: str | None = None
+    # The log's statusMessage if the caller hangs up during the closing message, when it differs from
+    # closing_message (a refused call's says whether its message was heard in full); None: the same.
+    closing_cut_message: str | None = None
     ringback_on: bool = False
     bridged_leg_id: str | None = None
     connected_at: float | None = None
@@ -133,6 +136,7 @@ class CallState:
             "caller_playback_id": self.caller_playback_id,
             "closing_status": None if self.closing_status is None else self.closing_status.value,
             "closing_message": self.closing_message,
+            "closing_cut_message": self.closing_cut_message,
             "ringback_on": self.ringback_on,
             "bridged_leg_id": self.bridged_leg_id,
             "connected_at": self.connected_at,
@@ -160,6 +164,7 @@ class CallState:
             caller_playback_id=data["caller_playback_id"],
             closing_status=None if closing is None else CallStatus(closing),
             closing_message=data["closing_message"],
+            closing_cut_message=data.get("closing_cut_message"),  # absent from snapshots of earlier versions
             ringback_on=data["ringback_on"],
             bridged_leg_id=data["bridged_leg_id"],
             connected_at=data["connected_at"],

@@ -45,3 +45,13 @@ def confirmation_prompt(setup: CallSetup) -> str:
         f"Call for {setup.policy_name} from {speakable_number(setup.caller_number)}. "
         f"Press {ACCEPT_DIGIT} to accept."
     )
+
+
+def refusal_message(reason: str, prompt: str, *, text: str, heard: bool) -> str:
+    """The log's statusMessage of a refused call (outside business hours, a blocked caller): why, and
+    what became of its message (played in full, cut short by the caller, or not set)."""
+    if not text.strip():
+        return f"{reason}: no {prompt.removeprefix('the ')} is set; the call was hung up at once"
+    if heard:
+        return f"{reason}: {prompt} was played"
+    return f"{reason}: the caller hung up during {prompt}"

@@ -7,13 +7,15 @@ working area; its handlers (``on_*``) are the only places where an event changes
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import math
 from dataclasses import replace
 from typing import Any
 
+from ivr.core.admission import Refusal, screen_caller, screen_hours
 from ivr.core.state import CallState, LegPhase, LegState, Phase, UNANSWERED_LEG_PHASES
-from ivr.core.texts import DISABLED_MESSAGE, confirmation_prompt, plural, seconds
+from ivr.core.texts import DISABLED_MESSAGE, confirmation_prompt, plural, refusal_message, seconds
 from ivr.core.vocabulary import (
     ACCEPT_DIGIT,
     CALLER,
@@ -273,8 +275,35 @@ class _Transition:
             caller_playback_id=playback_id,
             closing_status=status,
             closing_message=message,
+            closing_cut_message=None,
             exhausted=False,
         )
+
+    def refuse(self, refusal: Refusal, text: str) -> None:
+        """A call the policy does not take (a blocked caller, outside business hours): ``text`` is
+        played, nobody is rung, and the log says Failed with the reason (see docs/oncall.md)."""
+        heard = refusal_message(refusal.reason, refusal.prompt, text=text, heard=True)
+        self.close_with_message(CallStatus.FAILED, heard, text)
+        if self.state.phase is Phase.CLOSING:
+            self.update(closing_cut_message=refusal_message(refusal.reason, refusal.prompt, text=text, heard=False))
+
+    def admission(self) -> tuple[Refusal, str] | None:
+        """Why this call is not taken, and what the caller hears then; None: it is taken. The caller
+        lists first (a blocked caller is refused at any hour), then the business hours."""
+        setup = self.setup
+        refusal = screen_caller(setup.caller_e164, setup.caller_number, setup.caller_block_list,
+                                setup.caller_allow_list)
+        if refusal is not None:
+            return refusal, setup.blocked_caller_message
+        if setup.business_hours:
+            try:
+                at = dt.datetime.fromtimestamp(self.now, dt.timezone.utc)
+            except (OverflowError, OSError, ValueError):
+                raise IllegalEvent(f"now must be Unix time for business hours, got {self.now!r}") from None
+            refusal = screen_hours(setup.business_hours, setup.business_hours_time_zone, at)
+            if refusal is not None:
+                return refusal, setup.after_hours_message
+        return None
 
     # ---- the hunt ---------------------------------------------------------------------------
 
@@ -466,12 +495,16 @@ class _Transition:
             # The caller left before the shell reported the start: nothing to do any more.
             self.update(started=True)
             return
-        self.update(started=True)
         resuming = self.setup.resume_from_order is not None
+        # Decided first, so that an impossible time raises before anything changed.
+        refused = None if self.setup.admitted or not self.setup.is_enabled else self.admission()
+        self.update(started=True)
         if not resuming:
             self.emit(Answer())
         if not self.setup.is_enabled:
             self.close_with_message(CallStatus.FAILED, "Policy is disabled", DISABLED_MESSAGE)
+        elif refused is not None:
+            self.refuse(*refused)
         elif not self.plan:
             self.close_with_message(
                 CallStatus.FAILED,
@@ -606,9 +639,8 @@ class _Transition:
         if phase is Phase.CLOSING:
             # The outcome was decided before the caller left; only the message was cut short.
             assert self.state.closing_status is not None
-            self.finish(
-                self.state.closing_status, self.state.closing_message or "", hang_up_caller=False
-            )
+            message = self.state.closing_cut_message or self.state.closing_message or ""
+            self.finish(self.state.closing_status, message, hang_up_caller=False)
             return
         for leg in self.live_legs():
             self.hang_up_leg(

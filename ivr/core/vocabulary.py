@@ -14,6 +14,9 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, TypeAlias
 
+from ivr.core.admission import is_entry
+from ivr.core.oncall import Window, parse_restrictions, restrictions_to_json, time_zone
+
 
 class CallStatus(StrEnum):
     """Status shared by IncomingCallLog and IncomingCallLogItem (values are the API's strings)."""
@@ -146,9 +149,32 @@ class CallSetup:
     # The shell's dial operation ends unanswered legs itself at the rule's time (a dialplan
     # Dial(...,timeout)): the engine arms no rule timer and escalates when the rule's last leg ended.
     dial_enforces_timeout: bool = False
+    # Who the policy takes calls from, and when (ivr.core.admission), decided by the engine when the
+    # call starts. ``admitted``: a resumed call that had already rung someone, not screened again (a
+    # call resumed before, perhaps during its refusal message, is). ``caller_e164``: the caller's
+    # number in E.164, None when its caller ID is anonymous or not a number (it matches no entry).
+    admitted: bool = False
+    caller_e164: str | None = None
+    caller_block_list: tuple[str, ...] = ()
+    caller_allow_list: tuple[str, ...] = ()
+    blocked_caller_message: str = ""
+    # Business hours: a schedule layer's restriction windows (or their JSON form), read in the zone.
+    business_hours: tuple[Window, ...] = ()
+    business_hours_time_zone: str = "UTC"
+    after_hours_message: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
+        object.__setattr__(self, "caller_block_list", tuple(self.caller_block_list))
+        object.__setattr__(self, "caller_allow_list", tuple(self.caller_allow_list))
+        hours = self.business_hours
+        if any(isinstance(window, dict) for window in hours):
+            hours = parse_restrictions(list(hours))  # the JSON form (a snapshot, a test)
+        object.__setattr__(self, "business_hours", tuple(hours))
+        time_zone(self.business_hours_time_zone)  # ValueError for a zone that does not exist
+        for entry in self.caller_block_list + self.caller_allow_list:
+            if not is_entry(entry):
+                raise ValueError(f"caller list entry {entry!r} is neither E.164 nor a prefix like +1415*")
         if not self.call_id:
             raise ValueError("call_id must not be empty")
         if self.repeat_times < 0:
@@ -180,12 +206,21 @@ class CallSetup:
             "resume_from_order": self.resume_from_order,
             "resume_repeat_count": self.resume_repeat_count,
             "dial_enforces_timeout": self.dial_enforces_timeout,
+            "admitted": self.admitted,
+            "caller_e164": self.caller_e164,
+            "caller_block_list": list(self.caller_block_list),
+            "caller_allow_list": list(self.caller_allow_list),
+            "blocked_caller_message": self.blocked_caller_message,
+            "business_hours": restrictions_to_json(self.business_hours),
+            "business_hours_time_zone": self.business_hours_time_zone,
+            "after_hours_message": self.after_hours_message,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallSetup:
         fields_ = dict(data)
         fields_["rules"] = tuple(Rule.from_dict(r) for r in data["rules"])
+        fields_["business_hours"] = parse_restrictions(data.get("business_hours") or [])
         return cls(**fields_)
 
 

@@ -7,6 +7,7 @@ Plain synchronous peewee functions, run through the asyncio database's bridge
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import uuid
 from collections import namedtuple
@@ -15,6 +16,7 @@ from typing import Any, Iterable
 
 from ivr.store import models as m
 from ivr.store.db import Compiled, on_reader
+from ivr.core import admission, oncall
 from ivr.core.engine import TERMINAL_STATUSES, CallSetup, Contact, Rule, UpdateItem, UpdateLog
 from ivr.core.phone import InvalidNumber, normalize_loose, to_e164
 from ivr.store.schedules import on_call_user_ids
@@ -43,7 +45,9 @@ Member = m.TeamMember
 _POLICY_COLUMNS = (Policy.id, Policy.project, Policy.name, Policy.routingPhoneNumber, Policy.greetingMessage,
                    Policy.noAnswerMessage, Policy.noOneAvailableMessage, Policy.isEnabled,
                    Policy.repeatPolicyIfNoOneAnswers, Policy.repeatPolicyIfNoOneAnswersTimes,
-                   Policy.requireAnswerConfirmation)
+                   Policy.requireAnswerConfirmation, Policy.businessHours, Policy.businessHoursTimeZone,
+                   Policy.afterHoursMessage, Policy.callerBlockList, Policy.callerAllowList,
+                   Policy.blockedCallerMessage)
 PolicyRow = namedtuple("PolicyRow", [getattr(c, "object_id_name", c.name) for c in _POLICY_COLUMNS])
 _POLICY_BY_NUMBER = Compiled(
     lambda number: Policy.select(*_POLICY_COLUMNS).where(Policy.routingPhoneNumber == number).limit(1),
@@ -146,8 +150,54 @@ def resolve_rule(rule: m.IncomingCallPolicyEscalationRule, at: dt.datetime) -> l
     return next(list(r.contacts) for r in resolve_rules(policy, at) if r.rule_id == str(rule.id))
 
 
+def business_hours(policy: PolicyRow) -> tuple[tuple[oncall.Window, ...], str]:
+    """The policy's business hours and their zone. A value the API would not have accepted (edited by
+    hand) is logged and read as no business hours: calls are still taken."""
+    try:
+        zone = policy.businessHoursTimeZone or "UTC"
+        oncall.time_zone(zone)
+        return oncall.parse_restrictions(_json(policy.businessHours)), zone
+    except ValueError as exc:
+        log.error("Incoming Call Policy %s: its business hours cannot be read (%s): calls are taken at any hour",
+                  policy.id, exc)
+        return (), "UTC"
+
+
+def caller_list(policy: PolicyRow, name: str) -> tuple[str, ...]:
+    """One of the policy's caller lists; entries the API would not have accepted are logged and left out."""
+    entries = _json(getattr(policy, name))
+    if not isinstance(entries, list):
+        log.error("Incoming Call Policy %s: %s is not a list: it is ignored", policy.id, name)
+        return ()
+    bad = [entry for entry in entries if not admission.is_entry(entry)]
+    if bad:
+        log.error("Incoming Call Policy %s: %s entries %r are neither E.164 numbers nor prefixes like +1415*: "
+                  "they are ignored", policy.id, name, bad[:5])
+    return tuple(entry for entry in entries if admission.is_entry(entry))
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as selected (a compiled query hands back its text)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError(f"not JSON: {value[:40]!r}") from None
+    return value or []
+
+
+def caller_e164(caller: str | None, default_region: str) -> str | None:
+    """The caller's number in E.164, or None (anonymous, empty, not a phone number)."""
+    try:
+        return to_e164(caller, default_region) if caller else None
+    except InvalidNumber:
+        return None
+
+
 def build_setup(policy: PolicyRow, call_id: str, caller: str, confirm_timeout: float,
-                resume_from_order: int | None = None, resume_repeat_count: int = 0) -> CallSetup:
+                resume_from_order: int | None = None, resume_repeat_count: int = 0,
+                caller_number_e164: str | None = None, admitted: bool = False) -> CallSetup:
+    hours, zone = business_hours(policy)
     return CallSetup(
         call_id=call_id,
         policy_name=policy.name,
@@ -163,6 +213,14 @@ def build_setup(policy: PolicyRow, call_id: str, caller: str, confirm_timeout: f
         rules=tuple(resolve_rules(policy, m.utcnow())),
         resume_from_order=resume_from_order,
         resume_repeat_count=resume_repeat_count,
+        admitted=admitted,
+        caller_e164=caller_number_e164,
+        caller_block_list=caller_list(policy, "callerBlockList"),
+        caller_allow_list=caller_list(policy, "callerAllowList"),
+        blocked_caller_message=policy.blockedCallerMessage or "",
+        business_hours=hours,
+        business_hours_time_zone=zone,
+        after_hours_message=policy.afterHoursMessage or "",
     )
 
 
@@ -212,7 +270,8 @@ def prepare_call(dialed: str, caller: str, default_region: str, confirm_timeout:
         return None
     log_id = log_id or uuid.uuid4()
     caller_number, caller_raw = caller_id(caller, default_region)
-    setup = build_setup(policy, str(log_id), caller_number or "an unknown number", confirm_timeout)
+    setup = build_setup(policy, str(log_id), caller_number or admission.UNKNOWN_CALLER, confirm_timeout,
+                        caller_number_e164=caller_e164(caller, default_region))
     return PreparedCall(log_id, policy.id, policy.projectId, policy.routingPhoneNumber, caller_number, setup,
                         caller_raw)
 
@@ -389,6 +448,10 @@ def resume_setup(log_row: m.IncomingCallLog, call_id: str, confirm_timeout: floa
     if not rows:
         return None
     policy = PolicyRow(*rows[0])
-    return build_setup(policy, call_id, log_row.callerPhoneNumber or "an unknown number", confirm_timeout,
+    # A call that never rang anyone (still Initiated: it was greeted, or told it is refused) is
+    # screened again; one that rang someone was taken and goes on.
+    return build_setup(policy, call_id, log_row.callerPhoneNumber or admission.UNKNOWN_CALLER, confirm_timeout,
                        resume_from_order=log_row.currentEscalationRuleOrder or 1,
-                       resume_repeat_count=log_row.repeatCount or 0)
+                       resume_repeat_count=log_row.repeatCount or 0,
+                       caller_number_e164=caller_e164(log_row.callerPhoneNumber, "ZZ"),
+                       admitted=log_row.status != m.CallStatus.INITIATED.value)

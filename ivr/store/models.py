@@ -390,6 +390,24 @@ class IncomingCallPolicy(ProjectScoped):
     requireAnswerConfirmation = BooleanField(
         default=True, help_text="An on-call engineer who answers must press 1 to accept the call; a voicemail "
                                 "box that answers is then not mistaken for a person")
+    businessHours = JSONField(default=list, help_text="When the policy takes calls (empty: always), in "
+                                                      "businessHoursTimeZone: windows in the format of a schedule "
+                                                      "layer's restrictionTimes, e.g. [{\"type\": \"Daily\", "
+                                                      "\"startTime\": \"09:00\", \"endTime\": \"17:00\", "
+                                                      "\"days\": [\"Monday\", \"Friday\"]}]. Outside them the "
+                                                      "caller hears afterHoursMessage and nobody is rung")
+    businessHoursTimeZone = CharField(max_length=64, default="UTC", help_text="IANA time zone of businessHours")
+    afterHoursMessage = LongTextField(default="We are closed. Please call again during business hours.",
+                                      help_text="Message played outside businessHours before hanging up")
+    callerBlockList = JSONField(default=list, help_text="Callers refused: E.164 numbers and prefix patterns like "
+                                                        "\"+1415*\" (at most 1000); a blocked caller hears "
+                                                        "blockedCallerMessage and nobody is rung")
+    callerAllowList = JSONField(default=list, help_text="If not empty, the only callers taken: E.164 numbers and "
+                                                        "prefix patterns like \"+1415*\" (at most 1000); an "
+                                                        "anonymous caller matches no entry")
+    blockedCallerMessage = LongTextField(default="This number cannot take your call.",
+                                         help_text="Message played to a caller refused by callerBlockList or "
+                                                   "callerAllowList before hanging up")
     projectCallSMSConfigId = IdField(
         null=True, help_text="ID of the project-level Twilio configuration. If set, uses this config instead of "
                              "global config and billing does not apply.")

@@ -88,6 +88,82 @@ async def test_policy_name_must_not_be_blank(api, acme):
 # -- escalation rules -------------------------------------------------------------------
 
 
+# -- business hours and caller lists ------------------------------------------------------
+
+
+async def test_new_policies_have_open_hours_empty_lists_and_default_messages(api, acme):
+    policy = await api.create("incoming-call-policy", acme.owner, {"name": "Defaults"})
+    item = await get(api, acme, "incoming-call-policy", policy["_id"], "businessHours", "businessHoursTimeZone",
+                     "afterHoursMessage", "callerBlockList", "callerAllowList", "blockedCallerMessage")
+    assert item == {"_id": policy["_id"], "businessHours": [], "businessHoursTimeZone": "UTC",
+                    "afterHoursMessage": "We are closed. Please call again during business hours.",
+                    "callerBlockList": [], "callerAllowList": [],
+                    "blockedCallerMessage": "This number cannot take your call."}
+
+
+async def test_hours_and_lists_round_trip_in_their_canonical_form(api, acme):
+    policy = await api.create("incoming-call-policy", acme.owner, {
+        "name": "Office", "businessHoursTimeZone": "Europe/Paris", "afterHoursMessage": "Closed, sorry.",
+        "businessHours": [{"type": "Daily", "startTime": "9:00", "endTime": "17:30", "days": ["mon", "Fri"]},
+                          {"type": "Weekly", "startDay": "sat", "startTime": "10:00", "endDay": "Sat",
+                           "endTime": "12:00"}],
+        "callerBlockList": ["+1 (415) 555-0100", "+44 20*", "(212) 555-0199", "+14155550100"],
+        "callerAllowList": ["+1*"]})
+    fields = ("businessHours", "businessHoursTimeZone", "afterHoursMessage", "callerBlockList", "callerAllowList")
+    item = await get(api, acme, "incoming-call-policy", policy["_id"], *fields)
+    assert item["businessHours"] == [
+        {"type": "Daily", "startTime": "09:00", "endTime": "17:30", "days": ["Monday", "Friday"]},
+        {"type": "Weekly", "startDay": "Saturday", "startTime": "10:00", "endDay": "Saturday", "endTime": "12:00"}]
+    assert item["callerBlockList"] == ["+14155550100", "+4420*", "+12125550199"]  # E.164, deduplicated
+    assert (item["businessHoursTimeZone"], item["afterHoursMessage"], item["callerAllowList"]) == (
+        "Europe/Paris", "Closed, sorry.", ["+1*"])
+    await api.call("PUT", f"/api/incoming-call-policy/{policy['_id']}", acme.owner,
+                   {"data": {"businessHours": [], "callerBlockList": [], "callerAllowList": ["+33 1 42 68 53 00"]}})
+    item = await get(api, acme, "incoming-call-policy", policy["_id"], *fields)
+    assert (item["businessHours"], item["callerBlockList"], item["callerAllowList"]) == ([], [], ["+33142685300"])
+    assert item["businessHoursTimeZone"] == "Europe/Paris"  # untouched
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"businessHours": [{"type": "Daily", "startTime": "25:00", "endTime": "17:00"}]},
+     "data.businessHours[0].startTime: '25:00' is not a time of day like 09:00"),
+    ({"businessHours": [{"type": "Hourly"}]}, "data.businessHours[0].type: must be Daily or Weekly"),
+    ({"businessHours": {"type": "Daily"}}, "data.businessHours: must be a list of windows"),
+    ({"businessHours": [{"type": "Weekly", "startDay": "Funday", "startTime": "09:00", "endDay": "Monday",
+                         "endTime": "10:00"}]}, "data.businessHours[0].startDay: 'Funday' is not a day of the week"),
+    ({"businessHoursTimeZone": "Mars/Olympus"}, "data.businessHoursTimeZone: 'Mars/Olympus' is not an IANA time zone"),
+    ({"businessHoursTimeZone": None}, "data.businessHoursTimeZone: must not be null"),
+    ({"callerBlockList": ["+14155550100", "hello"]}, "data.callerBlockList[1]: 'hello' is not a phone number"),
+    ({"callerAllowList": ["415*"]}, "data.callerAllowList[0]: '415*' is not a prefix pattern"),
+    ({"callerAllowList": "+14155550100"}, "data.callerAllowList: must be a list"),
+    ({"callerBlockList": [f"+1212555{n:04d}" for n in range(1001)]},
+     "data.callerBlockList: at most 1000 entries (this list has 1001)"),
+])
+async def test_bad_hours_zones_and_list_entries_are_400_saying_so(api, acme, data, message):
+    status, error = await error_of(api, "POST", "/api/incoming-call-policy", acme.owner, {"data": {"name": "x", **data}})
+    assert status == 400 and error.startswith(message), error
+    policy = await api.create("incoming-call-policy", acme.owner, {"name": "y"})
+    status, error = await error_of(api, "PUT", f"/api/incoming-call-policy/{policy['_id']}", acme.owner, {"data": data})
+    assert status == 400 and error.startswith(message), error
+
+
+async def test_a_list_of_1000_entries_is_accepted(api, acme):
+    entries = [f"+1212555{n:04d}" for n in range(1000)]
+    policy = await api.create("incoming-call-policy", acme.owner, {"name": "Many", "callerAllowList": entries})
+    item = await get(api, acme, "incoming-call-policy", policy["_id"], "callerAllowList")
+    assert item["callerAllowList"] == entries
+
+
+async def test_the_new_fields_are_in_the_openapi_document(api):
+    document = await api.call("GET", "/api/openapi.json")
+    schemas = document["components"]["schemas"]
+    [policy] = [schema for title, schema in schemas.items() if title.replace(" ", "") == "IncomingCallPolicy"]
+    for name in ("businessHours", "businessHoursTimeZone", "afterHoursMessage", "callerBlockList",
+                 "callerAllowList", "blockedCallerMessage"):
+        assert policy["properties"][name]["description"], name
+    assert "+1415*" in policy["properties"]["callerBlockList"]["description"]
+
+
 @pytest.fixture
 async def policy_with_user(api, acme):
     policy = await api.create("incoming-call-policy", acme.owner, {"name": "Ops"})

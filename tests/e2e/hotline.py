@@ -76,8 +76,9 @@ class Hotline:
 
     async def policy(self, *rules: Target, name: str | None = None, enabled: bool = True, repeat: int = 0,
                      confirm: bool = True, greeting: str = "", no_answer: str = "Nobody answered.",
-                     no_one: str = "Nobody is on call.") -> Scenario:
-        """A project with one user per phone (a verified SIP URI each) and a policy ringing them."""
+                     no_one: str = "Nobody is on call.", **policy_fields) -> Scenario:
+        """A project with one user per phone (a verified SIP URI each) and a policy ringing them;
+        ``policy_fields``: more columns of the policy (business hours, caller lists, ...)."""
 
         def build() -> Scenario:
             project = m.Project.create(name="e2e")
@@ -86,7 +87,7 @@ class Hotline:
                 routingPhoneNumber=routing_number(), isEnabled=enabled, greetingMessage=greeting,
                 noAnswerMessage=no_answer, noOneAvailableMessage=no_one,
                 repeatPolicyIfNoOneAnswers=repeat > 0, repeatPolicyIfNoOneAnswersTimes=repeat,
-                requireAnswerConfirmation=confirm)
+                requireAnswerConfirmation=confirm, **policy_fields)
             scenario = Scenario(policy)
             for order, target in enumerate(rules, start=1):
                 users = []

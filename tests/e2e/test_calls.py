@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -166,6 +168,75 @@ async def test_disabled_policy(hotline, sip_target):
     assert await hotline.items_of(log) == []
     assert not (await phone.stop()).received_call
     assert result.hung_up_by == "remote"
+
+
+# -- business hours and caller lists: refused calls ring nobody ----------------------------------
+
+
+def hours_around_now(zone: str, open_: bool) -> list[dict]:
+    """A daily window of ``zone`` that contains this moment (open) or starts in 2 hours (closed)."""
+    now = dt.datetime.now(ZoneInfo(zone))
+    start = now - dt.timedelta(hours=1) if open_ else now + dt.timedelta(hours=2)
+    return [{"type": "Daily", "startTime": f"{start:%H:%M}", "endTime": f"{start + dt.timedelta(hours=3):%H:%M}"}]
+
+
+async def refused_call(hotline, sip_target, caller_id: str, **policy_fields):
+    """A call to a policy whose phone would answer at once: the caller's result, the log, the phone's."""
+    phone = Phone.answer_and_press("1", delay=0.5)
+    async with phone:
+        scenario = await hotline.policy(Target([phone], escalate_after=2), **policy_fields)
+        caller = Caller(scenario.number, sip_target, caller_id=caller_id)
+        await caller.start()
+        log = await hotline.final_log(scenario)
+        result = await caller.wait(10)
+        phone_result = await phone.stop()
+    assert await hotline.items_of(log) == []
+    assert not phone_result.received_call, "the phone got an INVITE"
+    assert result.answered and result.hung_up_by == "remote"  # told, then hung up on
+    return log, result
+
+
+async def test_outside_business_hours_the_caller_hears_the_message_and_nobody_rings(hotline, sip_target):
+    log, result = await refused_call(hotline, sip_target, "+14155550123", businessHoursTimeZone="Europe/Paris",
+                                     businessHours=hours_around_now("Europe/Paris", open_=False),
+                                     afterHoursMessage="We are closed. Please call again during business hours.")
+    assert log.status == "Failed", log.statusMessage
+    assert log.statusMessage.startswith("Outside business hours (Europe/Paris, ")
+    assert log.statusMessage.endswith("local time): the after-hours message was played")
+    assert result.call.talk_time >= 1.5  # the whole message was heard before the hang-up
+    assert log.callDurationInSeconds == 0 and log.endedAt
+
+
+async def test_a_blocked_caller_hears_the_message_and_nobody_rings(hotline, sip_target):
+    log, result = await refused_call(hotline, sip_target, "+14155550123", callerBlockList=["+1415*"],
+                                     blockedCallerMessage="This number cannot take your call.")
+    assert (log.status, log.statusMessage) == ("Failed", "Blocked caller +14155550123: matches +1415* of the "
+                                                         "callerBlockList: the blocked-caller message was played")
+    assert log.callerPhoneNumber == "+14155550123"
+    assert result.call.talk_time >= 1.0
+
+
+async def test_an_anonymous_caller_is_refused_by_an_allow_list(hotline, sip_target):
+    log, _ = await refused_call(hotline, sip_target, "anonymous", callerAllowList=["+14155550123"])
+    # Over ARI the caller ID reads "anonymous"; the dialplan hands FastAGI none at all.
+    who = "anonymous (not a phone number)" if log.callerPhoneNumber else "with no caller ID"
+    assert (log.status, log.statusMessage) == ("Failed", f"Blocked caller {who}: an unknown caller matches no entry "
+                                                         "of the callerAllowList: the blocked-caller message was played")
+
+
+async def test_an_allowed_caller_in_business_hours_is_connected_as_usual(hotline, sip_target):
+    phone = Phone.answer_and_press("1", delay=0.5)
+    async with phone:
+        scenario = await hotline.policy(Target([phone], escalate_after=3), businessHoursTimeZone="Asia/Tokyo",
+                                        businessHours=hours_around_now("Asia/Tokyo", open_=True),
+                                        callerAllowList=["+1415*"], callerBlockList=["+14155550199"])
+        caller = Caller(scenario.number, sip_target, caller_id="+14155550123", hangup_after=1)
+        await caller.start()
+        log = await hotline.final_log(scenario)
+        result = await caller.wait(10)
+    assert result.answered and log.status == "Completed", log.statusMessage
+    assert log.answeredByUserId == scenario.user_of(phone).id
+    assert [(i.status, i.isAnswered) for i in await hotline.items_of(log)] == [("Completed", True)]
 
 
 async def test_unknown_number_is_not_in_service(hotline, sip_target, caplog):

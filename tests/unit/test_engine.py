@@ -926,3 +926,211 @@ def test_a_confirming_leg_gone_at_its_deadline_ran_out_of_time() -> None:
         shell.do(gone_at, "ended", 1, "hangup")
         assert message in shell.items[leg(1)]["status_message"]
         assert shell.items[leg(1)]["status"] == CallStatus.NO_ANSWER and shell.call.state.phase is Phase.CLOSING
+
+
+# ------------------------------------------------------- business hours and caller lists (admission)
+
+AFTER_HOURS = "We are closed. Please call again during business hours."
+BLOCKED = "This number cannot take your call."
+WEEKDAYS_9_TO_5 = [{"type": "Daily", "startTime": "09:00", "endTime": "17:00",
+                    "days": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]}]
+
+
+def at(iso: str) -> float:
+    """Unix time of an ISO instant (the shells give the engine time.time())."""
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(iso).timestamp()
+
+
+def hours(windows: list[dict] | None = None, zone: str = "Europe/Paris", **overrides: Any) -> CallSetup:
+    fields = {"business_hours": WEEKDAYS_9_TO_5 if windows is None else windows, "business_hours_time_zone": zone,
+              "after_hours_message": AFTER_HOURS, **overrides}
+    return policy(rule(1, "alice"), **fields)
+
+
+def screened(caller_e164: str | None, block: tuple[str, ...] = (), allow: tuple[str, ...] = (),
+             **overrides: Any) -> CallSetup:
+    return policy(rule(1, "alice"), caller_number=caller_e164 or "anonymous", caller_e164=caller_e164,
+                  caller_block_list=block, caller_allow_list=allow, blocked_caller_message=BLOCKED, **overrides)
+
+
+def refused_with(shell: Shell, text: str) -> None:
+    """The caller was answered, heard ``text`` and was hung up; nobody was rung."""
+    assert shell.history[:2] == [Answer(), Play(CALLER, f"{CALL}-pb-1", text)]
+    assert not shell.call.is_finished  # the message plays first
+    shell.do(shell.now + 4, "played", "caller")
+    assert shell.call.is_finished and shell.caller_hung_up_by_engine
+    assert shell.dials == [] and shell.items == {} and not shell.ringback
+    assert shell.log["status"] is CallStatus.FAILED and shell.log["talk_seconds"] == 0
+
+
+# Paris is UTC+1 in early March 2024 (summer time from 31 March): 09:00-17:00 there is 08:00-16:00 UTC.
+@pytest.mark.parametrize(("instant", "open_"), [
+    ("2024-03-05T07:59:59+00:00", False),   # Tuesday 08:59:59 in Paris
+    ("2024-03-05T08:00:00+00:00", True),    # 09:00 sharp: the window opens (inclusive)
+    ("2024-03-05T15:59:59+00:00", True),
+    ("2024-03-05T16:00:00+00:00", False),   # 17:00 sharp: closed (the end is exclusive)
+    ("2024-03-09T10:00:00+00:00", False),   # Saturday
+    ("2024-04-02T07:30:00+00:00", True),    # summer time: 09:30 in Paris (UTC+2)
+    ("2024-04-02T15:30:00+00:00", False),   # 17:30 in Paris
+])
+def test_business_hours_are_read_on_the_policy_clocks_edges_included(instant: str, open_: bool) -> None:
+    shell = Shell(hours())
+    shell.do(at(instant), "start")
+    if open_:
+        assert shell.history == [Answer(), Play(CALLER, f"{CALL}-pb-1", GREETING)]
+        shell.do(shell.now + 3, "played", "caller")
+        assert [d.contact.user_id for d in shell.dials] == ["alice"]
+    else:
+        refused_with(shell, AFTER_HOURS)
+        assert shell.log["status_message"].startswith("Outside business hours (Europe/Paris, ")
+        assert shell.log["status_message"].endswith("local time): the after-hours message was played")
+
+
+def test_the_same_instant_is_open_in_one_zone_and_closed_in_another() -> None:
+    instant = at("2024-03-05T15:00:00+00:00")   # 16:00 in Paris, 10:00 in New York, 00:00 in Tokyo
+    for zone, open_ in (("Europe/Paris", True), ("America/New_York", True), ("Asia/Tokyo", False)):
+        shell = Shell(hours(zone=zone))
+        shell.do(instant, "start")
+        assert (shell.call.state.phase is Phase.GREETING) == open_, zone
+    tokyo = Shell(hours(zone="Asia/Tokyo"))
+    tokyo.do(instant, "start")
+    tokyo.do(instant + 2, "played", "caller")
+    assert tokyo.log["status_message"] == ("Outside business hours (Asia/Tokyo, Wednesday 00:00 local time): "
+                                           "the after-hours message was played")
+
+
+def test_a_weekly_window_wraps_over_the_weekend() -> None:
+    weekend = [{"type": "Weekly", "startDay": "Friday", "startTime": "18:00", "endDay": "Monday", "endTime": "08:00"}]
+    for instant, open_ in (("2024-03-08T17:59:00+00:00", False), ("2024-03-08T18:00:00+00:00", True),
+                           ("2024-03-10T12:00:00+00:00", True), ("2024-03-11T07:59:59+00:00", True),
+                           ("2024-03-11T08:00:00+00:00", False)):
+        shell = Shell(hours(weekend, zone="UTC"))
+        shell.do(at(instant), "start")
+        assert (shell.call.state.phase is Phase.GREETING) == open_, instant
+
+
+def test_no_business_hours_is_always_open_whatever_the_clock() -> None:
+    for now in (0.0, 12.5, at("2024-03-09T03:00:00+00:00")):
+        shell = Shell(hours([]))
+        shell.do(now, "start")
+        assert shell.call.state.phase is Phase.GREETING
+
+
+def test_outside_hours_an_empty_message_hangs_up_at_once_and_says_so() -> None:
+    shell = Shell(hours(after_hours_message=" "))
+    commands = shell.do(at("2024-03-09T10:00:00+00:00"), "start")
+    assert commands[:2] == [Answer(), HangupCaller()] and shell.call.is_finished and shell.dials == []
+    assert shell.log["status"] is CallStatus.FAILED
+    assert shell.log["status_message"].endswith("no after-hours message is set; the call was hung up at once")
+
+
+def test_a_caller_who_hangs_up_during_the_after_hours_message_is_logged_so() -> None:
+    shell = Shell(hours())
+    shell.do(at("2024-03-09T10:00:00+00:00"), "start")
+    shell.do(shell.now + 1, "caller_hangup")
+    assert shell.call.is_finished and shell.log["status"] is CallStatus.FAILED
+    assert shell.log["status_message"] == ("Outside business hours (Europe/Paris, Saturday 11:00 local time): the "
+                                           "caller hung up during the after-hours message")
+
+
+def test_a_resumed_call_that_rang_someone_is_not_screened_again() -> None:
+    """A call taken before a restart goes on, even if the hours closed or the lists changed since."""
+    shell = Shell(hours(resume_from_order=1, admitted=True, caller_e164="+14155550100",
+                        caller_block_list=("+1415*",)))
+    shell.do(at("2024-03-09T10:00:00+00:00"), "start")
+    assert [d.contact.user_id for d in shell.dials] == ["alice"]
+
+
+def test_a_resumed_call_that_rang_no_one_yet_is_screened_without_answering_again() -> None:
+    """It may have been hearing its refusal when the controller restarted: it must not ring anyone."""
+    shell = Shell(hours(resume_from_order=1, caller_e164="+14155550100", caller_block_list=("+1415*",),
+                        blocked_caller_message=BLOCKED))
+    assert shell.do(at("2024-03-05T10:00:00+00:00"), "start") == [Play(CALLER, f"{CALL}-pb-1", BLOCKED)]
+    shell.do(shell.now + 2, "played", "caller")
+    assert shell.dials == [] and shell.log["status"] is CallStatus.FAILED
+
+
+def test_a_disabled_policy_says_so_rather_than_closed() -> None:
+    shell = Shell(hours(is_enabled=False))
+    assert shell.do(at("2024-03-09T10:00:00+00:00"), "start") == [Answer(), Play(CALLER, f"{CALL}-pb-1",
+                                                                                  DISABLED_MESSAGE)]
+
+
+@pytest.mark.parametrize(("caller", "block", "allow", "message"), [
+    ("+14155550100", ("+14155550100",), (), "Blocked caller +14155550100: is in +14155550100 of the callerBlockList"),
+    ("+14155550100", ("+1415*",), (), "Blocked caller +14155550100: matches +1415* of the callerBlockList"),
+    ("+14155550100", ("+1415*",), ("+14155550100",),   # the block list wins
+     "Blocked caller +14155550100: matches +1415* of the callerBlockList"),
+    ("+442071838750", (), ("+1*",), "Blocked caller +442071838750: not in the callerAllowList"),
+    (None, (), ("+1*",), "Blocked caller anonymous (not a phone number): an unknown caller matches no entry of "
+                         "the callerAllowList"),
+])
+def test_blocked_callers_hear_the_message_and_nobody_rings(caller, block, allow, message) -> None:
+    shell = Shell(screened(caller, block, allow))
+    shell.do(at("2024-03-05T10:00:00+00:00"), "start")
+    refused_with(shell, BLOCKED)
+    assert shell.log["status_message"] == f"{message}: the blocked-caller message was played"
+
+
+def test_a_caller_without_caller_id_is_named_so_when_refused() -> None:
+    shell = Shell(replace(screened(None, allow=("+1*",)), caller_number="an unknown number"))
+    shell.do(0, "start")
+    refused_with(shell, BLOCKED)
+    assert shell.log["status_message"] == ("Blocked caller with no caller ID: an unknown caller matches no entry "
+                                           "of the callerAllowList: the blocked-caller message was played")
+
+
+@pytest.mark.parametrize(("caller", "block", "allow"), [
+    ("+14155550100", ("+1416*", "+14155550101"), ()),      # not listed
+    ("+14155550100", (), ("+1415*",)),                     # allowed by a prefix
+    ("+14155550100", ("+44*",), ("+14155550100", "+33*")),  # allowed by its number
+    (None, ("+1*",), ()),                                  # anonymous passes a block list
+])
+def test_callers_the_lists_let_through_are_rung_as_usual(caller, block, allow) -> None:
+    shell = Shell(screened(caller, block, allow))
+    shell.run(START)
+    assert [d.contact.user_id for d in shell.dials] == ["alice"]
+
+
+def test_a_blocked_caller_is_refused_even_inside_business_hours_and_with_its_own_message() -> None:
+    setup = replace(hours(), caller_e164="+14155550100", caller_block_list=("+14155550100",),
+                    blocked_caller_message=BLOCKED)
+    shell = Shell(setup)
+    shell.do(at("2024-03-05T10:00:00+00:00"), "start")   # open
+    refused_with(shell, BLOCKED)
+    closed = Shell(setup)
+    closed.do(at("2024-03-09T10:00:00+00:00"), "start")  # closed too: the caller's refusal is said
+    refused_with(closed, BLOCKED)
+
+
+def test_setup_with_hours_and_lists_round_trips_through_json() -> None:
+    setup = replace(hours(), caller_e164="+14155550100", caller_block_list=["+1415*"],
+                    caller_allow_list=["+14155550100"])
+    assert isinstance(setup.caller_block_list, tuple) and hash(setup)
+    assert CallSetup.from_dict(json.loads(json.dumps(setup.to_dict()))) == setup
+    shell = Shell(setup)
+    shell.do(at("2024-03-09T10:00:00+00:00"), "start")
+    saved = json.loads(json.dumps(shell.call.state.to_dict()))
+    restored = EscalationCall.from_state(CallState.from_dict(saved))
+    assert restored.handle(CallerHungUp(), shell.now + 1) == shell.send(CallerHungUp(), shell.now + 1)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"business_hours_time_zone": "Mars/Olympus"},
+    {"caller_block_list": ("4155550100",)},
+    {"caller_allow_list": ("+1 415*",)},  # not in stored form (the API removes the space)
+    {"business_hours": ({"type": "Daily", "startTime": "25:00", "endTime": "17:00"},)},
+])
+def test_invalid_admission_setup_is_rejected(overrides: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        policy(rule(1, "alice"), **overrides)
+
+
+def test_a_time_that_is_not_unix_time_is_illegal_only_when_hours_need_it() -> None:
+    call = EscalationCall(hours())
+    with pytest.raises(IllegalEvent):
+        call.handle(CallStarted(), 1e300)
+    assert call.state.phase is Phase.NEW and not call.state.started  # unchanged
+    assert EscalationCall(hours([])).handle(CallStarted(), 1e300)
