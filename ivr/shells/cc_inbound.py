@@ -18,12 +18,12 @@ import time
 import uuid
 
 from ivr.asterisk.ari import AriError
-from ivr.core.contact_center.inbound import InboundCall, InboundSetup, LoadQueue, QueueLoaded
-from ivr.core.contact_center.outbound import BridgeParties, DialParty, Ringback
+from ivr.core.contact_center.inbound import EndUserDial, InboundCall, InboundSetup, LoadQueue, QueueLoaded
+from ivr.core.contact_center.outbound import END_USER, BridgeParties, DialParty, Ringback, leg_id
 from ivr.core.contact_center.updates import UpdateCall, UpdateParticipant
 from ivr.core.contact_center.vocabulary import CallStatus, DisconnectedBy, FailReason
 from ivr.core.contact_center.voicemail import RecordCaller, RecordingEnded, SaveVoicemail, StopRecording
-from ivr.core.contact_center.walk import HandToPolicy, Started
+from ivr.core.contact_center.walk import HandToPolicy, Started, WalkSetup
 from ivr.core.engine import CallStatus as LogStatus
 from ivr.core.vocabulary import (
     CALLER,
@@ -64,6 +64,7 @@ class InboundCalls:
         self.handed: set[str] = set()   # calls now run by a policy's escalation (not stale)
         self.controller.incoming_routes.append(self.route)
         service.running_elsewhere = self.handed
+        service.pollers.append(self.take_queued)
 
     async def route(self, channel_id: str, dialed: str, caller: str) -> "InboundActor | None":
         s = self.service
@@ -81,9 +82,23 @@ class InboundCalls:
         return actor
 
 
+    async def take_queued(self) -> None:
+        """The inbound calls of the API (and fired scheduled calls): call their end users."""
+        s = self.service
+        cfg = s.config.contact_center
+        for taken in await run_and_release(s.db, cc_inbound.take_inbound_calls, s.node):
+            log.info("contact-center call %s: calling the end user %s to queue them", taken.number,
+                     taken.end_user_address)
+            opened = InboundOpened(taken.call_id, taken.number, taken.project_id, taken.lang, taken.end_user_address,
+                                   WalkSetup(call_id=taken.call_id, root_id=taken.menu_id, menus={}))
+            dial = EndUserDial(taken.menu_id, taken.end_user_address, taken.outbound_number, cfg.end_user_ring_timeout)
+            InboundActor(s, self, opened, leg_id(taken.call_id, END_USER), "", taken.end_user_address,
+                         dial=dial).start()
+
+
 class InboundActor(ContactCenterActor):
     def __init__(self, service: ContactCenterService, calls: InboundCalls, opened: InboundOpened,
-                 caller_channel: str, dialed: str, caller: str):
+                 caller_channel: str, dialed: str, caller: str, dial: EndUserDial | None = None):
         engine = service.config.tts.engine
         voice = opened.lang if engine == "espeak-ng" and not service.config.tts.voice.startswith(opened.lang) else None
         super().__init__(service, opened.call_id, opened.project_id, str(opened.number), voice)
@@ -93,7 +108,7 @@ class InboundActor(ContactCenterActor):
         self.caller_channel = caller_channel
         self.dialed, self.caller = dialed, caller
         self.own_channels.add(caller_channel)
-        self.flow = InboundCall(InboundSetup(opened.walk, max_silence_seconds=cfg.voicemail_max_silence))
+        self.flow = InboundCall(InboundSetup(opened.walk, max_silence_seconds=cfg.voicemail_max_silence, dial=dial))
         self.ended_status: str | None = None
 
     # -- what the controller's dispatch asks ----------------------------------------------------
@@ -102,7 +117,7 @@ class InboundActor(ContactCenterActor):
         return False  # the caller's keys walk the menu: they reach the flow as DigitPressed
 
     def channel_gone(self, channel_id: str, cause, cause_txt: str):
-        if channel_id == self.caller_channel:
+        if channel_id == self.caller_channel and not self.flow.dialing:
             return CallerHungUp()
         return super().channel_gone(channel_id, cause, cause_txt)
 

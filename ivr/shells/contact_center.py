@@ -85,6 +85,8 @@ class ContactCenterService:
         self._claiming = asyncio.Lock()
         #: Calls of this node that run outside an actor of this service (handed to a policy's escalation).
         self.running_elsewhere: set[str] = set()
+        #: More work taken from the outbox like the outbound calls (the inbound calls of the API).
+        self.pollers: list = []
         controller.reconcilers.append(self._reconcile)
 
     async def start(self) -> None:
@@ -111,6 +113,8 @@ class ContactCenterService:
                 async with self._claiming:
                     for taken in await run_and_release(self.db, cc_progress.take_outbound_calls, self.node):
                         self._start(taken)
+                    for poll in self.pollers:
+                        await poll()
             except asyncio.CancelledError:
                 raise
             except Exception:

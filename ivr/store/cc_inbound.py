@@ -28,8 +28,10 @@ from ivr.core.contact_center.vocabulary import (
 from ivr.core.contact_center.walk import MenuNode, WalkSetup
 from ivr.core.phone import InvalidNumber, to_e164
 from ivr.store import models as m
+from ivr.store import outbox
 from ivr.store.callstore import caller_id
-from ivr.store.contact_center import agent_address, agent_is_available
+from ivr.store.cc_progress import STALE_AFTER, fail_unplaced
+from ivr.store.contact_center import INBOUND_CALL, agent_address, agent_is_available
 from ivr.store.db import write_transaction
 
 Menu, Call, Participant = m.CallMenu, m.ContactCenterCall, m.ContactCenterParticipant
@@ -136,3 +138,50 @@ def queue_setup(call_id: str, menu_id: str, caller_number: str, *, ring_seconds:
         # A phone caller was never asked for permission: "ask" does not record them.
         record=menu.recordingOption == RecordingOption.ALWAYS.value, max_call_seconds=max_call_seconds,
         queued_at=0.0 if call.queuedAt is None else call.queuedAt.replace(tzinfo=dt.timezone.utc).timestamp())
+
+
+# -- inbound calls of the API (and scheduled calls, once fired): Hotline calls the end user ----------
+
+
+@dataclass(frozen=True)
+class TakenInbound:
+    call_id: str
+    number: int
+    project_id: uuid.UUID
+    menu_id: str
+    lang: str
+    end_user_address: str
+    outbound_number: str | None
+    queued_at: float
+
+
+def take_inbound_calls(node: str, limit: int = 20) -> list[TakenInbound]:
+    """Take the inbound calls queued by the API (or fired by the scheduler) from the outbox and claim
+    them for ``node``, in one transaction; a call that waited longer than ``STALE_AFTER`` since it was
+    queued fails instead of calling its end user long after the request."""
+    taken = []
+    now = m.utcnow()
+    with write_transaction():
+        for message in outbox.take(INBOUND_CALL, limit):
+            try:
+                call_id = uuid.UUID(str(message.payload.get("call")))
+            except (ValueError, AttributeError):
+                continue
+            claimed = (Call.update(channelPrefix=node, updatedAt=now)
+                       .where(Call.id == call_id, Call.status == CallStatus.QUEUED.value,
+                              Call.channelPrefix.is_null(True)).execute())
+            if not claimed:
+                continue  # already claimed, ended or deleted
+            call = Call.get_by_id(call_id)
+            queued = call.queuedAt or call.createdAt
+            waited = (now - queued).total_seconds()
+            if waited > STALE_AFTER or call.callMenuId is None or not call.endUserNumber:
+                fail_unplaced(call_id, f"The call services took the call {waited:.0f} s after it was queued "
+                                        f"(more than {STALE_AFTER:.0f} s: were they running?); the end user was "
+                                        "not called." if call.callMenuId and call.endUserNumber else
+                               "The call has no menu or no end-user number to call.", now)
+                continue
+            taken.append(TakenInbound(str(call.id), call.numericId, call.projectId, str(call.callMenuId),
+                                      call.lang or "en", call.endUserNumber, call.outboundNumber,
+                                      queued.replace(tzinfo=dt.timezone.utc).timestamp()))
+    return taken

@@ -70,7 +70,7 @@ def take_outbound_calls(node: str, limit: int = 20) -> list[TakenCall]:
             call = Call.get_by_id(call_id)
             waited = (now - call.createdAt).total_seconds()
             if waited > STALE_AFTER:
-                _fail_unplaced(call_id, f"The call services took the call {waited:.0f} s after it was created "
+                fail_unplaced(call_id, f"The call services took the call {waited:.0f} s after it was created "
                                         f"(more than {STALE_AFTER:.0f} s: were they running?); it was not placed.",
                                now)
                 continue
@@ -84,7 +84,7 @@ def take_outbound_calls(node: str, limit: int = 20) -> list[TakenCall]:
     return taken
 
 
-def _fail_unplaced(call_id: uuid.UUID, detail: str, when: dt.datetime) -> None:
+def fail_unplaced(call_id: uuid.UUID, detail: str, when: dt.datetime) -> None:
     Call.update(status=CallStatus.FAILED.value, failReason=FailReason.SYSTEM_ERROR.value, failDetails=detail,
                 disconnectedBy=DisconnectedBy.SYSTEM.value, endsAt=when, updatedAt=m.utcnow()
                 ).where(Call.id == call_id).execute()

@@ -21,6 +21,7 @@ from tests.e2e.conftest import running_hotline
 from tests.sip.parties import Caller, Phone
 
 pytestmark = pytest.mark.e2e
+OUTBOUND = "+13392195276"
 
 
 @pytest.fixture
@@ -49,12 +50,15 @@ async def build_tree(hotline, agents: list[tuple[Phone, int]], *, offer_type: st
         secret = new_key()
         m.ApiKey.create(project=project, name="e2e", keyHash=hash_key(secret), keyPrefix=secret[:10],
                         role="Project Admin", permissions=[])
+        m.OutboundPhoneNumber.create(project=project, phoneNumber=OUTBOUND, isDefault=True)
         root = m.CallMenu.create(project=project, name="Acme", routingPhoneNumber=routing_number(),
                                  outputMessage="Welcome to Acme.", state=root_state,
                                  afterHoursDeflection="voicemail", voicemailMaxSeconds=20)
         sales = m.CallMenu.create(project=project, name="Sales", parent=root, position=0,
                                   outputMessage="Connecting you to sales.", offerType=offer_type,
                                   cascadeGroupDelaySeconds=group_delay, maxWaitSeconds=max_wait)
+        callbacks = m.CallMenu.create(project=project, name="Callbacks", menuType="mobile_menu",
+                                      offerType=offer_type, maxWaitSeconds=max_wait)
         if scenario:
             m.CallMenu.create(project=project, name="Support", parent=root, position=1,
                               incomingCallPolicy=scenario.policy)
@@ -64,8 +68,11 @@ async def build_tree(hotline, agents: list[tuple[Phone, int]], *, offer_type: st
                                  isAgent=True)
             m.UserIncomingCallNumber.create(project=project, user=user, sipUri=phone.uri(), isVerified=True)
             m.CallMenuAgent.create(project=project, callMenu=sales, user=user, groupNumber=group)
+            m.CallMenuAgent.create(project=project, callMenu=callbacks, user=user, groupNumber=group)
             users.append(user)
-        return Desk(hotline, project, secret, users[0] if users else None), root, users
+        desk = Desk(hotline, project, secret, users[0] if users else None)
+        desk.sales, desk.callbacks = sales, callbacks
+        return desk, root, users
 
     desk, root, users = await hotline.db.run(build)
     return desk, root, users, scenario
@@ -169,3 +176,39 @@ async def test_after_hours_the_caller_leaves_a_voicemail_that_is_recorded(hotlin
     assert status == 200 and wave.open(io.BytesIO(body)).getnframes() > 0
     status, after = await desk.request("GET", f"/{db_call.numericId}")
     assert after["status"] == "voicemail_read"
+
+
+async def test_an_inbound_call_of_the_api_calls_the_end_user_and_queues_them(hotline, carrier_port):
+    agent = Phone.answer_and_press("1", delay=1.0)
+    end_user = Phone.answer(port=carrier_port, hold=6.0, max_wait=30)
+    async with agent, end_user:
+        desk, _, users, _ = await build_tree(hotline, [(agent, 1)])
+        status, body = await desk.request("POST", "", {
+            "call_type": "Voice Inbound (API)", "menu_id": desk.sales.numericId, "lang": "en",
+            "end_user_number": "+1 859-657-9625"})
+        assert status == 201 and body["status"] == "queued", body
+        call = await final_inbound(desk)
+    received = end_user.result().call
+    assert received.dialed.endswith("18596579625") and OUTBOUND[1:] in received.remote
+    assert call["status"] == "finished" and call["agent_info"]["id"] == users[0].numericId
+    assert call["disconnected_by"] == "disconnected_by_end_user"
+    assert {p["type"]: p["status"] for p in call["participants"]} == {"agent": "finished", "end_user": "finished"}
+
+
+async def test_a_scheduled_call_fires_at_its_time_and_reaches_an_agent(hotline, carrier_port):
+    import datetime as dt
+
+    agent = Phone.answer_and_press("1", delay=1.0)
+    end_user = Phone.answer(port=carrier_port, hold=4.0, max_wait=30)
+    async with agent, end_user:
+        desk, _, users, _ = await build_tree(hotline, [(agent, 1)])
+        at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3)
+        status, body = await desk.request("POST", "", {
+            "call_type": "Voice Scheduled (API)", "menu_id": desk.callbacks.numericId, "lang": "en",
+            "end_user_number": "+1 859-657-9625", "scheduled_at": at.isoformat().replace("+00:00", "Z")})
+        assert status == 201 and body["status"] == "scheduled", body
+        call = await final_inbound(desk, timeout=40)
+    invited = next(t for t, name, _ in end_user.result().call.events if name == "invite")
+    assert 0 <= invited - at.timestamp() < 2.5   # fired within 1 s, then the INVITE through the trunk
+    assert call["status"] == "finished" and call["call_type"] == "Voice Scheduled (API)"
+    assert call["agent_info"]["id"] == users[0].numericId

@@ -223,3 +223,33 @@ def test_random_events_bridge_at_most_one_agent_and_end_every_offer(events, offe
     if bridges:  # connected once, to an agent who pressed 1 after answering
         leg = bridges[0].agent_leg
         assert any(isinstance(c, Play) and c.target == leg for c in d.out)
+
+
+def api_call(**queue) -> Driver:
+    from ivr.core.contact_center.inbound import EndUserDial
+
+    d = Driver(**queue)
+    d.flow = InboundCall(InboundSetup(WalkSetup("call", "sales", {}),
+                                      dial=EndUserDial("sales", "+18596579625", "+13392195276", 4.0)))
+    return d
+
+
+def test_a_call_of_the_api_calls_the_end_user_first_then_queues_them():
+    d = api_call()
+    d.feed(Started())
+    [dial] = d.dials()
+    assert (dial.address, dial.caller_id) == ("+18596579625", "+13392195276")
+    d.feed(LegAnswered(dial.leg_id), 2)
+    assert d.statuses() == [CallStatus.QUEUED] and len(d.dials()) == 3   # the end user, then both agents
+    agent = d.dials()[1].leg_id
+    d.feed(LegAnswered(agent), 1)
+    d.feed(DigitPressed(agent, "1"), 1)
+    assert [c for c in d.out if isinstance(c, BridgeParties)] == [BridgeParties(agent, CALLER, False)]
+
+
+def test_an_end_user_who_is_busy_fails_the_call_and_no_agent_is_rung():
+    d = api_call()
+    d.feed(Started())
+    d.feed(LegEnded(d.dials()[0].leg_id, "busy"), 1)
+    failed = [c for c in d.out if isinstance(c, UpdateCall) and c.status is CallStatus.FAILED]
+    assert failed[0].fail_reason is FailReason.END_USER_BUSY and len(d.dials()) == 1 and d.flow.is_finished

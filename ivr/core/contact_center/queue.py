@@ -191,8 +191,8 @@ class QueueOffer:
 
     def _digit(self, event: DigitPressed, now: float) -> list:
         leg = event.leg_id
-        if self.phase != "queued" or leg not in self.answered or event.digit != ACCEPT_DIGIT:
-            return []
+        if self.phase != "queued" or leg not in self.answered or leg not in self.legs or event.digit != ACCEPT_DIGIT:
+            return []   # a key from an offer that already ended (its time ran out) takes nothing
         return self._accept(leg, now)
 
     def _accept(self, leg: str, now: float) -> list:
