@@ -209,7 +209,7 @@ class InboundActor(ContactCenterActor):
         elif isinstance(command, StopRecording):
             await self._quiet(ari.stop_recording(command.name))
         elif isinstance(command, SaveVoicemail):
-            await self._save_recording(command.name)
+            await self._save_recording(command.name, voicemail=True)
         else:
             log.error("contact-center call %s: unknown command %r", self.label, command)
         if isinstance(command, UpdateCall) and command.status is not None:

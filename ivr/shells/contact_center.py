@@ -331,7 +331,7 @@ class ContactCenterActor:
             await asyncio.shield(self.writer)
         self.s.actors.pop(self.call_id, None)
 
-    async def _save_recording(self, name: str) -> None:
+    async def _save_recording(self, name: str, voicemail: bool = False) -> None:
         """Asterisk's stored recording into the recordings directory (written whole, then renamed)."""
         ari = self.s.ari
         try:
@@ -347,7 +347,11 @@ class ContactCenterActor:
             log.error("contact-center call %s: could not save its recording to %s: %s", self.label,
                       target, exc)
             return
-        self.writes.put_nowait((cc_progress.set_recording, self.call_id, str(relative)))
+        if voicemail:  # kept, and announced through the webhook when there is one
+            self.writes.put_nowait((cc_progress.save_voicemail, self.call_id, str(relative),
+                                    bool(self.s.config.notify.webhook_url)))
+        else:
+            self.writes.put_nowait((cc_progress.set_recording, self.call_id, str(relative)))
         await self._quiet(ari.delete_stored_recording(name))
 
 

@@ -91,7 +91,7 @@ CONTEXT = "hotline-notify"
 MAX_CALL_SECONDS = 900         # a notification call longer than this is cut short
 VERIFICATION_ATTEMPTS = 3      # calls per code before giving up on it
 VERIFICATION_RETRY = 300.0     # seconds between two calls for the same code
-WEBHOOK = "webhook"            # the outbox kind of an acknowledgement to deliver
+WEBHOOK = outbox.WEBHOOK       # the outbox kind of a webhook delivery (an acknowledgement, a voicemail)
 WEBHOOK_LEASE = 60.0           # seconds a worker has to deliver one before another may try
 SUCCESS, ERROR, MISSED, BUSY = (m.CallLogStatus.SUCCESS.value, m.CallLogStatus.ERROR.value,
                                 m.CallLogStatus.MISSED_CALL.value, m.CallLogStatus.BUSY.value)
@@ -455,9 +455,9 @@ class NotificationService:
         payload = message.payload
         attempts = message.attempts + 1
         if not cfg.webhook_url or not cfg.webhook_secret:
-            log.error("an acknowledgement of call %s waits for the webhook, but notify.webhook_url or "
-                      "notify.webhook_secret is empty: acknowledgements are never sent unsigned; dropped",
-                      payload.get("callLogId"))
+            log.error("a webhook %s of call %s waits for delivery, but notify.webhook_url or "
+                      "notify.webhook_secret is empty: webhooks are never sent unsigned; dropped",
+                      payload.get("event"), _about(payload))
             self.metrics.webhook_deliveries.labels("failed").inc()
             await run_and_release(self.db, outbox.finish, message.id)
             return False
@@ -473,7 +473,7 @@ class NotificationService:
                 if 200 <= resp.status < 300:
                     await run_and_release(self.db, outbox.finish, message.id)
                     self.metrics.webhook_deliveries.labels("delivered").inc()
-                    log.info("acknowledgement of call %s delivered to the webhook", payload.get("callLogId"))
+                    log.info("webhook %s of call %s delivered", payload.get("event"), _about(payload))
                     return True
                 problem = f"HTTP {resp.status}"
                 # The receiver refuses it: retrying would not help.
@@ -486,8 +486,8 @@ class NotificationService:
             return False
         await run_and_release(self.db, outbox.finish, message.id)
         self.metrics.webhook_deliveries.labels("failed").inc()
-        log.error("could not deliver the acknowledgement of call %s to %s (%s) after %d attempt(s)",
-                  payload.get("callLogId"), cfg.webhook_url, problem, attempts)
+        log.error("could not deliver the webhook %s of call %s to %s (%s) after %d attempt(s)",
+                  payload.get("event"), _about(payload), cfg.webhook_url, problem, attempts)
         return False
 
     async def _outbox_loop(self) -> None:
@@ -600,3 +600,8 @@ def _iso(ts: float) -> str:
 
 
 __all__ = ["NotificationService", "classify_unanswered", "sign", "signature_is_valid"]
+
+
+def _about(payload: dict) -> str:
+    """Which call a webhook is about (a Call Log's id, or a contact-center call's number)."""
+    return str(payload.get("callLogId") or payload.get("callId") or "?")

@@ -173,6 +173,27 @@ def set_recording(call_id: str, file_name: str) -> None:
     Call.update(recordingFile=file_name, updatedAt=m.utcnow()).where(Call.id == uuid.UUID(call_id)).execute()
 
 
+VOICEMAIL_EVENT = "contact-center.voicemail"
+
+
+def save_voicemail(call_id: str, file_name: str, alert: bool) -> None:
+    """A voicemail's file, and (``alert``: a webhook is configured) its alert, in one transaction: a
+    voicemail is never announced before it is kept, nor kept without its alert."""
+    key = uuid.UUID(call_id)
+    with write_transaction():
+        Call.update(recordingFile=file_name, updatedAt=m.utcnow()).where(Call.id == key).execute()
+        call = Call.get_or_none(Call.id == key)
+        if not alert or call is None:
+            return
+        menu = m.CallMenu.get_or_none(m.CallMenu.id == call.callMenuId) if call.callMenuId else None
+        outbox.put(outbox.WEBHOOK, {
+            "event": VOICEMAIL_EVENT, "callId": call.numericId, "projectId": str(call.projectId),
+            "endUserNumber": call.endUserNumber, "menu": menu.name if menu else None,
+            "voicemailReason": call.voicemailReason,
+            "recordingUrl": f"/apps/api/v1/calls/{call.numericId}/recording",
+            "receivedAt": m.utcnow().isoformat(timespec="milliseconds") + "Z"})
+
+
 def open_calls(node: str) -> list[str]:
     """The calls ``node`` claimed that have not ended."""
     return [str(i) for (i,) in Call.select(Call.id).where(

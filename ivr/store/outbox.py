@@ -23,6 +23,9 @@ from typing import Any
 from ivr.store import models as m
 
 Message = m.OutboxMessage
+#: The kind of a signed webhook delivery (leased, retried: ivr/shells/notify.py delivers them); its
+#: payload's "event" names what happened.
+WEBHOOK = "webhook"
 
 
 def put(kind: str, payload: dict[str, Any], *, delay: float = 0.0) -> m.OutboxMessage:

@@ -158,7 +158,37 @@ async def test_a_leaf_hands_the_call_to_its_incoming_call_policy(hotline, sip_ta
     assert call["status"] == "finished" and call["selected_menu"]["name"] == "Support"
 
 
-async def test_after_hours_the_caller_leaves_a_voicemail_that_is_recorded(hotline, sip_target):
+@pytest.fixture
+async def receiver():
+    from tests.e2e.test_notifications import Receiver
+
+    hook = await Receiver().start()
+    try:
+        yield hook
+    finally:
+        await hook.runner.cleanup()
+
+
+@pytest.fixture
+async def hotline_with_webhook(lab, hotline_config, tmp_path, receiver):
+    config = hotline_config.replace(contact_center__voicemail_max_silence=3.0,
+                                    contact_center__recordings_dir=str(tmp_path / "recordings"),
+                                    notify__webhook_url=receiver.url, notify__webhook_secret=WEBHOOK_SECRET,
+                                    api__rate_limit=0)
+    async with running_hotline(ContactCenterHotline, config) as running:
+        yield running
+
+
+WEBHOOK_SECRET = "voicemail-webhook-secret"
+
+
+async def test_after_hours_the_caller_leaves_a_voicemail_that_is_recorded(hotline_with_webhook, sip_target,
+                                                                           receiver):
+    import json
+
+    from ivr.shells.notify import signature_is_valid
+
+    hotline = hotline_with_webhook
     desk, root, _, _ = await build_tree(hotline, [], root_state="after_hours")
     caller = Caller(root.routingPhoneNumber, sip_target, caller_id="+14155550145",
                     steps=((7.0, "speak"),), hangup_after=6)
@@ -176,6 +206,13 @@ async def test_after_hours_the_caller_leaves_a_voicemail_that_is_recorded(hotlin
     assert status == 200 and wave.open(io.BytesIO(body)).getnframes() > 0
     status, after = await desk.request("GET", f"/{db_call.numericId}")
     assert after["status"] == "voicemail_read"
+    # The alert: a signed webhook naming the call and where its recording is.
+    [(body, headers)] = await receiver.wait(1)
+    alert = json.loads(body)
+    assert alert["event"] == "contact-center.voicemail" and alert["callId"] == db_call.numericId
+    assert alert["recordingUrl"] == f"/apps/api/v1/calls/{db_call.numericId}/recording"
+    assert alert["voicemailReason"] == "after_hours" and alert["endUserNumber"] == "+14155550145"
+    assert signature_is_valid(WEBHOOK_SECRET, body, headers["X-Hotline-Signature"])
 
 
 async def test_an_inbound_call_of_the_api_calls_the_end_user_and_queues_them(hotline, carrier_port):
