@@ -920,7 +920,8 @@ class Sync:
 
     MENU_FIELDS = ("name", "type", "message", "languages", "state", "timeZone", "openingHours", "routingNumber",
                    "redirectionNumber", "offer", "groupDelaySeconds", "recording", "outboundNumber", "hidden",
-                   "policy", "queue", "children")
+                   "policy", "queue", "children", "maxWaitSeconds", "noAgent", "afterHours", "deflectionMessage",
+                   "voicemailMaxSeconds")
 
     def menus(self, items: YSeq) -> None:
         """Root menus, matched by name among the project's roots (roots the file does not name are left
@@ -986,6 +987,11 @@ class Sync:
             "offerType": self.choice(spec, "offer", what, cc.OfferType),
             "cascadeGroupDelaySeconds": self.integer(spec, "groupDelaySeconds", what, 1, 3600),
             "recordingOption": self.choice(spec, "recording", what, cc.RecordingOption),
+            "maxWaitSeconds": self.integer(spec, "maxWaitSeconds", what, 5, 3600),
+            "noAgentDeflection": self.choice(spec, "noAgent", what, cc.MenuDeflection),
+            "afterHoursDeflection": self.choice(spec, "afterHours", what, cc.MenuDeflection),
+            "deflectionMessage": self.text(spec, "deflectionMessage", what, max_length=MAX_LONG_TEXT),
+            "voicemailMaxSeconds": self.integer(spec, "voicemailMaxSeconds", what, 5, 600),
             "outboundPhoneNumberId": outbound,
             "hidden": self.boolean(spec, "hidden", what),
             "position": MISSING if position is None else position,

@@ -290,6 +290,9 @@ CONTACT_CENTER = (ACME
             offer: cascade
             groupDelaySeconds: 15
             recording: ask
+            maxWaitSeconds: 90
+            noAgent: message
+            deflectionMessage: Sales is busy.
             queue:
               - alice@example.com
               - agent: bob@example.com
@@ -312,6 +315,7 @@ def cc_state() -> dict:
         menus[row.name] = (parent, row.position, row.menuType, row.languages, row.routingPhoneNumber,
                            len(row.openingHours), row.offerType, row.cascadeGroupDelaySeconds, row.recordingOption,
                            row.incomingCallPolicyId is not None, row.outboundPhoneNumberId is not None,
+                           row.maxWaitSeconds, row.noAgentDeflection, row.deflectionMessage,
                            sorted((emails[a.userId], a.groupNumber) for a in A.select().where(A.callMenu == row.id)))
     return {"users": users, "numbers": numbers, "menus": menus}
 
@@ -340,11 +344,12 @@ def test_contact_center_applied_twice_changes_nothing_the_second_time(url):
                   "carol@example.com": (False, None, True, "Available")},
         "numbers": [("+14155550190", "Sales US", True), ("+442079460958", None, False)],
         "menus": {
-            "Main": (None, 0, "ivr_menu", ["en", "fr"], "+14155550150", 1, "multicast", 30, "never", False, True, []),
+            "Main": (None, 0, "ivr_menu", ["en", "fr"], "+14155550150", 1, "multicast", 30, "never", False, True,
+                     120, "voicemail", None, []),
             "Sales": ("Main", 0, "ivr_menu", ["en"], None, 0, "cascade", 15, "ask", False, False,
-                      [("alice@example.com", 1), ("bob@example.com", 2)]),
+                      90, "message", "Sales is busy.", [("alice@example.com", 1), ("bob@example.com", 2)]),
             "Database emergencies": ("Main", 1, "ivr_menu", ["en"], None, 0, "multicast", 30, "never", True, False,
-                                     []),
+                                     120, "voicemail", None, []),
         },
     }
 

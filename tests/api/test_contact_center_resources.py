@@ -136,12 +136,17 @@ async def test_numbers_ranges_and_enums(api, acme):
                        ({"cascadeGroupDelaySeconds": 3601}, "cascadeGroupDelaySeconds"),
                        ({"position": -1}, "position"), ({"state": "closed"}, "state"),
                        ({"menuType": "fax_menu"}, "menuType"), ({"offerType": "random"}, "offerType"),
-                       ({"recordingOption": "sometimes"}, "recordingOption"), ({"name": "  "}, "name")):
+                       ({"recordingOption": "sometimes"}, "recordingOption"), ({"name": "  "}, "name"),
+                       ({"maxWaitSeconds": 4}, "maxWaitSeconds"), ({"voicemailMaxSeconds": 601}, "voicemailMaxSeconds"),
+                       ({"noAgentDeflection": "redirection"}, "noAgentDeflection"),
+                       ({"afterHoursDeflection": "scheduled_call"}, "afterHoursDeflection")):
         message = await fails(api, "POST", "/api/call-menu", acme.owner, {"name": "X", **data})
         assert name in message
     created = await menu(api, acme.owner, cascadeGroupDelaySeconds=3600, position=0, state="after_hours",
                          offerType="cascade", recordingOption="ask")
     assert (created["cascadeGroupDelaySeconds"], created["state"]) == (3600, "after_hours")
+    assert (created["maxWaitSeconds"], created["noAgentDeflection"], created["afterHoursDeflection"],
+            created["voicemailMaxSeconds"]) == (120, "voicemail", "voicemail", 120)
     await fails(api, "PUT", f"/api/call-menu/{created['_id']}", acme.owner, {"cascadeGroupDelaySeconds": 0})
     await fails(api, "POST", "/api/call-menu", acme.owner, {"menuType": "ivr_menu"})  # name is required
 
