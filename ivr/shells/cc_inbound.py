@@ -22,7 +22,13 @@ from ivr.core.contact_center.inbound import EndUserDial, InboundCall, InboundSet
 from ivr.core.contact_center.outbound import END_USER, BridgeParties, DialParty, Ringback, leg_id
 from ivr.core.contact_center.updates import UpdateCall, UpdateParticipant
 from ivr.core.contact_center.vocabulary import CallStatus, DisconnectedBy, FailReason
-from ivr.core.contact_center.voicemail import RecordCaller, RecordingEnded, SaveVoicemail, StopRecording
+from ivr.core.contact_center.voicemail import (
+    RecordCaller,
+    RecordingEnded,
+    SaveVoicemail,
+    ScheduleCallback,
+    StopRecording,
+)
 from ivr.core.contact_center.walk import HandToPolicy, Started, WalkSetup
 from ivr.core.engine import CallStatus as LogStatus
 from ivr.core.vocabulary import (
@@ -108,7 +114,8 @@ class InboundActor(ContactCenterActor):
         self.caller_channel = caller_channel
         self.dialed, self.caller = dialed, caller
         self.own_channels.add(caller_channel)
-        self.flow = InboundCall(InboundSetup(opened.walk, max_silence_seconds=cfg.voicemail_max_silence, dial=dial))
+        self.flow = InboundCall(InboundSetup(opened.walk, max_silence_seconds=cfg.voicemail_max_silence, dial=dial,
+                                             can_call_back=opened.can_call_back))
         self.ended_status: str | None = None
 
     # -- what the controller's dispatch asks ----------------------------------------------------
@@ -208,6 +215,8 @@ class InboundActor(ContactCenterActor):
             await self._record(command)
         elif isinstance(command, StopRecording):
             await self._quiet(ari.stop_recording(command.name))
+        elif isinstance(command, ScheduleCallback):
+            self.writes.put_nowait((self._schedule_callback, command))
         elif isinstance(command, SaveVoicemail):
             await self._save_recording(command.name, voicemail=True)
         else:
@@ -259,6 +268,14 @@ class InboundActor(ContactCenterActor):
             await run_and_release(self.s.db, cc_progress.update_call, self.call_id, update)
         finally:
             self.calls.handed.discard(self.call_id)
+
+    def _schedule_callback(self, command: ScheduleCallback) -> None:
+        """(In the writer's thread, in order with the call's writes.)"""
+        number = cc_inbound.schedule_callback(self.call_id, command.menu_id, command.seconds)
+        if number is None:
+            log.warning("contact-center call %s: no number to call back", self.label)
+        else:
+            log.info("contact-center call %s: call-back %s scheduled in %g s", self.label, number, command.seconds)
 
     async def _record(self, command: RecordCaller) -> None:
         try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+
+import phonenumbers
 from dataclasses import dataclass
 
 from ivr.core.contact_center.menus import effective_state
@@ -31,7 +33,7 @@ from ivr.store import models as m
 from ivr.store import outbox
 from ivr.store.callstore import caller_id
 from ivr.store.cc_progress import STALE_AFTER, fail_unplaced
-from ivr.store.contact_center import INBOUND_CALL, agent_address, agent_is_available
+from ivr.store.contact_center import COSTLY_TYPES, INBOUND_CALL, agent_address, agent_is_available
 from ivr.store.db import write_transaction
 
 Menu, Call, Participant = m.CallMenu, m.ContactCenterCall, m.ContactCenterParticipant
@@ -47,6 +49,7 @@ class InboundOpened:
     lang: str
     caller_number: str       # E.164 when the caller ID is a number, else what it showed ("" unknown)
     walk: WalkSetup
+    can_call_back: bool = False  # the caller's number is one Hotline may call back (E.164, not premium-rate)
 
 
 def root_menu(dialed: str, default_region: str) -> m.CallMenu | None:
@@ -71,7 +74,7 @@ def _node(menu: m.CallMenu, children: list[m.CallMenu], at: dt.datetime) -> Menu
         policy_id=str(menu.incomingCallPolicyId) if menu.incomingCallPolicyId else None,
         redirection_menu=str(menu.redirectionMenuId) if menu.redirectionMenuId else None,
         after_hours=Deflection(menu.afterHoursDeflection), deflection_message=menu.deflectionMessage or "",
-        voicemail_seconds=float(menu.voicemailMaxSeconds))
+        voicemail_seconds=float(menu.voicemailMaxSeconds), callback_seconds=float(menu.callbackDelaySeconds))
 
 
 def open_inbound(dialed: str, caller: str, default_region: str, node: str, channel_id: str,
@@ -109,7 +112,48 @@ def open_inbound(dialed: str, caller: str, default_region: str, node: str, chann
                            address=caller_number or None, channelId=channel_id)
     return InboundOpened(str(call.id), call.numericId, root.projectId, lang, caller_number,
                          WalkSetup(call_id=str(call.id), root_id=str(root.id), menus=tree,
-                                   input_seconds=input_seconds))
+                                   input_seconds=input_seconds), can_call_back=callable_number(e164))
+
+
+def callable_number(e164: str | None) -> bool:
+    """A caller ID Hotline may call back: a valid number, not premium-rate or shared-cost (a caller ID
+    is the caller's to choose: a forged one must not make Hotline call a costly number)."""
+    if not e164:
+        return False
+    try:
+        number = phonenumbers.parse(e164)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(number) and phonenumbers.number_type(number) not in COSTLY_TYPES
+
+
+def schedule_callback(call_id: str, menu_id: str, seconds: float) -> int | None:
+    """A call-back for a deflected caller: a scheduled call (``Voice Scheduled (API)``, its parent this
+    call) to their number in ``menu_id``'s queue, ``seconds`` from now; the scheduler fires it. Its
+    numericId, or None when the call has no number to call back."""
+    parent = Call.get_by_id(uuid.UUID(call_id))
+    if not callable_number(parent.endUserNumber):
+        return None
+    menu = Menu.get_or_none(Menu.id == uuid.UUID(menu_id))
+    outbound = None
+    if menu is not None and menu.outboundPhoneNumberId is not None:
+        outbound = m.OutboundPhoneNumber.get_or_none(m.OutboundPhoneNumber.id == menu.outboundPhoneNumberId)
+    if outbound is None:
+        numbers = list(m.OutboundPhoneNumber.select().where(m.OutboundPhoneNumber.project == parent.projectId)
+                       .order_by(m.OutboundPhoneNumber.createdAt))
+        outbound = next((n for n in numbers if n.isDefault), numbers[0] if len(numbers) == 1 else None)
+    now = m.utcnow()
+    with write_transaction():
+        call = Call.create(project=parent.projectId, callType=CallType.SCHEDULED.value,
+                           status=CallStatus.SCHEDULED.value, lang=parent.lang, parentCallId=parent.id,
+                           menu=menu.id if menu else parent.callMenuId, endUser=parent.endUserId,
+                           endUserNumber=parent.endUserNumber, outboundNumber=outbound.phoneNumber if outbound else None,
+                           scheduledAt=now + dt.timedelta(seconds=seconds), voipProvider=VOIP_PROVIDER_ASTERISK,
+                           createdAt=now, updatedAt=now)
+        Participant.create(project=parent.projectId, call=call.id, type=ParticipantType.END_USER.value,
+                           status=ParticipantStatus.WAITING.value, endUser=parent.endUserId,
+                           address=parent.endUserNumber)
+    return call.numericId
 
 
 def queue_setup(call_id: str, menu_id: str, caller_number: str, *, ring_seconds: float, confirm_seconds: float,
@@ -135,6 +179,7 @@ def queue_setup(call_id: str, menu_id: str, caller_number: str, *, ring_seconds:
         ring_seconds=ring_seconds, confirm_seconds=confirm_seconds, max_wait_seconds=float(menu.maxWaitSeconds),
         announce_every=announce_every, no_agent=Deflection(menu.noAgentDeflection),
         deflection_message=menu.deflectionMessage or "", voicemail_seconds=float(menu.voicemailMaxSeconds),
+        callback_seconds=float(menu.callbackDelaySeconds),
         # A phone caller was never asked for permission: "ask" does not record them.
         record=menu.recordingOption == RecordingOption.ALWAYS.value, max_call_seconds=max_call_seconds,
         queued_at=0.0 if call.queuedAt is None else call.queuedAt.replace(tzinfo=dt.timezone.utc).timestamp())

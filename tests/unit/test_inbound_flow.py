@@ -253,3 +253,19 @@ def test_an_end_user_who_is_busy_fails_the_call_and_no_agent_is_rung():
     d.feed(LegEnded(d.dials()[0].leg_id, "busy"), 1)
     failed = [c for c in d.out if isinstance(c, UpdateCall) and c.status is CallStatus.FAILED]
     assert failed[0].fail_reason is FailReason.END_USER_BUSY and len(d.dials()) == 1 and d.flow.is_finished
+
+
+def test_no_agent_deflects_to_a_call_back_when_the_caller_can_be_called_back():
+    from ivr.core.contact_center.voicemail import ScheduleCallback
+
+    for can, expected in ((True, Deflection.SCHEDULED_CALL), (False, Deflection.MESSAGE)):
+        d = Driver(agents=(), no_agent=Deflection.SCHEDULED_CALL, callback_seconds=600.0)
+        d.flow = InboundCall(InboundSetup(WalkSetup("call", "root", tree(), input_seconds=5), can_call_back=can))
+        walk_to_sales(d)
+        assert [c.deflection for c in d.out if isinstance(c, UpdateCall) and c.deflection] == [expected]
+        callbacks = [c for c in d.out if isinstance(c, ScheduleCallback)]
+        assert callbacks == ([ScheduleCallback("sales", 600.0)] if can else [])
+        if can:
+            assert "call you back at this number in about 10 minutes" in d.last_play().text
+        d.feed(PlaybackFinished(d.last_play().playback_id))
+        assert HangupCaller() in d.out and d.flow.is_finished and d.statuses()[-1] == CallStatus.DEFLECTED

@@ -70,6 +70,7 @@ class InboundSetup:
     walk: WalkSetup               # the menus (a call of the API: its menu alone)
     max_silence_seconds: float = 10.0
     dial: EndUserDial | None = None
+    can_call_back: bool = False   # the caller's number may be called back (a valid, not premium-rate number)
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,8 @@ class InboundCall:
             elif isinstance(command, Deflect):
                 self.phase = DeflectionFlow(DeflectionSetup(
                     self.setup.walk.call_id, command.deflection, command.reason, command.message,
-                    command.max_record_seconds, self.setup.max_silence_seconds))
+                    command.max_record_seconds, self.setup.max_silence_seconds, command.menu_id,
+                    command.callback_seconds if self.setup.can_call_back else None))
                 out += self._follow(self.phase.handle(DeflectionStarted(), now), now)
             elif isinstance(command, HandToPolicy):
                 self.outcome = command

@@ -80,6 +80,7 @@ class QueueSetup:
     no_agent: Deflection = Deflection.VOICEMAIL
     deflection_message: str = ""
     voicemail_seconds: float = 120.0
+    callback_seconds: float = 900.0
     record: bool = False
     max_call_seconds: float = 7200.0
     queued_at: float = 0.0
@@ -321,7 +322,7 @@ class QueueOffer:
         self.phase = "done"
         return out + [UpdateCall(wait_seconds=max(0.0, now - (s.queued_at or now)), fail_details=detail),
                       Deflect(s.menu_id, s.no_agent, VoicemailReason.NO_AGENT_AVAILABLE, s.deflection_message,
-                              s.voicemail_seconds)]
+                              s.voicemail_seconds, s.callback_seconds)]
 
     def _finish(self, by: DisconnectedBy, now: float) -> list:
         self.phase = "done"

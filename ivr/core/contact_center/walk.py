@@ -63,6 +63,7 @@ class MenuNode:
     after_hours: Deflection = Deflection.MESSAGE
     deflection_message: str = ""        # said before hanging up when deflected to a message
     voicemail_seconds: float = 120.0    # the longest voicemail recorded for this menu
+    callback_seconds: float = 900.0     # a call-back (scheduled_call) is placed this much later
 
     @property
     def is_leaf(self) -> bool:
@@ -99,10 +100,11 @@ class HandToPolicy:
 @dataclass(frozen=True)
 class Deflect:
     menu_id: str
-    deflection: Deflection               # VOICEMAIL or MESSAGE
+    deflection: Deflection               # VOICEMAIL, MESSAGE or SCHEDULED_CALL
     reason: VoicemailReason              # AFTER_HOURS, MANUAL_REDIRECTION, NO_AGENT_AVAILABLE
     message: str = ""
     max_record_seconds: float = 120.0
+    callback_seconds: float = 900.0
 
 
 def options_text(menus: dict[str, MenuNode], node: MenuNode) -> str:
@@ -168,7 +170,7 @@ class MenuWalk:
         out: list = [UpdateCall(menu_id=menu_id)]
         if node.state is MenuState.AFTER_HOURS:
             return out + self._finish(Deflect(menu_id, node.after_hours, VoicemailReason.AFTER_HOURS,
-                                              node.deflection_message, node.voicemail_seconds))
+                                              node.deflection_message, node.voicemail_seconds, node.callback_seconds))
         if node.state is MenuState.MANUAL_REDIRECTION:
             if node.redirection_menu and self.hops < MAX_HOPS and node.redirection_menu in menus:
                 self.hops += 1
