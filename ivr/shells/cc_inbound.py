@@ -115,7 +115,9 @@ class InboundActor(ContactCenterActor):
         self.dialed, self.caller = dialed, caller
         self.own_channels.add(caller_channel)
         self.flow = InboundCall(InboundSetup(opened.walk, max_silence_seconds=cfg.voicemail_max_silence, dial=dial,
-                                             can_call_back=opened.can_call_back))
+                                             can_call_back=opened.can_call_back,
+                                             caller_id=opened.caller_number if opened.caller_number[:1] == "+" else None,
+                                             ring_seconds=cfg.agent_ring_timeout))
         self.ended_status: str | None = None
 
     # -- what the controller's dispatch asks ----------------------------------------------------

@@ -8,6 +8,7 @@ Writes of the call's progress go through ivr/store/cc_progress.py like the outbo
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 
 import phonenumbers
@@ -36,6 +37,8 @@ from ivr.store.cc_progress import STALE_AFTER, fail_unplaced
 from ivr.store.contact_center import COSTLY_TYPES, INBOUND_CALL, agent_address, agent_is_available
 from ivr.store.db import write_transaction
 
+log = logging.getLogger(__name__)
+
 Menu, Call, Participant = m.CallMenu, m.ContactCenterCall, m.ContactCenterParticipant
 #: Keys 1-9 select the children at positions 0-8 (position + 1); later positions are not offered.
 MAX_KEYS = 9
@@ -62,7 +65,7 @@ def root_menu(dialed: str, default_region: str) -> m.CallMenu | None:
                                 Menu.menuType == MenuType.IVR.value).first())
 
 
-def _node(menu: m.CallMenu, children: list[m.CallMenu], at: dt.datetime) -> MenuNode:
+def _node(menu: m.CallMenu, children: list[m.CallMenu], at: dt.datetime, verified: set[str]) -> MenuNode:
     try:
         state = effective_state(menu.state, menu.openingHours, menu.timeZone, at)
     except ValueError:  # opening hours the API's checks should have refused: as set
@@ -73,6 +76,8 @@ def _node(menu: m.CallMenu, children: list[m.CallMenu], at: dt.datetime) -> Menu
         children=tuple(str(c.id) for c in shown), keys=tuple(str(c.position + 1) for c in shown),
         policy_id=str(menu.incomingCallPolicyId) if menu.incomingCallPolicyId else None,
         redirection_menu=str(menu.redirectionMenuId) if menu.redirectionMenuId else None,
+        # Only a verified number of the project is ever rung (an API key cannot make calls go anywhere).
+        redirection_number=menu.redirectionNumber if menu.redirectionNumber in verified else None,
         after_hours=Deflection(menu.afterHoursDeflection), deflection_message=menu.deflectionMessage or "",
         voicemail_seconds=float(menu.voicemailMaxSeconds), callback_seconds=float(menu.callbackDelaySeconds))
 
@@ -91,7 +96,16 @@ def open_inbound(dialed: str, caller: str, default_region: str, node: str, chann
     for menu in menus:
         if menu.parentId is not None:
             children.setdefault(menu.parentId, []).append(menu)
-    tree = {str(menu.id): _node(menu, children.get(menu.id, []), now) for menu in menus}
+    Number = m.UserIncomingCallNumber
+    wanted = [menu.redirectionNumber for menu in menus if menu.redirectionNumber]
+    verified = {n for (n,) in Number.select(Number.phoneNumber).where(
+        Number.project == root.projectId, Number.isVerified == True, Number.phoneNumber.in_(wanted)  # noqa: E712
+    ).tuples()} if wanted else set()
+    for menu in menus:
+        if menu.redirectionNumber and menu.redirectionNumber not in verified and menu.state == "manual_redirection":
+            log.warning("menu %r redirects to %s, which is not a verified number of its project: its callers "
+                        "hear a message instead", menu.name, menu.redirectionNumber)
+    tree = {str(menu.id): _node(menu, children.get(menu.id, []), now, verified) for menu in menus}
     shown, _raw = caller_id(caller, default_region)
     caller_number = shown or ""
     e164 = caller_number if caller_number.startswith("+") else None

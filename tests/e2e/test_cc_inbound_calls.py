@@ -39,7 +39,8 @@ async def hotline(lab, hotline_config, tmp_path):
 
 async def build_tree(hotline, agents: list[tuple[Phone, int]], *, offer_type: str = "multicast",
                      group_delay: int = 30, root_state: str = "open", policy_phone: Phone | None = None,
-                     max_wait: int = 60, no_agent: str = "voicemail", callback_delay: int = 900):
+                     max_wait: int = 60, no_agent: str = "voicemail", callback_delay: int = 900,
+                     redirect_to: str | None = None):
     """A project with a root IVR menu (key 1: the Sales queue of ``agents`` (phone, cascade group);
     key 2: a leaf handing calls to a policy ringing ``policy_phone``) and an API key for it."""
     scenario = await hotline.policy(Target([policy_phone], escalate_after=4)) if policy_phone else None
@@ -53,7 +54,11 @@ async def build_tree(hotline, agents: list[tuple[Phone, int]], *, offer_type: st
         m.OutboundPhoneNumber.create(project=project, phoneNumber=OUTBOUND, isDefault=True)
         root = m.CallMenu.create(project=project, name="Acme", routingPhoneNumber=routing_number(),
                                  outputMessage="Welcome to Acme.", state=root_state,
-                                 afterHoursDeflection="voicemail", voicemailMaxSeconds=20)
+                                 afterHoursDeflection="voicemail", voicemailMaxSeconds=20,
+                                 redirectionNumber=redirect_to)
+        if redirect_to:  # a verified number of the project (anything else is never rung)
+            owner = m.User.create(project=project, name="Front desk")
+            m.UserIncomingCallNumber.create(project=project, user=owner, phoneNumber=redirect_to, isVerified=True)
         sales = m.CallMenu.create(project=project, name="Sales", parent=root, position=0,
                                   outputMessage="Connecting you to sales.", offerType=offer_type,
                                   cascadeGroupDelaySeconds=group_delay, maxWaitSeconds=max_wait,
@@ -277,3 +282,16 @@ async def test_a_caller_no_agent_can_take_is_called_back_later_and_reaches_an_ag
     assert second["parent_id"] == first["id"] and second["status"] == "finished"
     assert second["agent_info"]["id"] == user.numericId
     assert callback_phone.result().call.dialed.endswith("14155550146")
+
+
+async def test_manual_redirection_forwards_the_caller_to_the_verified_number(hotline, sip_target, carrier_port):
+    desk, root, _, _ = await build_tree(hotline, [], root_state="manual_redirection", redirect_to="+14155550177")
+    front_desk = Phone.answer(port=carrier_port, max_wait=30)
+    caller = Caller(root.routingPhoneNumber, sip_target, caller_id="+14155550147", hangup_after=5)
+    async with front_desk, caller:
+        call = await final_inbound(desk)
+    received = front_desk.result().call
+    assert received.answered and received.dialed.endswith("14155550177") and received.hung_up_by == "remote"
+    assert call["status"] == "deflected" and call["deflection"] == "redirection"
+    assert call["connected_at"] and call["call_duration"] >= 2
+    assert call["disconnected_by"] == "disconnected_by_end_user"

@@ -269,3 +269,28 @@ def test_no_agent_deflects_to_a_call_back_when_the_caller_can_be_called_back():
             assert "call you back at this number in about 10 minutes" in d.last_play().text
         d.feed(PlaybackFinished(d.last_play().playback_id))
         assert HangupCaller() in d.out and d.flow.is_finished and d.statuses()[-1] == CallStatus.DEFLECTED
+
+
+def test_manual_redirection_forwards_the_caller_to_the_verified_number():
+    menus = tree(MenuState.MANUAL_REDIRECTION)
+    from dataclasses import replace
+
+    menus["root"] = replace(menus["root"], redirection_number="+14155550177")
+    d = Driver(menus)
+    d.flow = InboundCall(InboundSetup(WalkSetup("call", "root", menus), caller_id="+14155550100", ring_seconds=5))
+    d.feed(Started())
+    [dial] = d.dials()
+    assert (dial.address, dial.caller_id) == ("+14155550177", "+14155550100")
+    assert [c.deflection for c in d.out if isinstance(c, UpdateCall) and c.deflection] == [Deflection.REDIRECTION]
+    d.feed(LegAnswered(dial.leg_id), 2)
+    assert BridgeParties(dial.leg_id, CALLER, False) in d.out
+    d.feed(CallerHungUp(), 10)
+    assert HangupLeg(dial.leg_id) in d.out and d.flow.is_finished
+    assert [c.talk_seconds for c in d.out if isinstance(c, UpdateCall) and c.talk_seconds] == [10]
+
+
+def test_manual_redirection_without_a_usable_number_says_so_and_rings_no_one():
+    d = Driver(tree(MenuState.MANUAL_REDIRECTION))
+    d.feed(Started())
+    d.feed(PlaybackFinished(d.last_play().playback_id))
+    assert not d.dials() and HangupCaller() in d.out and d.statuses()[-1] == CallStatus.DEFLECTED
