@@ -199,6 +199,16 @@ def queue_setup(call_id: str, menu_id: str, caller_number: str, *, ring_seconds:
         queued_at=0.0 if call.queuedAt is None else call.queuedAt.replace(tzinfo=dt.timezone.utc).timestamp())
 
 
+def queue_position(call_id: str, menu_id: str) -> int:
+    """Where a queued call is in its queue: 1 + the calls of that menu queued before it, still queued."""
+    me = Call.get_by_id(uuid.UUID(call_id))
+    if me.queuedAt is None:
+        return 1
+    ahead = Call.select().where(Call.menu == uuid.UUID(menu_id), Call.status == CallStatus.QUEUED.value,
+                                Call.queuedAt < me.queuedAt, Call.id != me.id).count()
+    return ahead + 1
+
+
 # -- inbound calls of the API (and scheduled calls, once fired): Hotline calls the end user ----------
 
 

@@ -163,6 +163,7 @@ async def test_a_leaf_hands_the_call_to_its_incoming_call_policy(hotline, sip_ta
     db_call = await desk.last_call()
     assert str(db_call.incomingCallLogId) == str(log.id)
     assert call["status"] == "finished" and call["selected_menu"]["name"] == "Support"
+    assert call["incoming_call_log_id"] == str(log.id)
 
 
 @pytest.fixture

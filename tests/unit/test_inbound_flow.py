@@ -294,3 +294,17 @@ def test_manual_redirection_without_a_usable_number_says_so_and_rings_no_one():
     d.feed(Started())
     d.feed(PlaybackFinished(d.last_play().playback_id))
     assert not d.dials() and HangupCaller() in d.out and d.statuses()[-1] == CallStatus.DEFLECTED
+
+
+def test_a_waiting_caller_hears_where_they_are_in_line_every_so_often():
+    from ivr.core.contact_center.queue import AnnounceWait, wait_text
+
+    d = Driver(announce_every=30.0)
+    walk_to_sales(d)
+    d.feed(TimerFired("announce"), 90)
+    [announce] = [c for c in d.out if isinstance(c, AnnounceWait)]
+    assert announce.waited >= 90
+    d.feed(PlaybackFinished(announce.playback_id))
+    assert StartTimer("announce", d.now + 30.0) in d.out
+    assert wait_text(95, 2).startswith("All our agents are busy. You are number 2 in line. You have waited 1 minute.")
+    assert "next in line" in wait_text(10, 1) and "less than a minute" in wait_text(10, 1)

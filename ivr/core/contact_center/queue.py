@@ -100,13 +100,25 @@ def whisper_text(setup: QueueSetup) -> str:
             f"Press {ACCEPT_DIGIT} to accept.")
 
 
-def wait_text(waited: float) -> str:
+@dataclass(frozen=True)
+class AnnounceWait:
+    """Say to the caller where they are in the queue (the shell knows how many wait before them) and
+    how long they have waited: :func:`wait_text`. Reported like a :class:`Play`."""
+
+    playback_id: str
+    waited: float
+
+
+def wait_text(waited: float, position: int | None = None) -> str:
     minutes = int(waited // 60)
     if minutes < 1:
         waited_text = "less than a minute"
     else:
         waited_text = "1 minute" if minutes == 1 else f"{minutes} minutes"
-    return (f"All our agents are busy. You have waited {waited_text}. "
+    where = ""
+    if position is not None and position >= 1:
+        where = "You are next in line. " if position == 1 else f"You are number {position} in line. "
+    return (f"All our agents are busy. {where}You have waited {waited_text}. "
             "Please stay on the line; your call will be answered in turn.")
 
 
@@ -260,7 +272,7 @@ class QueueOffer:
         if timer_id == ANNOUNCE and self.announcement is None:
             self.seq += 1
             self.announcement = f"{self.setup.call_id}-wait-{self.seq}"
-            return [StopRingback(), Play(CALLER, self.announcement, wait_text(now - (self.setup.queued_at or now)))]
+            return [StopRingback(), AnnounceWait(self.announcement, now - (self.setup.queued_at or now))]
         for prefix in ("ring:", "confirm:"):
             if timer_id.startswith(prefix):
                 leg = timer_id[len(prefix):]
