@@ -73,6 +73,19 @@ class Tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def stopped_within(stopping: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds``; True as soon as ``stopping`` is set.
+
+    A polling loop that reads the database ends between two reads when its service closes (it checks
+    this), rather than being cancelled: a read cancelled inside pwasyncio's bridge can keep its pooled
+    connection, and closing the pool then waits for it forever."""
+    try:
+        await asyncio.wait_for(stopping.wait(), seconds)
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
 def database_url_of(db) -> str:
     return f"sqlite:///{db.database}" if isinstance(db, SqliteDatabase) else "postgresql://"
 

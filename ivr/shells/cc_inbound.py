@@ -19,9 +19,9 @@ import uuid
 
 from ivr.asterisk.ari import AriError
 from ivr.core.contact_center.inbound import EndUserDial, InboundCall, InboundSetup, LoadQueue, QueueLoaded
-from ivr.core.contact_center.outbound import END_USER, BridgeParties, DialParty, Ringback, leg_id
+from ivr.core.contact_center.outbound import END_USER, Ringback, leg_id
 from ivr.core.contact_center.queue import AnnounceWait, wait_text
-from ivr.core.contact_center.updates import UpdateCall, UpdateParticipant
+from ivr.core.contact_center.updates import UpdateCall
 from ivr.core.contact_center.vocabulary import CallStatus, DisconnectedBy, FailReason
 from ivr.core.contact_center.voicemail import (
     RecordCaller,
@@ -36,17 +36,12 @@ from ivr.core.vocabulary import (
     CALLER,
     Answer,
     CallerHungUp,
-    CancelTimer,
     HangupCaller,
-    HangupLeg,
-    IllegalEvent,
     Play,
     StartRingback,
-    StartTimer,
-    StopPlayback,
     StopRingback,
 )
-from ivr.shells.contact_center import ENDED, ContactCenterActor, ContactCenterService
+from ivr.shells.contact_center import ContactCenterActor, ContactCenterService
 from ivr.store import cc_inbound, cc_progress
 from ivr.store.cc_inbound import InboundOpened
 from ivr.store.db import run_and_release
@@ -165,51 +160,18 @@ class InboundActor(ContactCenterActor):
         finally:
             await self._finish()
 
-    async def _feed(self, event) -> None:
-        try:
-            commands = self.flow.handle(event, time.time())
-        except IllegalEvent as exc:
-            log.warning("contact-center call %s: ignoring %r: %s", self.label, event, exc)
-            return
-        for command in commands:
-            await self._execute(command)
-
     async def _execute(self, command) -> None:
         ari = self.s.ari
-        if isinstance(command, UpdateCall):
-            if command.status is not None:
-                log.info("contact-center call %s: %s%s", self.label, command.status,
-                         f" ({command.fail_reason}: {command.fail_details})" if command.fail_reason else "")
-                if command.status in ENDED:
-                    self.s.controller.metrics.cc_calls.labels(str(command.status),
-                                                              str(command.fail_reason or "nothing")).inc()
-            self.writes.put_nowait((cc_progress.update_call, self.call_id, command))
-        elif isinstance(command, UpdateParticipant):
-            self.writes.put_nowait((cc_progress.update_participant, self.call_id, command))
-        elif isinstance(command, StartTimer):
-            self._start_timer(command.timer_id, command.at)
-        elif isinstance(command, CancelTimer):
-            handle = self.timers.pop(command.timer_id, None)
-            if handle:
-                handle.cancel()
-        elif isinstance(command, Play):
-            await self._play(command)
-        elif isinstance(command, AnnounceWait):
+        if await self._execute_common(command):
+            return
+        if isinstance(command, AnnounceWait):
             await self._announce(command)
-        elif isinstance(command, StopPlayback):
-            await self._quiet(ari.stop_playback(command.playback_id))
         elif isinstance(command, Answer):
             await self._quiet(ari.answer(self.caller_channel))
         elif isinstance(command, StartRingback):
             await self._ringback(Ringback(CALLER, True))
         elif isinstance(command, StopRingback):
             await self._ringback(Ringback(CALLER, False))
-        elif isinstance(command, DialParty):
-            await self._dial(command)
-        elif isinstance(command, BridgeParties):
-            await self._bridge(command)
-        elif isinstance(command, HangupLeg):
-            await self._quiet(ari.hangup(command.leg_id))
         elif isinstance(command, HangupCaller):
             await self._quiet(ari.hangup(self.caller_channel))
         elif isinstance(command, LoadQueue):

@@ -52,7 +52,7 @@ from ivr.core.vocabulary import (
     TimerFired,
 )
 from ivr.config import private_dir
-from ivr.runtime import Tasks
+from ivr.runtime import Tasks, stopped_within
 from ivr.store import cc_progress
 from ivr.store.cc_progress import TakenCall
 from ivr.shells.base import write_in_order
@@ -87,12 +87,18 @@ class ContactCenterService:
         self.running_elsewhere: set[str] = set()
         #: More work taken from the outbox like the outbound calls (the inbound calls of the API).
         self.pollers: list = []
+        self._stopping = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
         controller.reconcilers.append(self._reconcile)
 
     async def start(self) -> None:
-        self.tasks.spawn(self._outbox_loop())
+        self._loop_task = self.tasks.spawn(self._outbox_loop())
 
     async def close(self) -> None:
+        # The outbox loop ends between two reads (ivr.runtime.stopped_within says why it is not cancelled).
+        self._stopping.set()
+        if self._loop_task is not None:
+            await asyncio.wait([self._loop_task], timeout=10)
         for actor in list(self.actors.values()):
             actor.task.cancel()
         await asyncio.gather(*[a.task for a in self.actors.values()], return_exceptions=True)
@@ -104,9 +110,15 @@ class ContactCenterService:
         return name or "asterisk"
 
     async def _outbox_loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
-                await self.ari.connected.wait()
+                if not self.ari.connected.is_set():
+                    connected = asyncio.ensure_future(self.ari.connected.wait())
+                    stopping = asyncio.ensure_future(self._stopping.wait())
+                    await asyncio.wait([connected, stopping], return_when=asyncio.FIRST_COMPLETED)
+                    connected.cancel()
+                    stopping.cancel()
+                    continue
                 if self.node is None:
                     self.node = await self._node_name()
                     await self._close_stale()
@@ -119,8 +131,10 @@ class ContactCenterService:
                 raise
             except Exception:
                 log.exception("contact center: could not take the queued calls; trying again")
-                await asyncio.sleep(1.0)
-            await asyncio.sleep(self.outbox_poll)
+                if await stopped_within(self._stopping, 1.0):
+                    return
+            if await stopped_within(self._stopping, self.outbox_poll):
+                return
 
     def _start(self, taken: TakenCall) -> None:
         cfg = self.config.contact_center
@@ -223,6 +237,53 @@ class ContactCenterActor:
                                    "the leg vanished while Hotline was disconnected from Asterisk"))
 
     # -- doing (both directions) -------------------------------------------------------------
+
+    async def _feed(self, event) -> None:
+        try:
+            commands = self.flow.handle(event, time.time())
+        except IllegalEvent as exc:
+            log.warning("contact-center call %s: ignoring %r: %s", self.label, event, exc)
+            return
+        for command in commands:
+            await self._execute(command)
+
+    async def _execute(self, command) -> None:
+        raise NotImplementedError
+
+    async def _execute_common(self, command) -> bool:
+        """What every contact-center flow asks alike; False for a command this does not know."""
+        ari = self.s.ari
+        if isinstance(command, UpdateCall):
+            if command.status in ENDED:
+                self.s.controller.metrics.cc_calls.labels(str(command.status),
+                                                          str(command.fail_reason or "nothing")).inc()
+            if command.status is not None:
+                log.info("contact-center call %s: %s%s", self.label, command.status,
+                         f" ({command.fail_reason}: {command.fail_details})" if command.fail_reason else "")
+            self.writes.put_nowait((cc_progress.update_call, self.call_id, command))
+        elif isinstance(command, UpdateParticipant):
+            self.writes.put_nowait((cc_progress.update_participant, self.call_id, command))
+        elif isinstance(command, DialParty):
+            await self._dial(command)
+        elif isinstance(command, StartTimer):
+            self._start_timer(command.timer_id, command.at)
+        elif isinstance(command, CancelTimer):
+            handle = self.timers.pop(command.timer_id, None)
+            if handle:
+                handle.cancel()
+        elif isinstance(command, Play):
+            await self._play(command)
+        elif isinstance(command, StopPlayback):
+            await self._quiet(ari.stop_playback(command.playback_id))
+        elif isinstance(command, Ringback):
+            await self._ringback(command)
+        elif isinstance(command, BridgeParties):
+            await self._bridge(command)
+        elif isinstance(command, HangupLeg):
+            await self._quiet(ari.hangup(command.leg_id))
+        else:
+            return False
+        return True
 
     def _channel(self, target: str) -> str:
         """The channel a command names (a leg id; the inbound actor adds its caller)."""
@@ -384,46 +445,8 @@ class OutboundActor(ContactCenterActor):
         finally:
             await self._finish()
 
-    async def _feed(self, event) -> None:
-        try:
-            commands = self.flow.handle(event, time.time())
-        except IllegalEvent as exc:
-            log.warning("contact-center call %s: ignoring %r: %s", self.label, event, exc)
-            return
-        for command in commands:
-            await self._execute(command)
-
     async def _execute(self, command) -> None:
-        ari = self.s.ari
-        if isinstance(command, UpdateCall):
-            if command.status in ENDED:
-                self.s.controller.metrics.cc_calls.labels(str(command.status),
-                                                          str(command.fail_reason or "nothing")).inc()
-            if command.status is not None:
-                log.info("contact-center call %s: %s%s", self.label, command.status,
-                         f" ({command.fail_reason}: {command.fail_details})" if command.fail_reason else "")
-            self.writes.put_nowait((cc_progress.update_call, self.call_id, command))
-        elif isinstance(command, UpdateParticipant):
-            self.writes.put_nowait((cc_progress.update_participant, self.call_id, command))
-        elif isinstance(command, DialParty):
-            await self._dial(command)
-        elif isinstance(command, StartTimer):
-            self._start_timer(command.timer_id, command.at)
-        elif isinstance(command, CancelTimer):
-            handle = self.timers.pop(command.timer_id, None)
-            if handle:
-                handle.cancel()
-        elif isinstance(command, Play):
-            await self._play(command)
-        elif isinstance(command, StopPlayback):
-            await self._quiet(ari.stop_playback(command.playback_id))
-        elif isinstance(command, Ringback):
-            await self._ringback(command)
-        elif isinstance(command, BridgeParties):
-            await self._bridge(command)
-        elif isinstance(command, HangupLeg):
-            await self._quiet(ari.hangup(command.leg_id))
-        else:
+        if not await self._execute_common(command):
             log.error("contact-center call %s: unknown command %r", self.label, command)
 
 

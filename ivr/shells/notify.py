@@ -75,7 +75,7 @@ from ivr.core.vocabulary import (
     TimerFired,
 )
 from ivr.metrics import Metrics
-from ivr.runtime import Tasks
+from ivr.runtime import Tasks, stopped_within
 from ivr.store import models as m
 from ivr.store import verification
 from ivr.store import outbox
@@ -504,11 +504,7 @@ class NotificationService:
 
     async def _stopped_within(self, seconds: float) -> bool:
         """Sleep ``seconds``; True as soon as the service is closing."""
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-            return True
-        except asyncio.TimeoutError:
-            return False
+        return await stopped_within(self._stopping, seconds)
 
     # -- verification codes ------------------------------------------------------------------
 

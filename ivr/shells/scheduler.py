@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ivr.runtime import Tasks
+from ivr.runtime import Tasks, stopped_within
 from ivr.store import scheduled
 from ivr.store.db import run_and_release
 
@@ -31,12 +31,18 @@ class ScheduledCallsService:
         self.poll = poll if poll is not None else config.contact_center.scheduler_poll
         self.tasks = Tasks("scheduled calls")
         self.fired = 0
+        self._stopping = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self.tasks.spawn(self._loop())
+        self._loop_task = self.tasks.spawn(self._loop())
         log.info("scheduled calls: looking for due calls every %.2f s", self.poll)
 
     async def close(self) -> None:
+        # The loop ends between two polls (ivr.runtime.stopped_within says why it is not cancelled).
+        self._stopping.set()
+        if self._loop_task is not None:
+            await asyncio.wait([self._loop_task], timeout=10)
         await self.tasks.close()
 
     async def poll_once(self) -> list[scheduled.FiredCall]:
@@ -52,7 +58,7 @@ class ScheduledCallsService:
         return fired
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 fired = await self.poll_once()
             except asyncio.CancelledError:
@@ -60,7 +66,9 @@ class ScheduledCallsService:
             except Exception:
                 log.exception("scheduled calls: could not fire the due calls; trying again in %.0f s",
                               self.retry_after)
-                await asyncio.sleep(self.retry_after)
+                if await stopped_within(self._stopping, self.retry_after):
+                    return
                 continue
-            if len(fired) < self.batch:  # a full batch: more may be due, fire them without waiting
-                await asyncio.sleep(self.poll)
+            # A full batch: more may be due, fire them without waiting.
+            if len(fired) < self.batch and await stopped_within(self._stopping, self.poll):
+                return
