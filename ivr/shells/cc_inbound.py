@@ -54,6 +54,8 @@ _POLICY_ENDS = {
     LogStatus.CALLER_HUNG_UP.value: (CallStatus.FAILED, FailReason.END_USER_HUNG_UP),
     LogStatus.NO_ANSWER.value: (CallStatus.FAILED, FailReason.AGENT_NO_ANSWER),
     LogStatus.BUSY.value: (CallStatus.FAILED, FailReason.AGENT_BUSY),
+    # No one could be rung (no one on call, the policy disabled or closed, the caller refused).
+    LogStatus.FAILED.value: (CallStatus.FAILED, FailReason.AGENT_UNREACHABLE),
 }
 
 
@@ -83,7 +85,6 @@ class InboundCalls:
         actor.start()
         return actor
 
-
     async def take_queued(self) -> None:
         """The inbound calls of the API (and fired scheduled calls): call their end users."""
         s = self.service
@@ -91,6 +92,8 @@ class InboundCalls:
         for taken in await run_and_release(s.db, cc_inbound.take_inbound_calls, s.node):
             log.info("contact-center call %s: calling the end user %s to queue them", taken.number,
                      taken.end_user_address)
+            # can_call_back stays False: a call-back that finds no agent ends with the message, never with
+            # another call-back (which could call the end user again and again).
             opened = InboundOpened(taken.call_id, taken.number, taken.project_id, taken.lang, taken.end_user_address,
                                    WalkSetup(call_id=taken.call_id, root_id=taken.menu_id, menus={}))
             dial = EndUserDial(taken.menu_id, taken.end_user_address, taken.outbound_number, cfg.end_user_ring_timeout)
@@ -226,7 +229,8 @@ class InboundActor(ContactCenterActor):
 
     def _policy_ended(self, final_status: str | None, answered_by: str | None) -> None:
         """The policy's call is over: so is the contact-center call, as that call ended."""
-        status, reason = _POLICY_ENDS.get(final_status or "", (CallStatus.FAILED, FailReason.AGENT_NO_ANSWER))
+        # No final status: the policy's call never started (its policy was deleted meanwhile) or broke.
+        status, reason = _POLICY_ENDS.get(final_status or "", (CallStatus.FAILED, FailReason.SYSTEM_ERROR))
         now = time.time()
         update = UpdateCall(status=status, agent_id=answered_by, ended_at=now,
                             fail_reason=reason if status is CallStatus.FAILED else None,

@@ -308,3 +308,13 @@ def test_a_waiting_caller_hears_where_they_are_in_line_every_so_often():
     assert StartTimer("announce", d.now + 30.0) in d.out
     assert wait_text(95, 2).startswith("All our agents are busy. You are number 2 in line. You have waited 1 minute.")
     assert "next in line" in wait_text(10, 1) and "less than a minute" in wait_text(10, 1)
+
+
+def test_a_call_of_the_api_is_never_deflected_to_another_call_back():
+    from ivr.core.contact_center.voicemail import ScheduleCallback
+
+    d = api_call(agents=(), no_agent=Deflection.SCHEDULED_CALL)
+    d.feed(Started())
+    d.feed(LegAnswered(d.dials()[0].leg_id), 1)
+    assert not [c for c in d.out if isinstance(c, ScheduleCallback)]
+    assert [c.deflection for c in d.out if isinstance(c, UpdateCall) and c.deflection] == [Deflection.MESSAGE]
