@@ -499,5 +499,6 @@ def voicemail_not_kept(log_id, problem: str) -> None:
 def voicemail_file(project_id, log_id) -> str | None:
     """The voicemail file of a log of the project (None: no such log, or no voicemail)."""
     Log = m.IncomingCallLog
-    row = Log.select(Log.voicemailFile).where(Log.id == log_id, Log.project == project_id).first()
-    return row.voicemailFile if row is not None else None
+    rows = list(on_reader(Log.select(Log.voicemailFile).where(Log.id == log_id, Log.project == project_id)
+                          .limit(1).tuples()))
+    return rows[0][0] if rows else None
