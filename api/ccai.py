@@ -208,6 +208,8 @@ def render_call(bundle: cc.CallBundle, call: m.ContactCenterCall, origin: str) -
         "offer_events": list(call.offerEvents or []),
         "answer_type": call.answerType,
         "outbound_number": _phone(call.outboundNumber),
+        # Not in the seed: a call a menu handed to an Incoming Call Policy names that call's log.
+        "incoming_call_log_id": str(call.incomingCallLogId) if call.incomingCallLogId else None,
     }
 
 
@@ -486,6 +488,8 @@ def openapi() -> dict:
         "offer_events": {"type": "array", "items": {"type": "object"}},
         "answer_type": {"type": "string"},
         "outbound_number": {**_NULL_TEXT, "description": "International format; null until the agent chooses one (202)"},
+        "incoming_call_log_id": {**_NULL_TEXT, "description": "Not in CCAI's object: the Incoming Call Log of the "
+                                                              "policy a menu's leaf handed this call to"},
     })
     ref = {"$ref": "#/components/schemas/ContactCenterCall"}
     flags = {"type": "object", "additionalProperties": False,

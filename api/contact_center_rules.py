@@ -128,7 +128,8 @@ class CallMenuRules(Rules):
         seconds = values.get("cascadeGroupDelaySeconds")
         if seconds is not None and not 1 <= seconds <= 3600:
             raise BadRequest("data.cascadeGroupDelaySeconds: must be between 1 and 3600 seconds")
-        for name, low, high in (("maxWaitSeconds", 5, 3600), ("voicemailMaxSeconds", 5, 600)):
+        for name, low, high in (("maxWaitSeconds", 5, 3600), ("voicemailMaxSeconds", 5, 600),
+                                ("callbackDelaySeconds", 5, 7 * 86400)):
             if values.get(name) is not None and not low <= values[name] <= high:
                 raise BadRequest(f"data.{name}: must be between {low} and {high} seconds")
         position = values.get("position")

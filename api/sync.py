@@ -924,7 +924,7 @@ class Sync:
     MENU_FIELDS = ("name", "type", "message", "languages", "state", "timeZone", "openingHours", "routingNumber",
                    "redirectionNumber", "offer", "groupDelaySeconds", "recording", "outboundNumber", "hidden",
                    "policy", "queue", "children", "maxWaitSeconds", "noAgent", "afterHours", "deflectionMessage",
-                   "voicemailMaxSeconds")
+                   "voicemailMaxSeconds", "callbackDelaySeconds")
 
     def menus(self, items: YSeq) -> None:
         """Root menus, matched by name among the project's roots (roots the file does not name are left
@@ -995,6 +995,7 @@ class Sync:
             "afterHoursDeflection": self.choice(spec, "afterHours", what, cc.MenuDeflection),
             "deflectionMessage": self.text(spec, "deflectionMessage", what, max_length=MAX_LONG_TEXT),
             "voicemailMaxSeconds": self.integer(spec, "voicemailMaxSeconds", what, 5, 600),
+            "callbackDelaySeconds": self.integer(spec, "callbackDelaySeconds", what, 5, 7 * 86400),
             "outboundPhoneNumberId": outbound,
             "hidden": self.boolean(spec, "hidden", what),
             "position": MISSING if position is None else position,

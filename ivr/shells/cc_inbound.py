@@ -20,9 +20,16 @@ import uuid
 from ivr.asterisk.ari import AriError
 from ivr.core.contact_center.inbound import EndUserDial, InboundCall, InboundSetup, LoadQueue, QueueLoaded
 from ivr.core.contact_center.outbound import END_USER, BridgeParties, DialParty, Ringback, leg_id
+from ivr.core.contact_center.queue import AnnounceWait, wait_text
 from ivr.core.contact_center.updates import UpdateCall, UpdateParticipant
 from ivr.core.contact_center.vocabulary import CallStatus, DisconnectedBy, FailReason
-from ivr.core.contact_center.voicemail import RecordCaller, RecordingEnded, SaveVoicemail, StopRecording
+from ivr.core.contact_center.voicemail import (
+    RecordCaller,
+    RecordingEnded,
+    SaveVoicemail,
+    ScheduleCallback,
+    StopRecording,
+)
 from ivr.core.contact_center.walk import HandToPolicy, Started, WalkSetup
 from ivr.core.engine import CallStatus as LogStatus
 from ivr.core.vocabulary import (
@@ -108,8 +115,11 @@ class InboundActor(ContactCenterActor):
         self.caller_channel = caller_channel
         self.dialed, self.caller = dialed, caller
         self.own_channels.add(caller_channel)
-        self.flow = InboundCall(InboundSetup(opened.walk, max_silence_seconds=cfg.voicemail_max_silence, dial=dial))
-        self.ended_status: str | None = None
+        self.flow = InboundCall(InboundSetup(opened.walk, max_silence_seconds=cfg.voicemail_max_silence, dial=dial,
+                                             can_call_back=opened.can_call_back,
+                                             caller_id=opened.caller_number if opened.caller_number[:1] == "+" else None,
+                                             ring_seconds=cfg.agent_ring_timeout))
+        self.queue_menu: str | None = None
 
     # -- what the controller's dispatch asks ----------------------------------------------------
 
@@ -184,6 +194,8 @@ class InboundActor(ContactCenterActor):
                 handle.cancel()
         elif isinstance(command, Play):
             await self._play(command)
+        elif isinstance(command, AnnounceWait):
+            await self._announce(command)
         elif isinstance(command, StopPlayback):
             await self._quiet(ari.stop_playback(command.playback_id))
         elif isinstance(command, Answer):
@@ -208,12 +220,12 @@ class InboundActor(ContactCenterActor):
             await self._record(command)
         elif isinstance(command, StopRecording):
             await self._quiet(ari.stop_recording(command.name))
+        elif isinstance(command, ScheduleCallback):
+            self.writes.put_nowait((self._schedule_callback, command))
         elif isinstance(command, SaveVoicemail):
             await self._save_recording(command.name, voicemail=True)
         else:
             log.error("contact-center call %s: unknown command %r", self.label, command)
-        if isinstance(command, UpdateCall) and command.status is not None:
-            self.ended_status = str(command.status)
 
     async def _load_queue(self, menu_id: str) -> None:
         cfg = self.s.config.contact_center
@@ -225,9 +237,18 @@ class InboundActor(ContactCenterActor):
         except Exception:
             log.exception("contact-center call %s: could not read the queue's agents", self.label)
             raise
+        self.queue_menu = menu_id
         log.info("contact-center call %s: queued in %r (%s) with %d available agent(s)", self.label,
                  setup.queue_name, setup.offer_type, len(setup.agents))
         self.post(QueueLoaded(setup))
+
+    async def _announce(self, command: AnnounceWait) -> None:
+        position = None
+        try:
+            position = await run_and_release(self.s.db, cc_inbound.queue_position, self.call_id, self.queue_menu)
+        except Exception:  # noqa: BLE001 - the wait is still worth saying
+            log.exception("contact-center call %s: could not read its place in the queue", self.label)
+        await self._play(Play(CALLER, command.playback_id, wait_text(command.waited, position)))
 
     def _hand_to_policy(self, command: HandToPolicy) -> None:
         log_id = uuid.uuid4()
@@ -259,6 +280,14 @@ class InboundActor(ContactCenterActor):
             await run_and_release(self.s.db, cc_progress.update_call, self.call_id, update)
         finally:
             self.calls.handed.discard(self.call_id)
+
+    def _schedule_callback(self, command: ScheduleCallback) -> None:
+        """(In the writer's thread, in order with the call's writes.)"""
+        number = cc_inbound.schedule_callback(self.call_id, command.menu_id, command.seconds)
+        if number is None:
+            log.warning("contact-center call %s: no number to call back", self.label)
+        else:
+            log.info("contact-center call %s: call-back %s scheduled in %g s", self.label, number, command.seconds)
 
     async def _record(self, command: RecordCaller) -> None:
         try:

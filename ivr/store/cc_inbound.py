@@ -8,7 +8,10 @@ Writes of the call's progress go through ivr/store/cc_progress.py like the outbo
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
+
+import phonenumbers
 from dataclasses import dataclass
 
 from ivr.core.contact_center.menus import effective_state
@@ -31,8 +34,10 @@ from ivr.store import models as m
 from ivr.store import outbox
 from ivr.store.callstore import caller_id
 from ivr.store.cc_progress import STALE_AFTER, fail_unplaced
-from ivr.store.contact_center import INBOUND_CALL, agent_address, agent_is_available
+from ivr.store.contact_center import COSTLY_TYPES, INBOUND_CALL, agent_address, agent_is_available
 from ivr.store.db import write_transaction
+
+log = logging.getLogger(__name__)
 
 Menu, Call, Participant = m.CallMenu, m.ContactCenterCall, m.ContactCenterParticipant
 #: Keys 1-9 select the children at positions 0-8 (position + 1); later positions are not offered.
@@ -47,6 +52,7 @@ class InboundOpened:
     lang: str
     caller_number: str       # E.164 when the caller ID is a number, else what it showed ("" unknown)
     walk: WalkSetup
+    can_call_back: bool = False  # the caller's number is one Hotline may call back (E.164, not premium-rate)
 
 
 def root_menu(dialed: str, default_region: str) -> m.CallMenu | None:
@@ -59,7 +65,7 @@ def root_menu(dialed: str, default_region: str) -> m.CallMenu | None:
                                 Menu.menuType == MenuType.IVR.value).first())
 
 
-def _node(menu: m.CallMenu, children: list[m.CallMenu], at: dt.datetime) -> MenuNode:
+def _node(menu: m.CallMenu, children: list[m.CallMenu], at: dt.datetime, verified: set[str]) -> MenuNode:
     try:
         state = effective_state(menu.state, menu.openingHours, menu.timeZone, at)
     except ValueError:  # opening hours the API's checks should have refused: as set
@@ -70,8 +76,10 @@ def _node(menu: m.CallMenu, children: list[m.CallMenu], at: dt.datetime) -> Menu
         children=tuple(str(c.id) for c in shown), keys=tuple(str(c.position + 1) for c in shown),
         policy_id=str(menu.incomingCallPolicyId) if menu.incomingCallPolicyId else None,
         redirection_menu=str(menu.redirectionMenuId) if menu.redirectionMenuId else None,
+        # Only a verified number of the project is ever rung (an API key cannot make calls go anywhere).
+        redirection_number=menu.redirectionNumber if menu.redirectionNumber in verified else None,
         after_hours=Deflection(menu.afterHoursDeflection), deflection_message=menu.deflectionMessage or "",
-        voicemail_seconds=float(menu.voicemailMaxSeconds))
+        voicemail_seconds=float(menu.voicemailMaxSeconds), callback_seconds=float(menu.callbackDelaySeconds))
 
 
 def open_inbound(dialed: str, caller: str, default_region: str, node: str, channel_id: str,
@@ -88,7 +96,16 @@ def open_inbound(dialed: str, caller: str, default_region: str, node: str, chann
     for menu in menus:
         if menu.parentId is not None:
             children.setdefault(menu.parentId, []).append(menu)
-    tree = {str(menu.id): _node(menu, children.get(menu.id, []), now) for menu in menus}
+    Number = m.UserIncomingCallNumber
+    wanted = [menu.redirectionNumber for menu in menus if menu.redirectionNumber]
+    verified = {n for (n,) in Number.select(Number.phoneNumber).where(
+        Number.project == root.projectId, Number.isVerified == True, Number.phoneNumber.in_(wanted)  # noqa: E712
+    ).tuples()} if wanted else set()
+    for menu in menus:
+        if menu.redirectionNumber and menu.redirectionNumber not in verified and menu.state == "manual_redirection":
+            log.warning("menu %r redirects to %s, which is not a verified number of its project: its callers "
+                        "hear a message instead", menu.name, menu.redirectionNumber)
+    tree = {str(menu.id): _node(menu, children.get(menu.id, []), now, verified) for menu in menus}
     shown, _raw = caller_id(caller, default_region)
     caller_number = shown or ""
     e164 = caller_number if caller_number.startswith("+") else None
@@ -109,7 +126,48 @@ def open_inbound(dialed: str, caller: str, default_region: str, node: str, chann
                            address=caller_number or None, channelId=channel_id)
     return InboundOpened(str(call.id), call.numericId, root.projectId, lang, caller_number,
                          WalkSetup(call_id=str(call.id), root_id=str(root.id), menus=tree,
-                                   input_seconds=input_seconds))
+                                   input_seconds=input_seconds), can_call_back=callable_number(e164))
+
+
+def callable_number(e164: str | None) -> bool:
+    """A caller ID Hotline may call back: a valid number, not premium-rate or shared-cost (a caller ID
+    is the caller's to choose: a forged one must not make Hotline call a costly number)."""
+    if not e164:
+        return False
+    try:
+        number = phonenumbers.parse(e164)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(number) and phonenumbers.number_type(number) not in COSTLY_TYPES
+
+
+def schedule_callback(call_id: str, menu_id: str, seconds: float) -> int | None:
+    """A call-back for a deflected caller: a scheduled call (``Voice Scheduled (API)``, its parent this
+    call) to their number in ``menu_id``'s queue, ``seconds`` from now; the scheduler fires it. Its
+    numericId, or None when the call has no number to call back."""
+    parent = Call.get_by_id(uuid.UUID(call_id))
+    if not callable_number(parent.endUserNumber):
+        return None
+    menu = Menu.get_or_none(Menu.id == uuid.UUID(menu_id))
+    outbound = None
+    if menu is not None and menu.outboundPhoneNumberId is not None:
+        outbound = m.OutboundPhoneNumber.get_or_none(m.OutboundPhoneNumber.id == menu.outboundPhoneNumberId)
+    if outbound is None:
+        numbers = list(m.OutboundPhoneNumber.select().where(m.OutboundPhoneNumber.project == parent.projectId)
+                       .order_by(m.OutboundPhoneNumber.createdAt))
+        outbound = next((n for n in numbers if n.isDefault), numbers[0] if len(numbers) == 1 else None)
+    now = m.utcnow()
+    with write_transaction():
+        call = Call.create(project=parent.projectId, callType=CallType.SCHEDULED.value,
+                           status=CallStatus.SCHEDULED.value, lang=parent.lang, parentCallId=parent.id,
+                           menu=menu.id if menu else parent.callMenuId, endUser=parent.endUserId,
+                           endUserNumber=parent.endUserNumber, outboundNumber=outbound.phoneNumber if outbound else None,
+                           scheduledAt=now + dt.timedelta(seconds=seconds), voipProvider=VOIP_PROVIDER_ASTERISK,
+                           createdAt=now, updatedAt=now)
+        Participant.create(project=parent.projectId, call=call.id, type=ParticipantType.END_USER.value,
+                           status=ParticipantStatus.WAITING.value, endUser=parent.endUserId,
+                           address=parent.endUserNumber)
+    return call.numericId
 
 
 def queue_setup(call_id: str, menu_id: str, caller_number: str, *, ring_seconds: float, confirm_seconds: float,
@@ -135,9 +193,20 @@ def queue_setup(call_id: str, menu_id: str, caller_number: str, *, ring_seconds:
         ring_seconds=ring_seconds, confirm_seconds=confirm_seconds, max_wait_seconds=float(menu.maxWaitSeconds),
         announce_every=announce_every, no_agent=Deflection(menu.noAgentDeflection),
         deflection_message=menu.deflectionMessage or "", voicemail_seconds=float(menu.voicemailMaxSeconds),
+        callback_seconds=float(menu.callbackDelaySeconds),
         # A phone caller was never asked for permission: "ask" does not record them.
         record=menu.recordingOption == RecordingOption.ALWAYS.value, max_call_seconds=max_call_seconds,
         queued_at=0.0 if call.queuedAt is None else call.queuedAt.replace(tzinfo=dt.timezone.utc).timestamp())
+
+
+def queue_position(call_id: str, menu_id: str) -> int:
+    """Where a queued call is in its queue: 1 + the calls of that menu queued before it, still queued."""
+    me = Call.get_by_id(uuid.UUID(call_id))
+    if me.queuedAt is None:
+        return 1
+    ahead = Call.select().where(Call.menu == uuid.UUID(menu_id), Call.status == CallStatus.QUEUED.value,
+                                Call.queuedAt < me.queuedAt, Call.id != me.id).count()
+    return ahead + 1
 
 
 # -- inbound calls of the API (and scheduled calls, once fired): Hotline calls the end user ----------

@@ -153,14 +153,14 @@ def _e164(number: phonenumbers.PhoneNumber) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-_COSTLY = (phonenumbers.PhoneNumberType.PREMIUM_RATE, phonenumbers.PhoneNumberType.SHARED_COST)
+COSTLY_TYPES = (phonenumbers.PhoneNumberType.PREMIUM_RATE, phonenumbers.PhoneNumberType.SHARED_COST)
 
 
 def _end_user_number(value: Any, region: str, not_well_formed: str) -> str:
     number = _phone(value, region)
     if number is None:
         raise CallRequestError(not_well_formed)
-    if phonenumbers.number_type(number) in _COSTLY:  # toll fraud: Hotline never calls these
+    if phonenumbers.number_type(number) in COSTLY_TYPES:  # toll fraud: Hotline never calls these
         raise CallRequestError("end_user_number is a premium-rate number: Hotline does not call those")
     return _e164(number)
 

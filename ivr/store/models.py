@@ -605,15 +605,18 @@ class CallMenu(Numbered, ProjectScoped):
     hidden = BooleanField(default=False, help_text="Hidden from callers (not offered in the walk)")
     noAgentDeflection = EnumField(cc.MenuDeflection, default=cc.MenuDeflection.VOICEMAIL.value,
                                   help_text="A queue: where a caller goes whom no agent took within maxWaitSeconds "
-                                            "(or when no agent is available): voicemail or message")
+                                            "(or when no agent is available): voicemail, message or scheduled_call "
+                                            "(called back after callbackDelaySeconds)")
     afterHoursDeflection = EnumField(cc.MenuDeflection, default=cc.MenuDeflection.VOICEMAIL.value,
-                                     help_text="Where a caller goes who reaches this menu after hours: voicemail "
-                                               "or message")
+                                     help_text="Where a caller goes who reaches this menu after hours: voicemail, "
+                                               "message or scheduled_call")
     deflectionMessage = LongTextField(null=True, help_text="Said to a deflected caller (before the voicemail beep, "
                                                            "or as the message before goodbye)")
     maxWaitSeconds = IntegerField(default=120, help_text="A queue: seconds a caller waits for an agent before "
                                                          "being deflected")
     voicemailMaxSeconds = IntegerField(default=120, help_text="The longest voicemail recorded, in seconds")
+    callbackDelaySeconds = IntegerField(default=900, help_text="A caller deflected to scheduled_call is called back "
+                                                               "this many seconds later")
 
     class Meta:
         indexes = ((("parent", "position"), False),)

@@ -33,14 +33,15 @@ CALLS = "/apps/api/v1/calls"
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 #: The call object's fields, in the seed's order (its example object, with deflection_details, offer_type,
-#: offer_events, answer_type and outbound_number from its example responses).
+#: offer_events, answer_type and outbound_number from its example responses), then Hotline's one addition:
+#: incoming_call_log_id (the log of the policy a menu's leaf handed the call to).
 CALL_KEYS = [
     "id", "parent_id", "lang", "call_type", "status", "created_at", "queued_at", "assigned_at", "connected_at",
     "ends_at", "scheduled_at", "wait_duration", "call_duration", "hold_duration", "rating", "has_feedback",
     "voip_provider", "out_ticket_id", "out_ticket_url", "verified", "recording_url", "recording_permission",
     "voicemail_reason", "deflection", "disconnected_by", "fail_reason", "fail_details", "support_number",
     "selected_menu", "menu_path", "agent_info", "end_user", "photos", "videos", "transfers", "deflection_details",
-    "participants", "offer_type", "offer_events", "answer_type", "outbound_number",
+    "participants", "offer_type", "offer_events", "answer_type", "outbound_number", "incoming_call_log_id",
 ]
 PARTICIPANT_KEYS = ["id", "type", "status", "call_id", "user_id", "end_user_id", "call_duration", "hold_duration",
                     "connected_at", "ended_at", "fail_reason"]
@@ -201,6 +202,7 @@ async def test_create_an_outbound_call_with_end_user_number(cc):
              "connected_at": None, "ended_at": None, "fail_reason": "nothing"},
         ],
         "offer_type": None, "offer_events": [], "answer_type": "manual", "outbound_number": "+1 339-219-5276",
+        "incoming_call_log_id": None,
     }
     assert isinstance(call["id"], int) and user_part["id"] == agent_part["id"] + 1
     assert call["created_at"] <= call["assigned_at"]

@@ -139,7 +139,8 @@ async def test_numbers_ranges_and_enums(api, acme):
                        ({"recordingOption": "sometimes"}, "recordingOption"), ({"name": "  "}, "name"),
                        ({"maxWaitSeconds": 4}, "maxWaitSeconds"), ({"voicemailMaxSeconds": 601}, "voicemailMaxSeconds"),
                        ({"noAgentDeflection": "redirection"}, "noAgentDeflection"),
-                       ({"afterHoursDeflection": "scheduled_call"}, "afterHoursDeflection")):
+                       ({"afterHoursDeflection": "redirection"}, "afterHoursDeflection"),
+                       ({"callbackDelaySeconds": 4}, "callbackDelaySeconds")):
         message = await fails(api, "POST", "/api/call-menu", acme.owner, {"name": "X", **data})
         assert name in message
     created = await menu(api, acme.owner, cascadeGroupDelaySeconds=3600, position=0, state="after_hours",

@@ -39,7 +39,8 @@ async def hotline(lab, hotline_config, tmp_path):
 
 async def build_tree(hotline, agents: list[tuple[Phone, int]], *, offer_type: str = "multicast",
                      group_delay: int = 30, root_state: str = "open", policy_phone: Phone | None = None,
-                     max_wait: int = 60):
+                     max_wait: int = 60, no_agent: str = "voicemail", callback_delay: int = 900,
+                     redirect_to: str | None = None):
     """A project with a root IVR menu (key 1: the Sales queue of ``agents`` (phone, cascade group);
     key 2: a leaf handing calls to a policy ringing ``policy_phone``) and an API key for it."""
     scenario = await hotline.policy(Target([policy_phone], escalate_after=4)) if policy_phone else None
@@ -53,10 +54,15 @@ async def build_tree(hotline, agents: list[tuple[Phone, int]], *, offer_type: st
         m.OutboundPhoneNumber.create(project=project, phoneNumber=OUTBOUND, isDefault=True)
         root = m.CallMenu.create(project=project, name="Acme", routingPhoneNumber=routing_number(),
                                  outputMessage="Welcome to Acme.", state=root_state,
-                                 afterHoursDeflection="voicemail", voicemailMaxSeconds=20)
+                                 afterHoursDeflection="voicemail", voicemailMaxSeconds=20,
+                                 redirectionNumber=redirect_to)
+        if redirect_to:  # a verified number of the project (anything else is never rung)
+            owner = m.User.create(project=project, name="Front desk")
+            m.UserIncomingCallNumber.create(project=project, user=owner, phoneNumber=redirect_to, isVerified=True)
         sales = m.CallMenu.create(project=project, name="Sales", parent=root, position=0,
                                   outputMessage="Connecting you to sales.", offerType=offer_type,
-                                  cascadeGroupDelaySeconds=group_delay, maxWaitSeconds=max_wait)
+                                  cascadeGroupDelaySeconds=group_delay, maxWaitSeconds=max_wait,
+                                  noAgentDeflection=no_agent, callbackDelaySeconds=callback_delay)
         callbacks = m.CallMenu.create(project=project, name="Callbacks", menuType="mobile_menu",
                                       offerType=offer_type, maxWaitSeconds=max_wait)
         if scenario:
@@ -78,13 +84,14 @@ async def build_tree(hotline, agents: list[tuple[Phone, int]], *, offer_type: st
     return desk, root, users, scenario
 
 
-async def final_inbound(desk: Desk, timeout: float = 40.0) -> dict:
-    """The call object once the call is over and its actor gone."""
+async def final_inbound(desk: Desk, timeout: float = 40.0, kind: str | None = None) -> dict:
+    """The call object (the project's newest, of ``kind`` if given) once the call is over and its actor gone."""
     deadline = time.monotonic() + timeout
     ended = {"finished", "failed", "deflected", "voicemail_received", "voicemail_read"}
     while True:
-        calls = await desk.hotline.db.list(m.ContactCenterCall.select().where(
-            m.ContactCenterCall.project == desk.project.id).order_by(m.ContactCenterCall.createdAt.desc()).limit(1))
+        C = m.ContactCenterCall
+        calls = await desk.hotline.db.list(C.select().where(
+            C.project == desk.project.id, C.callType == kind if kind else True).order_by(C.createdAt.desc()).limit(1))
         call = calls[0] if calls else None
         if call is not None and call.status in ended and str(call.id) not in desk.hotline.runner.app[
                 CONTACT_CENTER].actors and str(call.id) not in desk.hotline.runner.app[CONTACT_CENTER].running_elsewhere:
@@ -156,6 +163,7 @@ async def test_a_leaf_hands_the_call_to_its_incoming_call_policy(hotline, sip_ta
     db_call = await desk.last_call()
     assert str(db_call.incomingCallLogId) == str(log.id)
     assert call["status"] == "finished" and call["selected_menu"]["name"] == "Support"
+    assert call["incoming_call_log_id"] == str(log.id)
 
 
 @pytest.fixture
@@ -249,3 +257,42 @@ async def test_a_scheduled_call_fires_at_its_time_and_reaches_an_agent(hotline, 
     assert 0 <= invited - at.timestamp() < 2.5   # fired within 1 s, then the INVITE through the trunk
     assert call["status"] == "finished" and call["call_type"] == "Voice Scheduled (API)"
     assert call["agent_info"]["id"] == users[0].numericId
+
+
+async def test_a_caller_no_agent_can_take_is_called_back_later_and_reaches_an_agent(hotline, sip_target, carrier_port):
+    desk, root, _, _ = await build_tree(hotline, [], no_agent="scheduled_call", callback_delay=8)
+    agent = Phone.answer_and_press("1", delay=1.0)
+    callback_phone = Phone.answer(port=carrier_port, hold=4.0, max_wait=60)
+    caller = Caller(root.routingPhoneNumber, sip_target, caller_id="+14155550146", steps=((1.5, "1"),),
+                    hangup_after=12)
+    async with agent, callback_phone, caller:
+        first = await final_inbound(desk, kind="Voice Inbound (IVR)")
+        assert first["status"] == "deflected" and first["deflection"] == "scheduled_call", first["fail_details"]
+
+        def add_agent():  # an agent is free now, before the call-back fires
+            user = m.User.create(project=desk.project, name="Late agent", email=f"l{uuid.uuid4().hex[:8]}@x.io",
+                                 isAgent=True)
+            m.UserIncomingCallNumber.create(project=desk.project, user=user, sipUri=agent.uri(), isVerified=True)
+            m.CallMenuAgent.create(project=desk.project, callMenu=desk.sales, user=user)
+            return user
+
+        user = await hotline.db.run(add_agent)
+        # The call-back rings the caller's number (through the trunk), then queues them.
+        second = await final_inbound(desk, kind="Voice Scheduled (API)", timeout=40)
+    assert caller.result().call.hung_up_by == "remote"   # told when they will be called back, then goodbye
+    assert second["parent_id"] == first["id"] and second["status"] == "finished"
+    assert second["agent_info"]["id"] == user.numericId
+    assert callback_phone.result().call.dialed.endswith("14155550146")
+
+
+async def test_manual_redirection_forwards_the_caller_to_the_verified_number(hotline, sip_target, carrier_port):
+    desk, root, _, _ = await build_tree(hotline, [], root_state="manual_redirection", redirect_to="+14155550177")
+    front_desk = Phone.answer(port=carrier_port, max_wait=30)
+    caller = Caller(root.routingPhoneNumber, sip_target, caller_id="+14155550147", hangup_after=5)
+    async with front_desk, caller:
+        call = await final_inbound(desk)
+    received = front_desk.result().call
+    assert received.answered and received.dialed.endswith("14155550177") and received.hung_up_by == "remote"
+    assert call["status"] == "deflected" and call["deflection"] == "redirection"
+    assert call["connected_at"] and call["call_duration"] >= 2
+    assert call["disconnected_by"] == "disconnected_by_end_user"

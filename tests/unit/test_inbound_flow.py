@@ -253,3 +253,58 @@ def test_an_end_user_who_is_busy_fails_the_call_and_no_agent_is_rung():
     d.feed(LegEnded(d.dials()[0].leg_id, "busy"), 1)
     failed = [c for c in d.out if isinstance(c, UpdateCall) and c.status is CallStatus.FAILED]
     assert failed[0].fail_reason is FailReason.END_USER_BUSY and len(d.dials()) == 1 and d.flow.is_finished
+
+
+def test_no_agent_deflects_to_a_call_back_when_the_caller_can_be_called_back():
+    from ivr.core.contact_center.voicemail import ScheduleCallback
+
+    for can, expected in ((True, Deflection.SCHEDULED_CALL), (False, Deflection.MESSAGE)):
+        d = Driver(agents=(), no_agent=Deflection.SCHEDULED_CALL, callback_seconds=600.0)
+        d.flow = InboundCall(InboundSetup(WalkSetup("call", "root", tree(), input_seconds=5), can_call_back=can))
+        walk_to_sales(d)
+        assert [c.deflection for c in d.out if isinstance(c, UpdateCall) and c.deflection] == [expected]
+        callbacks = [c for c in d.out if isinstance(c, ScheduleCallback)]
+        assert callbacks == ([ScheduleCallback("sales", 600.0)] if can else [])
+        if can:
+            assert "call you back at this number in about 10 minutes" in d.last_play().text
+        d.feed(PlaybackFinished(d.last_play().playback_id))
+        assert HangupCaller() in d.out and d.flow.is_finished and d.statuses()[-1] == CallStatus.DEFLECTED
+
+
+def test_manual_redirection_forwards_the_caller_to_the_verified_number():
+    menus = tree(MenuState.MANUAL_REDIRECTION)
+    from dataclasses import replace
+
+    menus["root"] = replace(menus["root"], redirection_number="+14155550177")
+    d = Driver(menus)
+    d.flow = InboundCall(InboundSetup(WalkSetup("call", "root", menus), caller_id="+14155550100", ring_seconds=5))
+    d.feed(Started())
+    [dial] = d.dials()
+    assert (dial.address, dial.caller_id) == ("+14155550177", "+14155550100")
+    assert [c.deflection for c in d.out if isinstance(c, UpdateCall) and c.deflection] == [Deflection.REDIRECTION]
+    d.feed(LegAnswered(dial.leg_id), 2)
+    assert BridgeParties(dial.leg_id, CALLER, False) in d.out
+    d.feed(CallerHungUp(), 10)
+    assert HangupLeg(dial.leg_id) in d.out and d.flow.is_finished
+    assert [c.talk_seconds for c in d.out if isinstance(c, UpdateCall) and c.talk_seconds] == [10]
+
+
+def test_manual_redirection_without_a_usable_number_says_so_and_rings_no_one():
+    d = Driver(tree(MenuState.MANUAL_REDIRECTION))
+    d.feed(Started())
+    d.feed(PlaybackFinished(d.last_play().playback_id))
+    assert not d.dials() and HangupCaller() in d.out and d.statuses()[-1] == CallStatus.DEFLECTED
+
+
+def test_a_waiting_caller_hears_where_they_are_in_line_every_so_often():
+    from ivr.core.contact_center.queue import AnnounceWait, wait_text
+
+    d = Driver(announce_every=30.0)
+    walk_to_sales(d)
+    d.feed(TimerFired("announce"), 90)
+    [announce] = [c for c in d.out if isinstance(c, AnnounceWait)]
+    assert announce.waited >= 90
+    d.feed(PlaybackFinished(announce.playback_id))
+    assert StartTimer("announce", d.now + 30.0) in d.out
+    assert wait_text(95, 2).startswith("All our agents are busy. You are number 2 in line. You have waited 1 minute.")
+    assert "next in line" in wait_text(10, 1) and "less than a minute" in wait_text(10, 1)

@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 
 from ivr.core.contact_center.queue import QueueOffer, QueueSetup, QueueStarted
 from ivr.core.contact_center.voicemail import DeflectionFlow, DeflectionSetup, DeflectionStarted
-from ivr.core.contact_center.walk import Deflect, EnterQueue, HandToPolicy, MenuWalk, Started, WalkSetup
+from ivr.core.contact_center.redirect import RedirectFlow, RedirectSetup, RedirectStarted
+from ivr.core.contact_center.walk import Deflect, EnterQueue, HandToPolicy, MenuWalk, Redirect, Started, WalkSetup
 from ivr.core.contact_center.outbound import DialParty
 from ivr.core.contact_center.updates import UpdateCall, UpdateParticipant
 from ivr.core.contact_center.vocabulary import (
@@ -70,6 +71,9 @@ class InboundSetup:
     walk: WalkSetup               # the menus (a call of the API: its menu alone)
     max_silence_seconds: float = 10.0
     dial: EndUserDial | None = None
+    can_call_back: bool = False   # the caller's number may be called back (a valid, not premium-rate number)
+    caller_id: str | None = None  # the caller's E.164 number, shown to a redirection number
+    ring_seconds: float = 30.0    # how long a redirection number rings
 
 
 @dataclass(frozen=True)
@@ -171,8 +175,13 @@ class InboundCall:
             elif isinstance(command, Deflect):
                 self.phase = DeflectionFlow(DeflectionSetup(
                     self.setup.walk.call_id, command.deflection, command.reason, command.message,
-                    command.max_record_seconds, self.setup.max_silence_seconds))
+                    command.max_record_seconds, self.setup.max_silence_seconds, command.menu_id,
+                    command.callback_seconds if self.setup.can_call_back else None))
                 out += self._follow(self.phase.handle(DeflectionStarted(), now), now)
+            elif isinstance(command, Redirect):
+                self.phase = RedirectFlow(RedirectSetup(self.setup.walk.call_id, command.number,
+                                                        self.setup.caller_id, self.setup.ring_seconds))
+                out += self._follow(self.phase.handle(RedirectStarted(), now), now)
             elif isinstance(command, HandToPolicy):
                 self.outcome = command
                 self.done = True

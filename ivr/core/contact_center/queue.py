@@ -80,6 +80,7 @@ class QueueSetup:
     no_agent: Deflection = Deflection.VOICEMAIL
     deflection_message: str = ""
     voicemail_seconds: float = 120.0
+    callback_seconds: float = 900.0
     record: bool = False
     max_call_seconds: float = 7200.0
     queued_at: float = 0.0
@@ -99,13 +100,25 @@ def whisper_text(setup: QueueSetup) -> str:
             f"Press {ACCEPT_DIGIT} to accept.")
 
 
-def wait_text(waited: float) -> str:
+@dataclass(frozen=True)
+class AnnounceWait:
+    """Say to the caller where they are in the queue (the shell knows how many wait before them) and
+    how long they have waited: :func:`wait_text`. Reported like a :class:`Play`."""
+
+    playback_id: str
+    waited: float
+
+
+def wait_text(waited: float, position: int | None = None) -> str:
     minutes = int(waited // 60)
     if minutes < 1:
         waited_text = "less than a minute"
     else:
         waited_text = "1 minute" if minutes == 1 else f"{minutes} minutes"
-    return (f"All our agents are busy. You have waited {waited_text}. "
+    where = ""
+    if position is not None and position >= 1:
+        where = "You are next in line. " if position == 1 else f"You are number {position} in line. "
+    return (f"All our agents are busy. {where}You have waited {waited_text}. "
             "Please stay on the line; your call will be answered in turn.")
 
 
@@ -259,7 +272,7 @@ class QueueOffer:
         if timer_id == ANNOUNCE and self.announcement is None:
             self.seq += 1
             self.announcement = f"{self.setup.call_id}-wait-{self.seq}"
-            return [StopRingback(), Play(CALLER, self.announcement, wait_text(now - (self.setup.queued_at or now)))]
+            return [StopRingback(), AnnounceWait(self.announcement, now - (self.setup.queued_at or now))]
         for prefix in ("ring:", "confirm:"):
             if timer_id.startswith(prefix):
                 leg = timer_id[len(prefix):]
@@ -321,7 +334,7 @@ class QueueOffer:
         self.phase = "done"
         return out + [UpdateCall(wait_seconds=max(0.0, now - (s.queued_at or now)), fail_details=detail),
                       Deflect(s.menu_id, s.no_agent, VoicemailReason.NO_AGENT_AVAILABLE, s.deflection_message,
-                              s.voicemail_seconds)]
+                              s.voicemail_seconds, s.callback_seconds)]
 
     def _finish(self, by: DisconnectedBy, now: float) -> list:
         self.phase = "done"

@@ -144,6 +144,7 @@ class MenuDeflection(StrEnum):
 
     VOICEMAIL = "voicemail"
     MESSAGE = "message"
+    SCHEDULED_CALL = "scheduled_call"   # "we will call you back": a scheduled call to the caller's number
 
 
 class MenuType(StrEnum):

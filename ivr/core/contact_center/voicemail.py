@@ -1,11 +1,14 @@
-"""Deflection of a caller, as a pure flow: to voicemail (a prompt, a beep, a recording) or to a
-message (said, then goodbye).
+"""Deflection of a caller, as a pure flow: to voicemail (a prompt, a beep, a recording), to a
+message (said, then goodbye), or to a scheduled call-back (a call to the caller's number later, in
+the same queue: :class:`ScheduleCallback`; a caller whose number cannot be called back, hidden or
+premium-rate, hears the message instead).
 
 Voicemail: status ``voicemail`` while the caller is invited and recorded; when the recording is
 over (the caller pressed #, hung up, or the maximum length passed) ``voicemail_received``, with the
 recording saved by the shell (:class:`SaveVoicemail`). A caller who hangs up before the beep left
 no voicemail: the call is ``deflected`` and says so. A message: ``deflected``, ``deflection``
-``message``. ``voicemail_reason`` is set only for a voicemail; ``deflection`` always.
+``message`` (or ``scheduled_call``). ``voicemail_reason`` is set only for a voicemail; ``deflection``
+always.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from ivr.core.vocabulary import (CALLER, CancelTimer, HangupCaller, IllegalEvent
                                  RecordCaller, RecordingEnded, SaveVoicemail, StartTimer, StopRecording, TimerFired)
 
 __all__ = ["DEFAULT_MESSAGE", "GOODBYE", "RECORDING_GUARD", "VOICEMAIL_PROMPT", "DeflectionFlow", "DeflectionSetup",
-           "DeflectionStarted", "RecordCaller", "RecordingEnded", "SaveVoicemail", "StopRecording"]
+           "DeflectionStarted", "RecordCaller", "RecordingEnded", "SaveVoicemail", "ScheduleCallback", "StopRecording",
+           "callback_text"]
 
 GOODBYE = "Thank you. Goodbye."
 DEFAULT_MESSAGE = "No one can take your call right now. Please try again later. Goodbye."
@@ -43,6 +47,22 @@ class DeflectionSetup:
     message: str = ""                 # the message (MESSAGE), or what precedes the voicemail prompt
     max_record_seconds: float = 120.0
     max_silence_seconds: float = 10.0
+    menu_id: str = ""
+    callback_seconds: float | None = None  # SCHEDULED_CALL: the caller is called back this much later (None: cannot be)
+
+
+@dataclass(frozen=True)
+class ScheduleCallback:
+    """Schedule a call to the caller's number, in ``menu_id``'s queue, ``seconds`` from now."""
+
+    menu_id: str
+    seconds: float
+
+
+def callback_text(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    when = "in about a minute" if minutes == 1 else f"in about {minutes} minutes"
+    return f"We will call you back at this number {when}. Goodbye."
 
 
 @dataclass(frozen=True)
@@ -79,7 +99,12 @@ class DeflectionFlow:
                 return [UpdateCall(status=CallStatus.VOICEMAIL, deflection=Deflection.VOICEMAIL,
                                    voicemail_reason=s.reason),
                         Play(CALLER, self.prompt_id, text)]
-            return [UpdateCall(status=CallStatus.DEFLECTED, deflection=s.deflection),
+            if s.deflection is Deflection.SCHEDULED_CALL and s.callback_seconds is not None:
+                text = " ".join(t for t in (s.message, callback_text(s.callback_seconds)) if t)
+                return [UpdateCall(status=CallStatus.DEFLECTED, deflection=Deflection.SCHEDULED_CALL),
+                        ScheduleCallback(s.menu_id, s.callback_seconds), Play(CALLER, self.prompt_id, text)]
+            # A message (or a call-back to a number that cannot be called: the message instead).
+            return [UpdateCall(status=CallStatus.DEFLECTED, deflection=Deflection.MESSAGE),
                     Play(CALLER, self.prompt_id, s.message or DEFAULT_MESSAGE)]
         if isinstance(event, PlaybackFinished):
             if event.playback_id == self.prompt_id and self.phase == "prompt":

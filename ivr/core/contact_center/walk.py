@@ -4,10 +4,11 @@ A caller dials a root IVR menu's routing number. Each menu says its ``outputMess
 has children, which key selects each ("For Sales, press 1."); the caller's key (RFC 2833) walks
 down. A wrong key or none repeats the menu, at most :data:`MAX_ROUNDS` times, then the call ends
 politely. A leaf ends the walk with an outcome the shell acts on: :class:`EnterQueue` (its queue of
-agents), :class:`HandToPolicy` (its Incoming Call Policy) or :class:`Deflect` (voicemail or a
-message: the menu is after hours, or in manual redirection with nowhere to redirect to). A menu in
-manual redirection with a redirection menu sends the caller there (at most :data:`MAX_HOPS` hops:
-two menus redirecting to each other must not loop).
+agents), :class:`HandToPolicy` (its Incoming Call Policy), :class:`Redirect` (manual redirection to
+a number) or :class:`Deflect` (voicemail, a message or a call-back: the menu is after hours, or in
+manual redirection with nowhere to redirect to). A menu in manual redirection with a redirection
+menu sends the caller there (at most :data:`MAX_HOPS` hops: two menus redirecting to each other must
+not loop).
 
 Status: ``selecting`` while walking, with ``menu_id`` (the call's selected menu) following the
 caller. No I/O; times are the ``now`` given to :meth:`MenuWalk.handle`.
@@ -60,9 +61,11 @@ class MenuNode:
     keys: tuple[str, ...] = ()          # the key that selects each child (position + 1)
     policy_id: str | None = None        # a leaf that hands the call to this policy
     redirection_menu: str | None = None
+    redirection_number: str | None = None   # E.164, verified in the project (the store checks it)
     after_hours: Deflection = Deflection.MESSAGE
     deflection_message: str = ""        # said before hanging up when deflected to a message
     voicemail_seconds: float = 120.0    # the longest voicemail recorded for this menu
+    callback_seconds: float = 900.0     # a call-back (scheduled_call) is placed this much later
 
     @property
     def is_leaf(self) -> bool:
@@ -97,12 +100,21 @@ class HandToPolicy:
 
 
 @dataclass(frozen=True)
+class Redirect:
+    """Manual redirection: forward the caller to ``number``."""
+
+    menu_id: str
+    number: str
+
+
+@dataclass(frozen=True)
 class Deflect:
     menu_id: str
-    deflection: Deflection               # VOICEMAIL or MESSAGE
+    deflection: Deflection               # VOICEMAIL, MESSAGE or SCHEDULED_CALL
     reason: VoicemailReason              # AFTER_HOURS, MANUAL_REDIRECTION, NO_AGENT_AVAILABLE
     message: str = ""
     max_record_seconds: float = 120.0
+    callback_seconds: float = 900.0
 
 
 def options_text(menus: dict[str, MenuNode], node: MenuNode) -> str:
@@ -168,11 +180,13 @@ class MenuWalk:
         out: list = [UpdateCall(menu_id=menu_id)]
         if node.state is MenuState.AFTER_HOURS:
             return out + self._finish(Deflect(menu_id, node.after_hours, VoicemailReason.AFTER_HOURS,
-                                              node.deflection_message, node.voicemail_seconds))
+                                              node.deflection_message, node.voicemail_seconds, node.callback_seconds))
         if node.state is MenuState.MANUAL_REDIRECTION:
             if node.redirection_menu and self.hops < MAX_HOPS and node.redirection_menu in menus:
                 self.hops += 1
                 return out + self._enter(node.redirection_menu, now)
+            if node.redirection_number:
+                return out + self._finish(Redirect(menu_id, node.redirection_number))
             return out + self._finish(Deflect(menu_id, Deflection.MESSAGE, VoicemailReason.MANUAL_REDIRECTION,
                                               node.deflection_message or UNAVAILABLE_TEXT))
         if node.is_leaf:

@@ -1,6 +1,6 @@
 """Inbound contact-center calls: what a menu's queue does with a caller no agent takes (deflection
 to voicemail or a message, after how long) and what an after-hours menu does, the message said,
-and the voicemail's longest recording."""
+the voicemail's longest recording, and when a caller deflected to a call-back is called back."""
 from peewee import *
 
 
@@ -10,6 +10,7 @@ COLUMNS = {
     'deflectionMessage': lambda: TextField(null=True),
     'maxWaitSeconds': lambda: IntegerField(default=120),
     'voicemailMaxSeconds': lambda: IntegerField(default=120),
+    'callbackDelaySeconds': lambda: IntegerField(default=900),
 }
 
 
