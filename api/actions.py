@@ -9,6 +9,8 @@ are both built from (like ``api.registry.RESOURCES``).
   per day: 429).
 - ``POST /api/call-log/send {toNumber | userId, message, fromNumber?, incidentId?, ...}``: places a
   notification call ("press 1 to acknowledge", ivr/shells/notify.py); answers with the Call Log row at once.
+- ``GET /api/incoming-call-log/:id/voicemail``: the voicemail a caller left after no one answered
+  (audio/wav), from the recordings directory only.
 
 An action names its resource (the tag and permission noun) and the verb it needs; its ``run`` is
 synchronous peewee code run through the database bridge (``writes``: the asyncio database, else the
@@ -24,6 +26,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
+from aiohttp import web
+
 from api.domain import too_many_codes
 from api.errors import ApiError, BadRequest, Forbidden, NotFound, TooManyRequests
 from api.registry import BY_PATH
@@ -35,7 +39,7 @@ from ivr.store import models as m
 from ivr.store.calllogs import NotifyLimitReached, plan_notification, queue_notification
 from ivr.store.db import run_and_release, write_transaction
 from ivr.core import oncall
-from ivr.store import schedules, verification
+from ivr.store import callstore, schedules, verification
 
 
 class Locked(ApiError):
@@ -67,6 +71,7 @@ class Action:
     response: dict = field(default_factory=dict)
     codes: tuple[str, ...] = ("400", "401", "403", "404", "429")
     handler: Callable[..., Awaitable[Any]] | None = None  # async (request, ctx, call), instead of run
+    media_type: str = "application/json"        # what a 200 is: JSON, or a file the handler answers with
 
     @property
     def path(self) -> str:
@@ -285,6 +290,20 @@ def resend(ctx: Context, request: Request) -> dict:
     return {}
 
 
+async def voicemail(request, ctx: Context, call: Request) -> web.FileResponse:
+    """The voicemail of a log of the key's project; 404 when there is none (or its file is gone). Never a
+    file outside the recordings directory, whatever the column says."""
+    log_id = BY_PATH["incoming-call-log"].parse_id(call.path["id"])
+    name = await request.app[READ](callstore.voicemail_file, ctx.project_id, log_id)
+    if not name:
+        raise NotFound(f"The Incoming Call Log {log_id} has no voicemail.")
+    base = request.app[CONFIG].recordings_dir.resolve()
+    path = (base / name).resolve()
+    if base not in path.parents or not path.is_file():
+        raise NotFound(f"The Incoming Call Log {log_id} has no voicemail.")
+    return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
+
+
 _ITEM_ID = {"type": "string", "format": "uuid", "description": "ID of the User Incoming Call Number"}
 _EMPTY = {"type": "object", "additionalProperties": False}
 
@@ -344,5 +363,16 @@ ACTIONS: list[Action] = [
         "(notify.max_calls_in_progress, notify.max_calls_per_hour).",
         None, writes=True, body=_SEND_BODY, response=_SEND_RESPONSE, codes=("400", "401", "403", "429"),
         handler=send_call,
+    ),
+    Action(
+        BY_PATH["incoming-call-log"], "read", "GET", "/{id}/voicemail",
+        "getIncomingCallLogVoicemail", "The voicemail of an incoming call",
+        "The voicemail the caller left after no one answered (an Incoming Call Policy with voicemailOnNoAnswer), "
+        "as audio/wav (8 kHz, 16-bit mono). 404 when the call has no voicemail. Recorded on the ARI controller "
+        "only (a call over FastAGI hangs up after the no-answer message).",
+        None, parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+                           "description": "ID of the Incoming Call Log"}],
+        response={"type": "string", "format": "binary"}, codes=("401", "403", "404", "429"),
+        handler=voicemail, media_type="audio/wav",
     ),
 ]

@@ -188,7 +188,8 @@ def action_routes(action: Action) -> list[web.RouteDef]:
         body = await read_body(request) if action.method != "GET" else {}
         call = ActionRequest(dict(request.match_info), request.query, body)
         if action.handler is not None:  # an operation that needs more than the database (places a call)
-            return json_response(await action.handler(request, ctx, call))
+            answer = await action.handler(request, ctx, call)
+            return answer if isinstance(answer, web.StreamResponse) else json_response(answer)
         run = request.app[DB].run if action.writes else request.app[READ]
         return json_response(await run(action.run, ctx, call))
 

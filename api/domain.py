@@ -33,6 +33,10 @@ def _require_text(values: dict[str, Any], name: str) -> None:
         raise BadRequest(f"data.{name}: must not be empty")
 
 
+#: The range of a policy's voicemailMaxSeconds (as a menu's).
+VOICEMAIL_MIN_SECONDS, VOICEMAIL_MAX_SECONDS = 5, 600
+
+
 class PolicyRules(Rules):
     def _normalize_number(self, ctx: Context, values: dict[str, Any]) -> None:
         number = values.get("routingPhoneNumber")
@@ -54,6 +58,10 @@ class PolicyRules(Rules):
         times = values.get("repeatPolicyIfNoOneAnswersTimes")
         if times is not None and not 0 <= times <= 1000:
             raise BadRequest("data.repeatPolicyIfNoOneAnswersTimes: must be between 0 and 1000")
+        seconds = values.get("voicemailMaxSeconds")
+        if seconds is not None and not VOICEMAIL_MIN_SECONDS <= seconds <= VOICEMAIL_MAX_SECONDS:
+            raise BadRequest(f"data.voicemailMaxSeconds: must be between {VOICEMAIL_MIN_SECONDS} and "
+                             f"{VOICEMAIL_MAX_SECONDS} seconds")
 
     @staticmethod
     def _check_admission(ctx, values: dict[str, Any]) -> None:

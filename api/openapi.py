@@ -129,8 +129,8 @@ def _sort_schema(resource) -> dict:
             "additionalProperties": False}
 
 
-def _responses(ok_schema: dict, codes: tuple[str, ...]) -> dict:
-    responses = {"200": {"description": "OK", "content": {"application/json": {"schema": ok_schema}}}}
+def _responses(ok_schema: dict, codes: tuple[str, ...], media_type: str = "application/json") -> dict:
+    responses = {"200": {"description": "OK", "content": {media_type: {"schema": ok_schema}}}}
     for code in codes:
         responses[code] = {"description": ERRORS[code],
                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -147,7 +147,7 @@ def _action_operation(action) -> dict:
         "tags": [action.resource.title], "summary": action.summary, "operationId": action.operation_id,
         "description": f"{action.description} Allowed for: "
                        f"{', '.join(allowed_by(action.verb, action.resource.title))}.",
-        "responses": _responses(action.response, action.codes),
+        "responses": _responses(action.response, action.codes, action.media_type),
     }
     if action.parameters:
         operation["parameters"] = action.parameters

@@ -38,7 +38,7 @@ from typing import Any, Callable
 import yaml
 
 from api.auth import Principal
-from api.domain import slugify
+from api.domain import VOICEMAIL_MAX_SECONDS, VOICEMAIL_MIN_SECONDS, slugify
 from api.errors import ApiError
 from api.registry import BY_PATH
 from api.resources import Context, Resource
@@ -747,7 +747,8 @@ class Sync:
                      "repeatPolicyIfNoOneAnswers": "bool", "repeatPolicyIfNoOneAnswersTimes": "int",
                      "requireAnswerConfirmation": "bool", "businessHoursTimeZone": "zone",
                      "businessHours": "windows", "afterHoursMessage": "text", "callerBlockList": "callers",
-                     "callerAllowList": "callers", "blockedCallerMessage": "text"}
+                     "callerAllowList": "callers", "blockedCallerMessage": "text", "voicemailOnNoAnswer": "bool",
+                     "voicemailMaxSeconds": "voicemail seconds"}
 
     def callers(self, spec: YMap, key: str, what: str) -> Any:
         """A caller list: E.164 numbers (national ones read in the default region) and prefix patterns
@@ -781,6 +782,8 @@ class Sync:
                 desired[key] = self.boolean(spec, key, what)
             elif kind == "int":
                 desired[key] = self.integer(spec, key, what, 0, 1000)
+            elif kind == "voicemail seconds":
+                desired[key] = self.integer(spec, key, what, VOICEMAIL_MIN_SECONDS, VOICEMAIL_MAX_SECONDS)
             elif kind == "zone":
                 desired[key] = self.zone(spec, key, what)
             elif kind == "windows":

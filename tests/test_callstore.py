@@ -192,3 +192,46 @@ async def test_a_resumed_call_is_screened_again_only_if_it_never_rang(store, sta
 
     setup = await db.run(resume)
     assert (setup.admitted, setup.resume_from_order, setup.caller_e164) == (admitted, 2, "+14155550123")
+
+
+async def test_a_voicemail_is_kept_with_its_alert_in_one_write(store):
+    """A policy that takes voicemail says so in the set-up; the file name and the signed alert's outbox
+    message are written together (no alert without a webhook)."""
+    from ivr.store import outbox
+
+    db, reads, number = store.db, store.reads, store.number
+    project, policy, _ = store.built
+
+    def configure():
+        m.IncomingCallPolicy.update(voicemailOnNoAnswer=True, voicemailMaxSeconds=45).where(
+            m.IncomingCallPolicy.id == policy.id).execute()
+
+    await db.run(configure)
+    prepared = await reads(callstore.prepare_call, number, "4155550123", "US", 7.0)
+    assert prepared.setup.voicemail_on_no_answer and prepared.setup.voicemail_max_seconds == 45.0
+    quiet = await reads(callstore.prepare_call, number, "4155550124", "US", 7.0)
+
+    def scenario():
+        before = {row.id for row in m.OutboxMessage.select()}
+        callstore.open_log(prepared, "chan-vm", 1795400000.0)
+        callstore.open_log(quiet, "chan-vm-2", 1795400000.0)
+        callstore.update_log(prepared.log_id, UpdateLog(status=m.CallStatus.NO_ANSWER, status_message="No one answered"))
+        callstore.save_voicemail(prepared.log_id, f"{project.id}/policy-{prepared.log_id}.wav", True)
+        callstore.save_voicemail(quiet.log_id, f"{project.id}/policy-{quiet.log_id}.wav", False)
+        callstore.update_log(quiet.log_id, UpdateLog(status=m.CallStatus.NO_ANSWER, status_message="No one answered"))
+        callstore.voicemail_not_kept(quiet.log_id, "disk full")
+        new = [row for row in m.OutboxMessage.select() if row.id not in before]
+        return (m.IncomingCallLog.get_by_id(prepared.log_id), m.IncomingCallLog.get_by_id(quiet.log_id), new,
+                callstore.voicemail_file(project.id, prepared.log_id), callstore.voicemail_file(uuid.uuid4(),
+                                                                                                 prepared.log_id))
+
+    log, other, messages, mine, elsewhere = await db.run(scenario)
+    assert log.voicemailFile == f"{project.id}/policy-{log.id}.wav" and log.voicemailReceivedAt is not None
+    assert log.status == "NoAnswer" and mine == log.voicemailFile and elsewhere is None
+    assert other.statusMessage == "No one answered, but it could not be kept: disk full"
+    [message] = messages
+    assert message.kind == outbox.WEBHOOK
+    assert message.payload["event"] == "incoming-call-log.voicemail"
+    assert message.payload["incomingCallLogId"] == str(log.id) and message.payload["policy"] == "Desk"
+    assert message.payload["projectId"] == str(project.id) and message.payload["callerPhoneNumber"] == "+14155550123"
+    assert message.payload["voicemailUrl"] == f"/api/incoming-call-log/{log.id}/voicemail"

@@ -483,3 +483,33 @@ def test_policy_hours_and_list_problems_say_where(url, replace, problem):
     with pytest.raises(sync.SyncError) as info:
         apply(url, HOURS_AND_LISTS.replace(*replace))
     assert info.value.problems[0].startswith(problem), info.value.problems
+
+
+VOICEMAIL = textwrap.dedent("""\
+    project: Acme
+    policies:
+      - name: Night line
+        slug: night
+        voicemailOnNoAnswer: true
+        voicemailMaxSeconds: 90
+    """)
+
+
+def test_a_policys_voicemail_syncs_and_applying_twice_changes_nothing(url):
+    assert "+ policy night" in apply(url, VOICEMAIL).changes
+    assert apply(url, VOICEMAIL).changes == []
+
+    def policy():
+        row = m.IncomingCallPolicy.get(m.IncomingCallPolicy.slug == "night")
+        return row.voicemailOnNoAnswer, row.voicemailMaxSeconds
+
+    assert read(url, policy) == (True, 90)
+    assert apply(url, VOICEMAIL.replace("true", "false")).changes == ["~ policy night: voicemailOnNoAnswer True -> False"]
+    assert read(url, policy) == (False, 90)
+
+
+@pytest.mark.parametrize("seconds", ["4", "601", "lots"])
+def test_a_voicemail_length_out_of_range_says_where(url, seconds):
+    with pytest.raises(sync.SyncError) as info:
+        apply(url, VOICEMAIL.replace("90", seconds))
+    assert info.value.problems[0].startswith("acme.yaml:6: policy night: voicemailMaxSeconds"), info.value.problems

@@ -18,6 +18,13 @@ Contract with the shell, in short:
   originates (StasisStart can arrive before the HTTP answer). Timer ids are ``rule:<n>`` (a new
   one for every rule started) and ``confirm:<leg_id>``; timers are absolute times on the clock of
   ``now``, and ``EscalationCall.pending_timers`` lists those the shell must have armed.
+* Voicemail after NoAnswer (``CallSetup.voicemail_on_no_answer``; a shell that cannot record leaves it
+  False): instead of hanging up after the no-answer message, the engine plays the voicemail prompt, then
+  asks for ``RecordCaller`` (a beep, ``#`` ends it) and waits for ``RecordingEnded``, which the shell
+  reports also when the caller hung up during the recording (the timers ``voicemail`` and
+  ``voicemail:caller-gone`` end it if that report never comes). The log ends ``NoAnswer`` (nobody
+  answered) with a statusMessage saying whether a voicemail was left; ``SaveVoicemail``, the one
+  command after the terminal log, asks the shell to keep the recording.
 * The shell creates the IncomingCallLogItem row (status Ringing, startedAt) when it executes a
   ``Dial``; every later change to the log row or an item row comes as ``UpdateLog``/``UpdateItem``.
 * The shell reports ``PlaybackFinished`` when a playback ends for any reason (also when it could

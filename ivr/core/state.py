@@ -20,7 +20,8 @@ class Phase(StrEnum):
     GREETING = "greeting"  # greeting plays to the caller
     HUNTING = "hunting"  # legs of the escalation rules ring
     CONNECTED = "connected"  # caller bridged with one leg
-    CLOSING = "closing"  # a final message plays before the engine hangs up the caller
+    CLOSING = "closing"  # a final message plays before the engine hangs up the caller (or records a voicemail)
+    VOICEMAIL = "voicemail"  # nobody answered: the voicemail prompt plays, then the caller is recorded
     FINISHED = "finished"  # terminal log written; nothing more happens
 
 
@@ -103,6 +104,10 @@ class CallState:
     # The log's statusMessage if the caller hangs up during the closing message, when it differs from
     # closing_message (a refused call's says whether its message was heard in full); None: the same.
     closing_cut_message: str | None = None
+    # Nobody answered and the policy takes voicemail: after the closing (no-answer) message, the prompt.
+    voicemail_next: bool = False
+    recording: str | None = None  # the voicemail's recording, once it started
+    caller_gone: bool = False  # the caller hung up during the recording (it still ends: Asterisk says so)
     ringback_on: bool = False
     bridged_leg_id: str | None = None
     connected_at: float | None = None
@@ -137,6 +142,9 @@ class CallState:
             "closing_status": None if self.closing_status is None else self.closing_status.value,
             "closing_message": self.closing_message,
             "closing_cut_message": self.closing_cut_message,
+            "voicemail_next": self.voicemail_next,
+            "recording": self.recording,
+            "caller_gone": self.caller_gone,
             "ringback_on": self.ringback_on,
             "bridged_leg_id": self.bridged_leg_id,
             "connected_at": self.connected_at,
@@ -165,6 +173,9 @@ class CallState:
             closing_status=None if closing is None else CallStatus(closing),
             closing_message=data["closing_message"],
             closing_cut_message=data.get("closing_cut_message"),  # absent from snapshots of earlier versions
+            voicemail_next=data.get("voicemail_next", False),  # absent from snapshots of earlier versions
+            recording=data.get("recording"),
+            caller_gone=data.get("caller_gone", False),
             ringback_on=data["ringback_on"],
             bridged_leg_id=data["bridged_leg_id"],
             connected_at=data["connected_at"],

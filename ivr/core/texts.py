@@ -6,6 +6,8 @@ from __future__ import annotations
 from ivr.core.vocabulary import ACCEPT_DIGIT, CallSetup
 
 DISABLED_MESSAGE = "Sorry, this service is currently disabled."
+#: Said before the beep of a voicemail (an Incoming Call Policy's after NoAnswer, a contact-center deflection).
+VOICEMAIL_PROMPT = "Please leave a message after the tone. Press the pound key when you are finished."
 
 
 def seconds(value: float) -> str:
@@ -55,3 +57,17 @@ def refusal_message(reason: str, prompt: str, *, text: str, heard: bool) -> str:
     if heard:
         return f"{reason}: {prompt} was played"
     return f"{reason}: the caller hung up during {prompt}"
+
+
+def voicemail_message(no_answer: str, outcome: str) -> str:
+    """The log's statusMessage of a call that offered voicemail after nobody answered: why nobody
+    answered, then what became of the voicemail."""
+    return f"{no_answer}; {outcome}"
+
+
+VOICEMAIL_LEFT = "the caller left a voicemail"
+VOICEMAIL_NOT_LEFT = "the caller hung up before the voicemail tone: no voicemail was left"
+
+
+def voicemail_failed(detail: str) -> str:
+    return f"the voicemail could not be recorded: {detail or 'unknown error'}"

@@ -15,7 +15,9 @@ from typing import Any
 
 from ivr.core.admission import Refusal, screen_caller, screen_hours
 from ivr.core.state import CallState, LegPhase, LegState, Phase, UNANSWERED_LEG_PHASES
-from ivr.core.texts import DISABLED_MESSAGE, confirmation_prompt, plural, refusal_message, seconds
+from ivr.core.texts import (DISABLED_MESSAGE, VOICEMAIL_LEFT, VOICEMAIL_NOT_LEFT, VOICEMAIL_PROMPT,
+                            confirmation_prompt, plural, refusal_message, seconds, voicemail_failed,
+                            voicemail_message)
 from ivr.core.vocabulary import (
     ACCEPT_DIGIT,
     CALLER,
@@ -43,10 +45,14 @@ from ivr.core.vocabulary import (
     LegRinging,
     Play,
     PlaybackFinished,
+    RecordCaller,
+    RecordingEnded,
     Rule,
+    SaveVoicemail,
     StartRingback,
     StartTimer,
     StopPlayback,
+    StopRecording,
     StopRingback,
     TimerFired,
     UpdateItem,
@@ -57,6 +63,11 @@ from ivr.core.vocabulary import (
 #: A confirming leg that hangs up this close to its confirmation deadline ran out of time (its
 #: shell may cut it off exactly then, as the dialplan's autohangup does), rather than declined.
 CONFIRM_DEADLINE_SLACK = 0.25
+#: The voicemail's timers: the recording's guard (its maximum length and a grace: Asterisk never said it
+#: ended), replaced when the caller hangs up by the wait for the recording's end (the grace).
+VOICEMAIL_TIMER = "voicemail"
+VOICEMAIL_WAIT = "voicemail:caller-gone"
+RECORDING_GRACE = 5.0
 
 
 def _duration(start: float, end: float) -> float:
@@ -134,6 +145,10 @@ class _Transition:
                 self.on_timer_fired(timer_id)
             case DialStarted(leg_ids=leg_ids):
                 self.on_dial_started([self.known_leg(leg_id) for leg_id in leg_ids])
+            case RecordingEnded(name=name, ok=ok, detail=detail):
+                if self.state.recording is None or name != self.state.recording:
+                    raise IllegalEvent(f"recording {name!r} was never started")
+                self.on_recording_ended(ok, detail)
             case _:
                 raise IllegalEvent(f"not an engine event: {event!r}")
 
@@ -162,6 +177,10 @@ class _Transition:
         kind, _, rest = timer_id.partition(":")
         if kind == "rule":
             return rest.isdigit() and 1 <= int(rest) <= self.state.rule_timer_count
+        if timer_id == VOICEMAIL_TIMER:
+            return self.state.recording is not None
+        if timer_id == VOICEMAIL_WAIT:
+            return self.state.caller_gone
         if kind == "confirm":
             leg = self.state.leg(rest)
             return (
@@ -380,7 +399,46 @@ class _Transition:
             f"No one answered: all {plural(rules, 'escalation rule')} "
             f"{'was' if rules == 1 else 'were'} tried {plural(rounds, 'time')}"
         )
-        self.close_with_message(CallStatus.NO_ANSWER, message, self.setup.no_answer_message)
+        if self.setup.voicemail_on_no_answer:
+            self.offer_voicemail(message)
+        else:
+            self.close_with_message(CallStatus.NO_ANSWER, message, self.setup.no_answer_message)
+
+    # ---- voicemail after NoAnswer -----------------------------------------------------------
+
+    def offer_voicemail(self, message: str) -> None:
+        """Nobody answered: the no-answer message, then the voicemail prompt, the beep and the recording.
+        The log stays NoAnswer (nobody answered); its statusMessage says whether a voicemail was left."""
+        self.stop_ringback()
+        self.cancel_all_timers()
+        cut = voicemail_message(message, VOICEMAIL_NOT_LEFT)
+        if self.setup.no_answer_message.strip():
+            self.close_with_message(CallStatus.NO_ANSWER, message, self.setup.no_answer_message)
+            self.update(voicemail_next=True, closing_cut_message=cut)
+        else:
+            self.update(closing_status=CallStatus.NO_ANSWER, closing_message=message, closing_cut_message=cut,
+                        exhausted=False)
+            self.start_voicemail()
+
+    def start_voicemail(self) -> None:
+        playback_id = self.play(CALLER, VOICEMAIL_PROMPT)
+        self.update(phase=Phase.VOICEMAIL, caller_playback_id=playback_id, voicemail_next=False)
+
+    def start_recording(self) -> None:
+        name = f"hotline-policy-vm-{self.setup.call_id}"
+        self.emit(RecordCaller(name, self.setup.voicemail_max_seconds, self.setup.voicemail_max_silence))
+        self.update(recording=name)
+        self.start_timer(VOICEMAIL_TIMER, self.now + self.setup.voicemail_max_seconds + RECORDING_GRACE)
+
+    def end_voicemail(self, ok: bool, detail: str) -> None:
+        """The recording is over: the call ends NoAnswer, and a recording is kept (SaveVoicemail)."""
+        name = self.state.recording
+        assert name is not None
+        base = self.state.closing_message or ""
+        outcome = VOICEMAIL_LEFT if ok else voicemail_failed(detail)
+        self.finish(CallStatus.NO_ANSWER, voicemail_message(base, outcome), hang_up_caller=not self.state.caller_gone)
+        if ok:
+            self.emit(SaveVoicemail(name))
 
     def escalate(self) -> None:
         """Leave the current rule (its ringing legs are already gone) for the next one."""
@@ -533,6 +591,10 @@ class _Transition:
             self.update(caller_playback_id=None)
             if phase is Phase.GREETING:
                 self.hunt_from(0)
+            elif phase is Phase.CLOSING and self.state.voicemail_next:
+                self.start_voicemail()
+            elif phase is Phase.VOICEMAIL:
+                self.start_recording()
             elif phase is Phase.CLOSING:
                 assert self.state.closing_status is not None
                 self.finish(
@@ -636,7 +698,14 @@ class _Transition:
         if phase is Phase.CONNECTED:
             self.complete(hung_up_by_caller=True)
             return
-        if phase is Phase.CLOSING:
+        if phase is Phase.VOICEMAIL and self.state.recording is not None:
+            # What was said is kept: the recording still ends (the shell reports it), or the timer says so.
+            if not self.state.caller_gone:
+                self.update(caller_gone=True)
+                self.cancel_timer(VOICEMAIL_TIMER)
+                self.start_timer(VOICEMAIL_WAIT, self.now + RECORDING_GRACE)
+            return
+        if phase in (Phase.CLOSING, Phase.VOICEMAIL):
             # The outcome was decided before the caller left; only the message was cut short.
             assert self.state.closing_status is not None
             message = self.state.closing_cut_message or self.state.closing_message or ""
@@ -657,6 +726,13 @@ class _Transition:
             raise IllegalEvent(f"timer {timer_id!r} was never started")
         if self.state.phase is Phase.FINISHED or not self.forget_timer(timer_id):
             return  # cancelled, or already fired
+        if timer_id in (VOICEMAIL_TIMER, VOICEMAIL_WAIT):
+            if self.state.phase is Phase.VOICEMAIL:
+                # Asterisk never said the recording ended: stop it (if the caller is still there) and keep it.
+                if not self.state.caller_gone:
+                    self.emit(StopRecording(self.state.recording or ""))
+                self.end_voicemail(True, "")
+            return
         if timer_id == self.state.rule_timer_id:
             self.update(rule_timer_id=None)
             for leg in self.live_legs():
@@ -672,6 +748,10 @@ class _Transition:
         if leg.phase is LegPhase.CONFIRMING:
             self.hang_up_leg(leg, CallStatus.NO_ANSWER, self.no_key_message())
             self.after_leg_closed()
+
+    def on_recording_ended(self, ok: bool, detail: str) -> None:
+        if self.state.phase is Phase.VOICEMAIL:
+            self.end_voicemail(ok, detail)
 
     def on_dial_started(self, legs: list[LegState]) -> None:
         for leg in legs:

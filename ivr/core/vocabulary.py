@@ -62,8 +62,9 @@ __all__ = [
     "ACCEPT_DIGIT", "CALLER", "DTMF_DIGITS", "LEG_END_CAUSES", "LEG_ID_MARK", "TERMINAL_STATUSES",
     "Answer", "AwaitDigit", "Bridge", "CallSetup", "CallStarted", "CallStatus", "CallerHungUp", "CancelTimer",
     "Command", "Contact", "Dial", "DialStarted", "DigitPressed", "Event", "HangupCaller", "HangupLeg",
-    "IllegalEvent", "LegAnswered", "LegEnded", "LegRinging", "Play", "PlaybackFinished", "Rule", "SayDigits",
-    "StartRingback", "StartTimer", "StopPlayback", "StopRingback", "TimerFired", "UpdateItem", "UpdateLog",
+    "IllegalEvent", "LegAnswered", "LegEnded", "LegRinging", "Play", "PlaybackFinished", "RecordCaller",
+    "RecordingEnded", "Rule", "SaveVoicemail", "SayDigits", "StartRingback", "StartTimer", "StopPlayback",
+    "StopRecording", "StopRingback", "TimerFired", "UpdateItem", "UpdateLog",
 ]
 
 
@@ -162,6 +163,12 @@ class CallSetup:
     business_hours: tuple[Window, ...] = ()
     business_hours_time_zone: str = "UTC"
     after_hours_message: str = ""
+    # Voicemail after NoAnswer: once the no-answer message is said, the caller is invited to leave a
+    # message, which is recorded (at most ``voicemail_max_seconds``; ``#``, a hang-up or
+    # ``voicemail_max_silence`` seconds of silence end it). A shell that cannot record leaves it False.
+    voicemail_on_no_answer: bool = False
+    voicemail_max_seconds: float = 120.0
+    voicemail_max_silence: float = 10.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
@@ -183,6 +190,8 @@ class CallSetup:
             raise ValueError("resume_repeat_count must be >= 0")
         if not _positive_finite(self.confirm_timeout):
             raise ValueError("confirm_timeout must be > 0")
+        if not (_positive_finite(self.voicemail_max_seconds) and _positive_finite(self.voicemail_max_silence)):
+            raise ValueError("voicemail_max_seconds and voicemail_max_silence must be > 0")
 
     @property
     def max_rounds(self) -> int:
@@ -214,6 +223,9 @@ class CallSetup:
             "business_hours": restrictions_to_json(self.business_hours),
             "business_hours_time_zone": self.business_hours_time_zone,
             "after_hours_message": self.after_hours_message,
+            "voicemail_on_no_answer": self.voicemail_on_no_answer,
+            "voicemail_max_seconds": self.voicemail_max_seconds,
+            "voicemail_max_silence": self.voicemail_max_silence,
         }
 
     @classmethod
@@ -282,6 +294,16 @@ class TimerFired:
     timer_id: str
 
 
+@dataclass(frozen=True)
+class RecordingEnded:
+    """The recording ``name`` is over (finished: the caller pressed #, hung up, was silent or reached
+    the maximum length; or it failed: ``ok`` False, ``detail`` says why)."""
+
+    name: str
+    ok: bool = True
+    detail: str = ""
+
+
 Event: TypeAlias = (
     CallStarted
     | PlaybackFinished
@@ -292,6 +314,7 @@ Event: TypeAlias = (
     | CallerHungUp
     | TimerFired
     | DialStarted
+    | RecordingEnded
 )
 
 
@@ -393,6 +416,30 @@ class AwaitDigit:
     seconds: float
 
 
+@dataclass(frozen=True)
+class RecordCaller:
+    """Record the caller's channel (after a beep) into ``name``; ``#`` ends it, and so do the caller's
+    hang-up, ``max_silence_seconds`` of silence and ``max_seconds``. Reported as :class:`RecordingEnded`."""
+
+    name: str
+    max_seconds: float
+    max_silence_seconds: float
+
+
+@dataclass(frozen=True)
+class StopRecording:
+    """End the recording ``name`` now, keeping what it has."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class SaveVoicemail:
+    """Fetch the finished recording ``name`` and keep it as the call's voicemail (and announce it)."""
+
+    name: str
+
+
 def _changes(update: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     return {f.name: value for f in fields(update)
             if f.name not in skip and (value := getattr(update, f.name)) is not None}
@@ -447,4 +494,7 @@ Command: TypeAlias = (
     | UpdateLog
     | UpdateItem
     | AwaitDigit
+    | RecordCaller
+    | StopRecording
+    | SaveVoicemail
 )

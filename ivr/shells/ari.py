@@ -19,6 +19,7 @@ import asyncio
 import logging
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 from ivr.store import callstore
@@ -26,6 +27,7 @@ from ivr.asterisk.ari import CONNECTED, AriClient, AriError, AriNotFound
 from ivr.asterisk.dialstrings import NotDialable, endpoint_for
 from ivr.asterisk.causes import leg_end_cause
 from ivr.shells.base import SORRY, CallActorBase
+from ivr.shells.recordings import NotKept, keep_recording
 from ivr.store.db import run_and_release
 from ivr.core.engine import (
     CALLER,
@@ -47,9 +49,13 @@ from ivr.core.engine import (
     LegRinging,
     Play,
     PlaybackFinished,
+    RecordCaller,
+    RecordingEnded,
+    SaveVoicemail,
     StartRingback,
     StartTimer,
     StopPlayback,
+    StopRecording,
     StopRingback,
     UpdateItem,
     UpdateLog,
@@ -253,6 +259,8 @@ class Controller:
 class CallActor(CallActorBase):
     """One incoming call over ARI: its engine, its channels, its timers and its ordered log writes."""
 
+    records_voicemail = True  # ARI records the caller's channel (a policy's voicemail after NoAnswer)
+
     def __init__(self, controller: Controller, caller_channel: str, *, dialed: str = "", caller: str = "",
                  resume_log=None, live_channels: set[str] = frozenset()):
         super().__init__(controller, caller_channel, dialed, caller)
@@ -287,6 +295,9 @@ class CallActor(CallActorBase):
     def leg_answered(self, leg: str) -> LegAnswered:
         self.answered_legs.add(leg)
         return LegAnswered(leg)
+
+    def recording_ended(self, name: str, ok: bool, detail: str) -> RecordingEnded:
+        return RecordingEnded(name, ok, detail)
 
     def channel_gone(self, channel_id: str, cause, cause_txt: str) -> Any:
         if channel_id == self.caller_channel:
@@ -369,6 +380,8 @@ class CallActor(CallActorBase):
             await self._ignore_gone(self.c.ari.hangup(leg))
         setup = await run_and_release(self.c.db, callstore.resume_setup, row, f"{row.id}-r{secrets.token_hex(3)}",
                                       self.c.config.controller.confirm_timeout)
+        if setup is not None:
+            setup = self._shell_setup(setup)
         if setup is None:
             await run_and_release(self.c.db, callstore.close_lost_call, row.id,
                                   "The call's policy was deleted while the controller restarted.", now)
@@ -452,8 +465,38 @@ class CallActor(CallActorBase):
             await self._ignore_gone(ari.hangup(command.leg_id))
         elif isinstance(command, HangupCaller):
             await self._ignore_gone(ari.hangup(self.caller_channel))
+        elif isinstance(command, RecordCaller):
+            await self._record(command)
+        elif isinstance(command, StopRecording):
+            await self._ignore_gone(ari.stop_recording(command.name))
+        elif isinstance(command, SaveVoicemail):
+            await self._save_voicemail(command.name)
         else:
             log.error("call %s: unknown command %r", self.log_id, command)
+
+    async def _record(self, command: RecordCaller) -> None:
+        """The voicemail: after a beep, until #, the caller's hang-up, silence or its maximum length."""
+        try:
+            await self.c.ari.record_channel(self.caller_channel, command.name, max_seconds=int(command.max_seconds),
+                                            max_silence_seconds=max(1, int(command.max_silence_seconds)))
+        except AriError as exc:
+            if not isinstance(exc, AriNotFound):
+                log.error("call %s: could not record the voicemail: %s", self.log_id, exc)
+            # The engine waits for the recording's end.
+            self.post(RecordingEnded(command.name, False, f"Asterisk did not record it ({exc.message or exc.status})"))
+
+    async def _save_voicemail(self, name: str) -> None:
+        """Keep the voicemail under the recordings directory, then its file name and its alert (one write)."""
+        relative = Path(str(self.project_id)) / f"policy-{self.log_id}.wav"
+        try:
+            await keep_recording(self.c.ari, name, self.c.config.recordings_dir, relative)
+        except NotKept as exc:
+            log.error("call %s: the voicemail was not kept: %s", self.log_id, exc)
+            self.writes.put_nowait((callstore.voicemail_not_kept, self.log_id, str(exc)))
+            return
+        log.info("call %s: voicemail kept in %s", self.log_id, relative)
+        self.writes.put_nowait((callstore.save_voicemail, self.log_id, str(relative),
+                                bool(self.c.config.notify.webhook_url)))
 
     def _endpoint(self, address: str) -> str:
         sip = self.c.config.sip

@@ -16,6 +16,7 @@ from ivr.store import callstore
 from ivr.store.db import run_and_release
 from ivr.core.engine import (TERMINAL_STATUSES, CallSetup, EscalationCall, IllegalEvent, TimerFired, UpdateItem,
                               UpdateLog, confirmation_prompt)
+from ivr.core.texts import VOICEMAIL_PROMPT
 from ivr.tts import TTSError
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ class CallActorBase:
 
     shell = ""  # how log lines name the shell (" over FastAGI")
     dial_enforces_timeout = False  # the shell's dial ends unanswered legs at the rule's time itself
+    #: The shell records a caller (RecordCaller) and keeps the recording (SaveVoicemail): a policy's
+    #: voicemail after NoAnswer is offered only then (elsewhere the call hangs up after the message).
+    records_voicemail = False
 
     def __init__(self, owner, caller_channel: str, dialed: str, caller: str):
         self.c = owner
@@ -87,12 +91,18 @@ class CallActorBase:
             await self._announce_and_hang_up(NOT_IN_SERVICE)
             return None
         self.log_id, self.project_id = incoming.log_id, incoming.project_id
-        setup = replace(incoming.setup, dial_enforces_timeout=self.dial_enforces_timeout)
+        setup = self._shell_setup(incoming.setup)
         # Written by the call's writer, in order before its first update.
         self.writes.put_nowait((callstore.open_log, incoming, self.caller_channel, started))
         log.info("call %s from %s to %s%s: policy %r with %d rule(s)", self.log_id, self.caller or "unknown",
                  self.dialed, self.shell, setup.policy_name, len(setup.rules))
         return setup
+
+    def _shell_setup(self, setup: CallSetup) -> CallSetup:
+        """What this shell can do, said in the set-up (the engine decides with it)."""
+        return replace(setup, dial_enforces_timeout=self.dial_enforces_timeout,
+                       voicemail_on_no_answer=setup.voicemail_on_no_answer and self.records_voicemail,
+                       voicemail_max_silence=float(self.c.config.contact_center.voicemail_max_silence))
 
     def _step(self, event) -> tuple[list, float] | None:
         """Feed the engine one event: its commands, and when what the event reports happened (a
@@ -144,6 +154,8 @@ class CallActorBase:
     async def _warm_prompts(self, setup: CallSetup) -> None:
         """Synthesize what this call may say while the greeting plays (a cache hit later)."""
         texts = [setup.greeting, setup.no_answer_message, setup.no_one_available_message]
+        if setup.voicemail_on_no_answer:
+            texts.append(VOICEMAIL_PROMPT)
         if setup.require_confirmation:
             texts.append(confirmation_prompt(setup))
         for text in texts:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -51,11 +50,11 @@ from ivr.core.vocabulary import (
     StopPlayback,
     TimerFired,
 )
-from ivr.config import private_dir
 from ivr.runtime import Tasks, stopped_within
 from ivr.store import cc_progress
 from ivr.store.cc_progress import TakenCall
 from ivr.shells.base import write_in_order
+from ivr.shells.recordings import NotKept, keep_recording
 from ivr.store.db import run_and_release
 from ivr.tts import TTSError
 
@@ -393,27 +392,18 @@ class ContactCenterActor:
         self.s.actors.pop(self.call_id, None)
 
     async def _save_recording(self, name: str, voicemail: bool = False) -> None:
-        """Asterisk's stored recording into the recordings directory (written whole, then renamed)."""
-        ari = self.s.ari
-        try:
-            body = await ari.stored_recording(name)
-        except AriError as exc:
-            log.error("contact-center call %s: could not fetch its recording %s: %s", self.label, name, exc)
-            return
+        """Asterisk's stored recording into the recordings directory (ivr/shells/recordings.py)."""
         relative = Path(str(self.project_id)) / f"{self.call_id}.wav"
-        target = self.s.config.recordings_dir / relative
         try:
-            await asyncio.to_thread(_write_private, target, body)
-        except OSError as exc:
-            log.error("contact-center call %s: could not save its recording to %s: %s", self.label,
-                      target, exc)
+            await keep_recording(self.s.ari, name, self.s.config.recordings_dir, relative)
+        except NotKept as exc:
+            log.error("contact-center call %s: %s", self.label, exc)
             return
         if voicemail:  # kept, and announced through the webhook when there is one
             self.writes.put_nowait((cc_progress.save_voicemail, self.call_id, str(relative),
                                     bool(self.s.config.notify.webhook_url)))
         else:
             self.writes.put_nowait((cc_progress.set_recording, self.call_id, str(relative)))
-        await self._quiet(ari.delete_stored_recording(name))
 
 
 class OutboundActor(ContactCenterActor):
@@ -449,12 +439,3 @@ class OutboundActor(ContactCenterActor):
         if not await self._execute_common(command):
             log.error("contact-center call %s: unknown command %r", self.label, command)
 
-
-def _write_private(target: Path, body: bytes) -> None:
-    """Recordings are private: the directories 0700, the file 0600, never half-written."""
-    private_dir(target.parent)
-    tmp = target.with_suffix(".part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(body)
-    os.replace(tmp, target)

@@ -599,5 +599,6 @@ __all__ = ["NotificationService", "classify_unanswered", "sign", "signature_is_v
 
 
 def _about(payload: dict) -> str:
-    """Which call a webhook is about (a Call Log's id, or a contact-center call's number)."""
-    return str(payload.get("callLogId") or payload.get("callId") or "?")
+    """Which call a webhook is about (a Call Log's id, a contact-center call's number, or an Incoming
+    Call Log's id)."""
+    return str(payload.get("callLogId") or payload.get("callId") or payload.get("incomingCallLogId") or "?")

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ivr.store import models as m
-from ivr.store.db import Compiled, on_reader
+from ivr.store import outbox
+from ivr.store.db import Compiled, on_reader, write_transaction
 from ivr.core import admission, oncall
 from ivr.core.engine import TERMINAL_STATUSES, CallSetup, Contact, Rule, UpdateItem, UpdateLog
 from ivr.core.phone import InvalidNumber, normalize_loose, to_e164
@@ -47,7 +48,7 @@ _POLICY_COLUMNS = (Policy.id, Policy.project, Policy.name, Policy.routingPhoneNu
                    Policy.repeatPolicyIfNoOneAnswers, Policy.repeatPolicyIfNoOneAnswersTimes,
                    Policy.requireAnswerConfirmation, Policy.businessHours, Policy.businessHoursTimeZone,
                    Policy.afterHoursMessage, Policy.callerBlockList, Policy.callerAllowList,
-                   Policy.blockedCallerMessage)
+                   Policy.blockedCallerMessage, Policy.voicemailOnNoAnswer, Policy.voicemailMaxSeconds)
 PolicyRow = namedtuple("PolicyRow", [getattr(c, "object_id_name", c.name) for c in _POLICY_COLUMNS])
 _POLICY_BY_NUMBER = Compiled(
     lambda number: Policy.select(*_POLICY_COLUMNS).where(Policy.routingPhoneNumber == number).limit(1),
@@ -221,6 +222,9 @@ def build_setup(policy: PolicyRow, call_id: str, caller: str, confirm_timeout: f
         business_hours=hours,
         business_hours_time_zone=zone,
         after_hours_message=policy.afterHoursMessage or "",
+        voicemail_on_no_answer=bool(policy.voicemailOnNoAnswer),
+        # A value the API would not have accepted (edited by hand) is brought into its range.
+        voicemail_max_seconds=float(min(600, max(5, policy.voicemailMaxSeconds or 120))),
     )
 
 
@@ -455,3 +459,46 @@ def resume_setup(log_row: m.IncomingCallLog, call_id: str, confirm_timeout: floa
                        resume_repeat_count=log_row.repeatCount or 0,
                        caller_number_e164=caller_e164(log_row.callerPhoneNumber, "ZZ"),
                        admitted=log_row.status != m.CallStatus.INITIATED.value)
+
+
+VOICEMAIL_EVENT = "incoming-call-log.voicemail"
+
+
+def voicemail_url(log_id) -> str:
+    return f"/api/incoming-call-log/{log_id}/voicemail"
+
+
+def save_voicemail(log_id, file_name: str, alert: bool) -> None:
+    """The voicemail a caller left after no one answered: its file (a name under the recordings
+    directory) and, when a webhook is configured (``alert``), its signed alert, in one transaction: a
+    voicemail is never announced before it is kept, nor kept without its alert."""
+    Log = m.IncomingCallLog
+    now = m.utcnow()
+    with write_transaction():
+        Log.update(voicemailFile=file_name, voicemailReceivedAt=now, updatedAt=now).where(Log.id == log_id).execute()
+        row = Log.get_or_none(Log.id == log_id)
+        if not alert or row is None:
+            return
+        policy = Policy.select(Policy.name).where(Policy.id == row.incomingCallPolicyId).first()
+        outbox.put(outbox.WEBHOOK, {
+            "event": VOICEMAIL_EVENT, "incomingCallLogId": str(row.id), "projectId": str(row.projectId),
+            "incomingCallPolicyId": str(row.incomingCallPolicyId), "policy": policy.name if policy else None,
+            "callerPhoneNumber": row.callerPhoneNumber, "voicemailUrl": voicemail_url(row.id),
+            "receivedAt": now.isoformat(timespec="milliseconds") + "Z"})
+
+
+def voicemail_not_kept(log_id, problem: str) -> None:
+    """The caller left a voicemail but it could not be kept: the log's statusMessage says so."""
+    Log = m.IncomingCallLog
+    row = Log.select(Log.statusMessage).where(Log.id == log_id).first()
+    if row is not None:
+        Log.update(statusMessage=f"{row.statusMessage or ''}, but it could not be kept: {problem}",
+                   updatedAt=m.utcnow()).where(Log.id == log_id).execute()
+
+
+def voicemail_file(project_id, log_id) -> str | None:
+    """The voicemail file of a log of the project (None: no such log, or no voicemail)."""
+    Log = m.IncomingCallLog
+    rows = list(on_reader(Log.select(Log.voicemailFile).where(Log.id == log_id, Log.project == project_id)
+                          .limit(1).tuples()))
+    return rows[0][0] if rows else None

@@ -408,6 +408,12 @@ class IncomingCallPolicy(ProjectScoped):
     blockedCallerMessage = LongTextField(default="This number cannot take your call.",
                                          help_text="Message played to a caller refused by callerBlockList or "
                                                    "callerAllowList before hanging up")
+    voicemailOnNoAnswer = BooleanField(default=False, help_text="When no one answered, the caller hears "
+                                                                "noAnswerMessage, then is asked to leave a voicemail "
+                                                                "after a tone, which is recorded (the log stays "
+                                                                "NoAnswer and keeps it in voicemailFile). ARI "
+                                                                "controller only: over FastAGI the call hangs up")
+    voicemailMaxSeconds = IntegerField(default=120, help_text="The longest voicemail recorded, in seconds (5 to 600)")
     projectCallSMSConfigId = IdField(
         null=True, help_text="ID of the project-level Twilio configuration. If set, uses this config instead of "
                              "global config and billing does not apply.")
@@ -470,6 +476,10 @@ class IncomingCallLog(ProjectScoped):
                                                      "its first 32 printable characters)")
     currentEscalationRuleOrder = IntegerField(null=True, help_text="The current escalation rule order being processed")
     repeatCount = IntegerField(default=0, help_text="Number of times the policy has been repeated")
+    voicemailFile = CharField(max_length=255, null=True,
+                              help_text="The voicemail the caller left after no one answered (its name in the "
+                                        "recordings directory; fetched with GET /api/incoming-call-log/:id/voicemail)")
+    voicemailReceivedAt = DateTimeField(null=True, help_text="When the voicemail was kept")
 
     class Meta:
         indexes = (

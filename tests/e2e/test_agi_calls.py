@@ -64,6 +64,20 @@ async def test_the_calls_ran_over_fastagi(hotline, sip_target):
 # -- where the dialplan shell differs (and its logs say so) --------------------------------------
 
 
+async def test_a_policy_that_takes_voicemail_hangs_up_after_the_no_answer_message_over_fastagi(hotline, sip_target):
+    """FastAGI records no voicemail (docs/oncall.md): the caller is told, then hung up on, as before."""
+    phone = Phone.never_answer()
+    async with phone:
+        scenario = await hotline.policy(Target([phone], escalate_after=1), voicemailOnNoAnswer=True)
+        caller = Caller(scenario.number, sip_target, hangup_after=20)
+        await caller.start()
+        log = await hotline.final_log(scenario, timeout=20)
+        caller_result = await caller.wait(10)
+    assert log.status == "NoAnswer" and log.statusMessage == "No one answered: all 1 escalation rule was tried 1 time"
+    assert log.voicemailFile is None and log.callDurationInSeconds == 0
+    assert caller_result.hung_up_by == "remote"
+
+
 async def test_team_first_to_answer_takes_the_call_and_the_others_stop_ringing(hotline, sip_target):
     """ARI lets everyone ring until someone presses 1; Dial gives the call to the first leg that answers."""
     fast = Phone.answer_and_press("1", delay=0.5)

@@ -38,10 +38,14 @@ from ivr.core.engine import (
     LegRinging,
     Play,
     PlaybackFinished,
+    RecordCaller,
+    RecordingEnded,
     Rule,
+    SaveVoicemail,
     StartRingback,
     StartTimer,
     StopPlayback,
+    StopRecording,
     StopRingback,
     TimerFired,
     DialStarted,
@@ -52,6 +56,7 @@ from ivr.core.engine import (
     speakable_number,
     step,
 )
+from ivr.core.texts import VOICEMAIL_PROMPT
 
 CALL = "call-7"
 GREETING = "Please wait while we connect you to the on-call engineer."
@@ -171,6 +176,8 @@ class Shell:
                 self.log.update(command.changes())
             case UpdateItem(leg_id=leg_id):
                 self.items[leg_id].update(command.changes())
+            case RecordCaller() | StopRecording() | SaveVoicemail():
+                pass  # what the voicemail's tests look at in the commands themselves
             case _:
                 raise AssertionError(f"unknown command {command!r}")
 
@@ -1134,3 +1141,130 @@ def test_a_time_that_is_not_unix_time_is_illegal_only_when_hours_need_it() -> No
         call.handle(CallStarted(), 1e300)
     assert call.state.phase is Phase.NEW and not call.state.started  # unchanged
     assert EscalationCall(hours([])).handle(CallStarted(), 1e300)
+
+
+# ------------------------------------------------------------------------- voicemail after NoAnswer
+NOBODY = "No one answered: all 1 escalation rule was tried 1 time"
+VM = f"hotline-policy-vm-{CALL}"
+
+
+def voicemail_policy(**overrides: Any) -> CallSetup:
+    fields: dict[str, Any] = {"voicemail_on_no_answer": True, "voicemail_max_seconds": 60.0,
+                              "voicemail_max_silence": 4.0, **overrides}
+    return policy(rule(1, "alice", after=5), **fields)
+
+
+def unanswered(setup: CallSetup) -> Shell:
+    """The call of ``setup``: greeted, its one rule rung for 5 s, nobody answered."""
+    shell = Shell(setup)
+    shell.run(START)
+    shell.do(None, "fire", "rule")
+    return shell
+
+
+def test_nobody_answered_the_caller_hears_the_message_then_the_prompt_then_is_recorded() -> None:
+    shell = unanswered(voicemail_policy())
+    assert shell.played_texts[-1] == (CALLER, NO_ANSWER)
+    assert shell.do(20, "played", "caller") == [Play(CALLER, f"{CALL}-pb-3", VOICEMAIL_PROMPT)]
+    assert shell.call.state.phase is Phase.VOICEMAIL and shell.log["status"] is CallStatus.RINGING
+    # The beep and the recording (its guard: the maximum length and a grace).
+    assert shell.do(25, "played", "caller") == [RecordCaller(VM, 60.0, 4.0), StartTimer("voicemail", 90.0)]
+    commands = shell.send(RecordingEnded(VM), 40)
+    assert commands == [CancelTimer("voicemail"), HangupCaller(),
+                        UpdateLog(status=CallStatus.NO_ANSWER,
+                                  status_message=f"{NOBODY}; the caller left a voicemail", ended_at=40,
+                                  talk_seconds=0),
+                        SaveVoicemail(VM)]
+    assert shell.call.is_finished and shell.log["status"] is CallStatus.NO_ANSWER
+
+
+def test_a_caller_who_hangs_up_before_the_tone_left_no_voicemail() -> None:
+    for heard_message in (False, True):
+        shell = unanswered(voicemail_policy())
+        if heard_message:
+            shell.do(20, "played", "caller")  # the prompt plays now
+        commands = shell.do(22, "caller_hangup")
+        assert not any(isinstance(c, (RecordCaller, SaveVoicemail, HangupCaller)) for c in commands)
+        assert shell.call.is_finished and shell.log["status"] is CallStatus.NO_ANSWER
+        assert shell.log["status_message"] == (
+            f"{NOBODY}; the caller hung up before the voicemail tone: no voicemail was left")
+
+
+def test_a_caller_who_hangs_up_while_recorded_keeps_the_voicemail() -> None:
+    shell = unanswered(voicemail_policy())
+    shell.do(20, "played", "caller")
+    shell.do(21, "played", "caller")
+    # Asterisk ends the recording when the caller leaves: it is awaited (at most a grace), not cut.
+    assert shell.do(30, "caller_hangup") == [CancelTimer("voicemail"), StartTimer("voicemail:caller-gone", 35.0)]
+    assert not shell.call.is_finished
+    commands = shell.send(RecordingEnded(VM), 30.2)
+    assert HangupCaller() not in commands and commands[-1] == SaveVoicemail(VM)
+    assert shell.log["status_message"].endswith("the caller left a voicemail")
+
+
+def test_a_recording_asterisk_never_ends_is_stopped_by_its_guard_and_kept() -> None:
+    shell = unanswered(voicemail_policy())
+    shell.do(20, "played", "caller")
+    shell.do(21, "played", "caller")
+    due = shell.timers.pop("voicemail")
+    commands = shell.send(TimerFired("voicemail"), due)
+    assert commands[0] == StopRecording(VM) and commands[-1] == SaveVoicemail(VM)
+    assert shell.call.is_finished and shell.send(RecordingEnded(VM), due + 1) == []  # its late end: ignored
+
+
+def test_a_recording_that_fails_ends_the_call_no_answer_and_says_why() -> None:
+    shell = unanswered(voicemail_policy())
+    shell.do(20, "played", "caller")
+    shell.do(21, "played", "caller")
+    commands = shell.send(RecordingEnded(VM, False, "disk full"), 22)
+    assert not any(isinstance(c, SaveVoicemail) for c in commands) and HangupCaller() in commands
+    assert shell.log["status"] is CallStatus.NO_ANSWER
+    assert shell.log["status_message"] == f"{NOBODY}; the voicemail could not be recorded: disk full"
+
+
+def test_without_a_no_answer_message_the_prompt_comes_at_once() -> None:
+    shell = unanswered(voicemail_policy(no_answer_message=""))
+    assert shell.played_texts[-1] == (CALLER, VOICEMAIL_PROMPT)
+
+
+def test_voicemail_is_only_for_nobody_answering() -> None:
+    # Answered: a conversation, no voicemail.
+    shell = Shell(voicemail_policy())
+    shell.run(START)
+    shell.do(4, "answered", 1)
+    shell.do(9, "ended", 1, "hangup")
+    assert shell.log["status"] is CallStatus.COMPLETED
+    # Nobody on call, disabled, outside business hours: Failed with its message, no voicemail.
+    for setup in (policy(rule(1), voicemail_on_no_answer=True), voicemail_policy(is_enabled=False),
+                  voicemail_policy(business_hours=({"type": "Daily", "startTime": "09:00", "endTime": "10:00"},),
+                                   after_hours_message="Closed.")):
+        shell = Shell(replace(setup, rules=(rule(1),)) if not setup.rules[0].contacts else setup)
+        shell.do(0, "start")
+        shell.do(3, "played", "caller")
+        assert shell.call.is_finished and shell.log["status"] is CallStatus.FAILED
+        assert all(text != VOICEMAIL_PROMPT for _, text in shell.played_texts)
+    # A policy that does not take voicemail hangs up after the no-answer message, as always.
+    shell = unanswered(replace(voicemail_policy(), voicemail_on_no_answer=False))
+    assert shell.do(20, "played", "caller")[0] == HangupCaller()
+
+
+def test_a_recording_the_engine_never_started_is_illegal() -> None:
+    shell = unanswered(voicemail_policy())
+    for event in (RecordingEnded(VM), TimerFired("voicemail")):
+        with pytest.raises(IllegalEvent):
+            shell.call.handle(event, 21)
+
+
+def test_a_call_in_its_voicemail_round_trips_through_json() -> None:
+    shell = unanswered(voicemail_policy())
+    shell.do(20, "played", "caller")
+    shell.do(21, "played", "caller")
+    state = CallState.from_dict(json.loads(json.dumps(shell.call.state.to_dict())))
+    assert state == shell.call.state and state.recording == VM
+    assert CallSetup.from_dict(json.loads(json.dumps(state.setup.to_dict()))).voicemail_max_seconds == 60.0
+
+
+@pytest.mark.parametrize("overrides", [{"voicemail_max_seconds": 0}, {"voicemail_max_silence": -1.0}])
+def test_invalid_voicemail_setup_is_rejected(overrides: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        voicemail_policy(**overrides)

@@ -12,6 +12,9 @@ checks after each step the invariants the product promises:
 * the call is finished as soon as the caller hung up or the engine hung up the caller, and a call
   that is not connected always waits for something that will come (a timer or a playback), so
   natural progress alone always finishes it;
+* a voicemail is recorded only after nobody answered (the log ends NoAnswer), only for a policy
+  that takes voicemail, once; it is kept (SaveVoicemail) only when its recording ended well, and a
+  caller who hangs up during the recording ends the call when the recording's end is known;
 * the state round-trips through JSON and a restored engine behaves identically;
 * an impossible event raises IllegalEvent and leaves the state untouched.
 """
@@ -53,10 +56,14 @@ from ivr.core.engine import (
     Phase,
     Play,
     PlaybackFinished,
+    RecordCaller,
+    RecordingEnded,
     Rule,
+    SaveVoicemail,
     StartRingback,
     StartTimer,
     StopPlayback,
+    StopRecording,
     StopRingback,
     TimerFired,
     DialStarted,
@@ -123,6 +130,9 @@ base_setups = st.builds(
     blocked_caller_message=st.sampled_from(["Not you.", ""]),
     admitted=st.booleans(),
     after_hours_message=st.sampled_from(["Closed.", ""]),
+    voicemail_on_no_answer=st.booleans(),
+    voicemail_max_seconds=st.sampled_from([5.0, 120.0]),
+    voicemail_max_silence=st.sampled_from([3.0, 10.0]),
 )
 
 # Business hours and whether they are open when the worlds start (now = 0: Thursday 1970-01-01
@@ -182,6 +192,9 @@ class World:
     engine_hung_up_caller: bool = False
     terminal_logs: int = 0
     closing_status: CallStatus | None = None  # the outcome decided before the final message
+    recording: str | None = None  # the voicemail's recording (RecordCaller executed)
+    recording_live: bool = False  # ...and its end not reported (nor stopped) yet
+    saved: list[str] = field(default_factory=list)  # SaveVoicemail executed
 
     def __post_init__(self) -> None:
         self.call = EscalationCall(self.setup)
@@ -235,6 +248,8 @@ class World:
                 self.playing.pop(pb, None)
             case TimerFired(timer_id=tid):
                 self.timers.pop(tid, None)
+            case RecordingEnded():
+                self.recording_live = False
             case CallerHungUp():
                 self.caller_gone = True
                 self.ringback = False
@@ -245,12 +260,13 @@ class World:
 
     def execute(self, command: Command) -> None:
         finished = self.terminal_logs > 0
-        assert not finished, f"{command} after the terminal log"
+        # Keeping the recorded voicemail is the one thing that follows the terminal log.
+        assert not finished or isinstance(command, SaveVoicemail), f"{command} after the terminal log"
         targets_caller = isinstance(
             command, (Answer, StartRingback, StopRingback, HangupCaller, Bridge)
         ) or (isinstance(command, Play) and command.target == CALLER)
         assert not (targets_caller and self.caller_gone), f"{command} to a caller who left"
-        assert not self.engine_hung_up_caller or isinstance(command, (UpdateLog, UpdateItem))
+        assert not self.engine_hung_up_caller or isinstance(command, (UpdateLog, UpdateItem, SaveVoicemail))
 
         match command:
             case Answer():
@@ -303,6 +319,22 @@ class World:
             case CancelTimer(timer_id=tid):
                 assert tid in self.timers
                 del self.timers[tid]
+            case RecordCaller(name=name, max_seconds=seconds, max_silence_seconds=silence):
+                assert self.setup.voicemail_on_no_answer, "a voicemail the policy does not take"
+                assert self.recording is None, "a second recording"
+                assert not self.bridged and self.live_legs() == [] and not self.caller_gone
+                assert self.terminal_logs == 0 and self.call.state.closing_status == CallStatus.NO_ANSWER
+                assert (seconds, silence) == (self.setup.voicemail_max_seconds, self.setup.voicemail_max_silence)
+                assert not self.playing, "recording while a prompt plays"
+                self.recording, self.recording_live = name, True
+            case StopRecording(name=name):
+                assert name == self.recording and self.recording_live and not self.caller_gone
+                self.recording_live = False
+            case SaveVoicemail(name=name):
+                assert name == self.recording and not self.recording_live and not self.saved
+                assert finished and self.log["status"] == CallStatus.NO_ANSWER
+                assert self.log["status_message"].endswith("the caller left a voicemail")
+                self.saved.append(name)
             case UpdateItem(leg_id=leg_id):
                 fields = command.changes()
                 item = self.items[leg_id]
@@ -328,6 +360,8 @@ class World:
                         assert fields["talk_seconds"] == 0
                     if fields["status"] == CallStatus.COMPLETED:
                         assert self.bridged
+                    if self.recording is not None:  # a voicemail only after nobody answered
+                        assert fields["status"] == CallStatus.NO_ANSWER
                     self.terminal_logs += 1
             case _:
                 raise AssertionError(f"unknown command {command!r}")
@@ -340,8 +374,12 @@ class World:
         assert call.is_finished == (self.terminal_logs == 1)
         assert self.timers == call.pending_timers
         assert len(self.bridged) <= 1
-        if self.caller_gone or self.engine_hung_up_caller:
-            assert call.is_finished, "the caller left but the call is not finished"
+        if self.engine_hung_up_caller:
+            assert call.is_finished, "the caller was hung up but the call is not finished"
+        if self.caller_gone and not call.is_finished:
+            # Only a recording outlives its caller, until Asterisk says it ended (or its timer fires).
+            assert self.recording_live and "voicemail:caller-gone" in self.timers, \
+                "the caller left but the call is not finished"
         if call.is_finished:
             assert self.timers == {}
             assert self.live_legs() == [], "a leg left ringing after the end"
@@ -357,15 +395,20 @@ class World:
         expected_timers = {f"confirm:{leg_id}" for leg_id in confirming}
         if state.rule_timer_id is not None:
             expected_timers.add(state.rule_timer_id)
+        if phase is Phase.VOICEMAIL and state.recording is not None:
+            expected_timers.add("voicemail:caller-gone" if state.caller_gone else "voicemail")
         assert set(self.timers) == expected_timers
         assert confirming <= self.answered and all(self.live(leg) for leg in confirming)
         # Legs ring (or decide) only while hunting; a connected call keeps just its bridged leg.
         if phase is not Phase.HUNTING:
             assert set(self.live_legs()) <= set(self.bridged), "legs left ringing"
-        if phase in (Phase.GREETING, Phase.CLOSING):
+        if phase in (Phase.GREETING, Phase.CLOSING) or (phase is Phase.VOICEMAIL and state.recording is None):
             # Waiting for a playback the shell will report.
             assert state.caller_playback_id in self.playing
-        if phase is Phase.CLOSING:
+        if phase is Phase.VOICEMAIL:
+            assert self.setup.voicemail_on_no_answer and state.closing_status == CallStatus.NO_ANSWER
+            assert state.recording is None or self.recording_live or self.caller_gone
+        if phase in (Phase.CLOSING, Phase.VOICEMAIL):
             if self.closing_status is None:
                 self.closing_status = state.closing_status
             assert state.closing_status == self.closing_status
@@ -400,6 +443,8 @@ class World:
             events.append(CallStarted())
         for pb in self.playing:
             events.append(PlaybackFinished(pb))
+        if self.recording_live:
+            events += [RecordingEnded(self.recording), RecordingEnded(self.recording, False, "disk full")]
         for tid in self.timers:
             events.append(TimerFired(tid))
         for leg_id in self.live_legs():
@@ -434,6 +479,8 @@ class World:
             events.append(TimerFired(tid))
         for pb in self.issued_playbacks - set(self.playing):
             events.append(PlaybackFinished(pb))
+        if self.recording is not None and not self.recording_live:
+            events.append(RecordingEnded(self.recording))  # its end after StopRecording, or twice
         return events
 
     def illegal_events(self) -> list[Any]:
@@ -445,8 +492,13 @@ class World:
             PlaybackFinished(f"{CALL}-pb-{len(self.issued_playbacks) + 1}"),
             TimerFired(f"rule:{len(self.issued_timers) + 1}"),
             TimerFired("bogus"),
+            RecordingEnded("someone-elses-recording"),
             object(),
         ]
+        if self.recording is None:
+            events.append(TimerFired("voicemail"))
+        if not self.caller_gone or self.recording is None:
+            events.append(TimerFired("voicemail:caller-gone"))
         if self.started:
             events.append(CallStarted())
         if self.dialed:
@@ -508,6 +560,8 @@ def progress_naturally(world: World) -> None:
             event: Event = CallStarted()
         elif world.playing and world.call.state.caller_playback_id in world.playing:
             event = PlaybackFinished(world.call.state.caller_playback_id)
+        elif world.recording_live:
+            event = RecordingEnded(world.recording)
         elif world.timers:
             tid, at = min(world.timers.items(), key=lambda t: t[1])
             world.now = max(world.now, at)
@@ -560,8 +614,23 @@ def test_random_calls_keep_every_invariant(setup: CallSetup, data: st.DataObject
         assert world.dialed == [] and by_itself.dialed == [] and by_itself.log["status"] == CallStatus.FAILED
         assert by_itself.log["status_message"].startswith(("Blocked caller", "Outside business hours"))
 
+    if by_itself.recording is not None:
+        assert by_itself.log["status"] == CallStatus.NO_ANSWER
+        # Kept unless its recording failed (then the log says so).
+        failed = by_itself.log["status_message"].endswith("could not be recorded: disk full")
+        assert by_itself.saved == ([] if failed else [by_itself.recording])
+
     caller_leaves = replay(setup, world)
     caller_leaves.send(CallerHungUp())
+    if caller_leaves.recording_live:
+        # Hung up during the recording: what was said is kept once Asterisk says the recording ended,
+        # or when the timer gives up waiting for that.
+        if data.draw(st.booleans(), label="recording end reported"):
+            caller_leaves.send(RecordingEnded(caller_leaves.recording))
+        else:
+            caller_leaves.now = caller_leaves.timers["voicemail:caller-gone"]
+            caller_leaves.send(TimerFired("voicemail:caller-gone"))
+        assert caller_leaves.saved == [caller_leaves.recording]
     assert caller_leaves.call.is_finished
     assert caller_leaves.log["status"] in TERMINAL_STATUSES
     assert "ended_at" in caller_leaves.log and "talk_seconds" in caller_leaves.log
@@ -600,6 +669,8 @@ def test_everyone_unreachable_uses_exactly_the_allowed_rounds(setup: CallSetup,
                                      if setup.resume_from_order is not None else 0)
         assert world.log["status"] == CallStatus.NO_ANSWER
         assert world.bridged == []
+        # Nobody answered: the policy that takes voicemail records one (the caller stays to the end here).
+        assert (world.saved != []) == setup.voicemail_on_no_answer
         if setup.resume_from_order is None:
             assert len(world.dialed) == world.dial_bound
             assert world.log["repeat_count"] == setup.max_rounds - 1
@@ -620,6 +691,9 @@ def dial_timed_out(world: World) -> Event | None:
 def progress_naturally_one(world: World) -> None:
     if world.call.state.caller_playback_id in world.playing:
         world.send(PlaybackFinished(world.call.state.caller_playback_id))
+    elif world.recording_live:
+        world.now += 3
+        world.send(RecordingEnded(world.recording))
     elif not world.timers and dial_timed_out(world):
         world.now += 1
         world.send(dial_timed_out(world))

@@ -25,9 +25,15 @@ from ivr.core.contact_center.vocabulary import (
     ParticipantType,
     VoicemailReason,
 )
-from ivr.core.vocabulary import CALLER, CancelTimer, HangupCaller, IllegalEvent, Play, PlaybackFinished, StartTimer, TimerFired
+from ivr.core.texts import VOICEMAIL_PROMPT
+# The recording's words are the engine's (an Incoming Call Policy's voicemail records the same way).
+from ivr.core.vocabulary import (CALLER, CancelTimer, HangupCaller, IllegalEvent, Play, PlaybackFinished,
+                                 RecordCaller, RecordingEnded, SaveVoicemail, StartTimer, StopRecording, TimerFired)
 
-VOICEMAIL_PROMPT = "Please leave a message after the tone. Press the pound key when you are finished."
+__all__ = ["DEFAULT_MESSAGE", "GOODBYE", "RECORDING_GUARD", "VOICEMAIL_PROMPT", "DeflectionFlow", "DeflectionSetup",
+           "DeflectionStarted", "RecordCaller", "RecordingEnded", "SaveVoicemail", "ScheduleCallback", "StopRecording",
+           "callback_text"]
+
 GOODBYE = "Thank you. Goodbye."
 DEFAULT_MESSAGE = "No one can take your call right now. Please try again later. Goodbye."
 RECORDING_GUARD = "recording-guard"
@@ -62,36 +68,6 @@ def callback_text(seconds: float) -> str:
 @dataclass(frozen=True)
 class DeflectionStarted:
     pass
-
-
-@dataclass(frozen=True)
-class RecordCaller:
-    """Record the caller's channel (after a beep) into ``name``; ``#`` ends it."""
-
-    name: str
-    max_seconds: float
-    max_silence_seconds: float
-
-
-@dataclass(frozen=True)
-class StopRecording:
-    name: str
-
-
-@dataclass(frozen=True)
-class RecordingEnded:
-    """The recording is over (finished, or it failed: ``ok`` False)."""
-
-    name: str
-    ok: bool = True
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class SaveVoicemail:
-    """Fetch the recording and keep it as the call's voicemail."""
-
-    name: str
 
 
 class DeflectionFlow:
