@@ -170,3 +170,15 @@ async def hotline(lab, hotline_config):
 
     async with running_hotline(Hotline, hotline_config) as running:
         yield running
+
+
+@pytest.fixture
+async def receiver():
+    """A webhook receiver on loopback (it keeps what it got), stopped after the test."""
+    from tests.e2e.test_notifications import Receiver
+
+    hook = await Receiver().start()
+    try:
+        yield hook
+    finally:
+        await hook.runner.cleanup()

@@ -14,6 +14,7 @@ import wave
 
 import pytest
 
+from ivr.main import CONTACT_CENTER
 from ivr.store import models as m
 from tests.e2e.hotline import Target, routing_number
 from tests.e2e.test_contact_center_calls import ContactCenterHotline, Desk
@@ -93,17 +94,15 @@ async def final_inbound(desk: Desk, timeout: float = 40.0, kind: str | None = No
         calls = await desk.hotline.db.list(C.select().where(
             C.project == desk.project.id, C.callType == kind if kind else True).order_by(C.createdAt.desc()).limit(1))
         call = calls[0] if calls else None
-        if call is not None and call.status in ended and str(call.id) not in desk.hotline.runner.app[
-                CONTACT_CENTER].actors and str(call.id) not in desk.hotline.runner.app[CONTACT_CENTER].running_elsewhere:
+        service = desk.hotline.runner.app[CONTACT_CENTER]
+        if call is not None and call.status in ended and str(call.id) not in service.actors \
+                and str(call.id) not in service.running_elsewhere:
             status, body = await desk.request("GET", f"/{call.numericId}")
             assert status == 200, body
             return body
         if time.monotonic() > deadline:
             raise AssertionError(f"the call did not end within {timeout} s: {call and call.status}")
         await asyncio.sleep(0.1)
-
-
-from ivr.main import CONTACT_CENTER  # noqa: E402
 
 
 async def test_a_menu_walk_reaches_a_queue_answered_by_the_second_of_two_agents(hotline, sip_target):
@@ -164,17 +163,6 @@ async def test_a_leaf_hands_the_call_to_its_incoming_call_policy(hotline, sip_ta
     assert str(db_call.incomingCallLogId) == str(log.id)
     assert call["status"] == "finished" and call["selected_menu"]["name"] == "Support"
     assert call["incoming_call_log_id"] == str(log.id)
-
-
-@pytest.fixture
-async def receiver():
-    from tests.e2e.test_notifications import Receiver
-
-    hook = await Receiver().start()
-    try:
-        yield hook
-    finally:
-        await hook.runner.cleanup()
 
 
 @pytest.fixture

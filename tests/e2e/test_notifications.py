@@ -66,15 +66,6 @@ class Receiver:
 
 
 @pytest.fixture
-async def receiver():
-    hook = await Receiver().start()
-    try:
-        yield hook
-    finally:
-        await hook.runner.cleanup()
-
-
-@pytest.fixture
 async def hotline(lab, hotline_config, receiver):
     """Hotline's dialplan services and the REST API (no ARI controller), short timeouts for tests."""
     config = hotline_config.replace(notify__ring_timeout=3.0, notify__digit_timeout=1.0, notify__max_prompts=1,

@@ -25,17 +25,6 @@ WEBHOOK_SECRET = "policy-voicemail-secret"
 
 
 @pytest.fixture
-async def receiver():
-    from tests.e2e.test_notifications import Receiver
-
-    hook = await Receiver().start()
-    try:
-        yield hook
-    finally:
-        await hook.runner.cleanup()
-
-
-@pytest.fixture
 async def hotline(lab, hotline_config, tmp_path, receiver):
     config = hotline_config.replace(contact_center__voicemail_max_silence=5.0,
                                     contact_center__recordings_dir=str(tmp_path / "recordings"),
