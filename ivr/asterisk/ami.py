@@ -11,7 +11,7 @@ parsing in ``AMIProtocol``/``Message``, action ids, event dispatch) and owns the
   logged as such, retried slowly), pings every ``ping_interval`` (a Ping without an answer
   closes the connection) and reconnects with back-off; a fresh ``Manager`` per connection, so
   nothing of a lost connection is ever re-sent;
-* every action is bounded by ``asyncio.wait_for`` and fails with :class:`AmiUnavailable` when
+* every action is bounded by ``asyncio.timeout`` and fails with :class:`AmiUnavailable` when
   the connection is not there, times out, or is lost before the answer;
 * ``Originate`` is asynchronous and tracked by its ActionID: :meth:`AmiClient.originate`
   returns once Asterisk queued it, with a future for its ``OriginateResponse``. If the
@@ -175,8 +175,10 @@ class AmiClient:
         manager = _Manager(self, host=self.host, port=self.port, username=self.username, secret=self.secret,
                            events=self.events, loop=loop, log=log, forgetable_actions=("ping", "login", "originate"))
         manager.register_event("*", self._dispatch)
-        transport, protocol = await asyncio.wait_for(
-            loop.create_connection(AMIProtocol, self.host, self.port), self.connect_timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that lands
+        # as the inner await completes, and this supervisor would then never stop.
+        async with asyncio.timeout(self.connect_timeout):
+            transport, protocol = await loop.create_connection(AMIProtocol, self.host, self.port)
         self._transport = transport
         # What Manager.connection_made does, without its login callback (which ignores a
         # refusal) and its pinger (which never notices a dead connection).
@@ -202,8 +204,9 @@ class AmiClient:
         try:
             while not self._lost.is_set():
                 try:
-                    await asyncio.wait_for(self._lost.wait(), self.ping_interval)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(self.ping_interval):
+                        await self._lost.wait()
+                except TimeoutError:
                     try:
                         await self._send(manager, Action({"Action": "Ping"}), self.action_timeout)
                     except AmiUnavailable:
@@ -275,8 +278,9 @@ class AmiClient:
         self._inflight[action.id] = action
         try:
             future = manager.protocol.send(action, as_list=False)
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(future)
+        except TimeoutError:
             raise AmiTimeout(f"AMI did not answer {action['Action']} within {timeout:g} s") from None
         finally:
             self._inflight.pop(action.id, None)
@@ -307,8 +311,9 @@ class AmiClient:
             # as_list None: panoramisk waits for the list only when Asterisk announces one
             # ("EventList: start"); an error answer ends the action at once.
             future = manager.protocol.send(action, as_list=None)
-            messages = await asyncio.wait_for(asyncio.shield(future), timeout or self.action_timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout or self.action_timeout):
+                messages = await asyncio.shield(future)
+        except TimeoutError:
             raise AmiUnavailable(f"AMI did not answer {fields.get('Action')} within "
                                  f"{timeout or self.action_timeout:g} s") from None
         finally:
