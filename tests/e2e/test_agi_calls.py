@@ -54,7 +54,7 @@ async def test_the_calls_ran_over_fastagi(hotline, sip_target):
     phone = Phone.answer_and_press("1", delay=0.5)
     async with phone:
         scenario = await hotline.policy(Target([phone]))
-        caller = Caller(scenario.number, sip_target, hangup_after=1)
+        caller = Caller(scenario.number, sip_target, hangup_after=4)
         await caller.start()
         log = await hotline.final_log(scenario)
     assert log.status == "Completed" and log.callProviderCallId.startswith("agi:")
@@ -248,5 +248,5 @@ async def test_port_scans_and_garbage_during_a_call_change_nothing(hotline, sip_
     phone = Phone.answer_and_press("1", delay=0.5)
     async with phone:
         again = await hotline.policy(Target([phone]))
-        await Caller(again.number, sip_target, hangup_after=1).start()
+        await Caller(again.number, sip_target, hangup_after=4).start()
         assert (await hotline.final_log(again)).status == "Completed"

@@ -119,7 +119,7 @@ async def test_schedule_rings_whoever_is_on_call_now(hotline, sip_target):
     on_call, off_duty = Phone.answer_and_press("1", delay=0.5), Phone.answer_and_press("1", delay=0.5)
     async with on_call, off_duty:
         scenario = await hotline.policy(Target([on_call, off_duty], schedule=True, escalate_after=5))
-        caller = Caller(scenario.number, sip_target, hangup_after=1)
+        caller = Caller(scenario.number, sip_target, hangup_after=4)
         await caller.start()
         log = await hotline.final_log(scenario)
         off_duty_result = await off_duty.stop()
@@ -230,7 +230,7 @@ async def test_an_allowed_caller_in_business_hours_is_connected_as_usual(hotline
         scenario = await hotline.policy(Target([phone], escalate_after=3), businessHoursTimeZone="Asia/Tokyo",
                                         businessHours=hours_around_now("Asia/Tokyo", open_=True),
                                         callerAllowList=["+1415*"], callerBlockList=["+14155550199"])
-        caller = Caller(scenario.number, sip_target, caller_id="+14155550123", hangup_after=1)
+        caller = Caller(scenario.number, sip_target, caller_id="+14155550123", hangup_after=4)
         await caller.start()
         log = await hotline.final_log(scenario)
         result = await caller.wait(10)
@@ -557,6 +557,6 @@ async def test_calls_lost_with_asterisk_are_closed_and_service_resumes(hotline, 
     person = Phone.answer_and_press("1", delay=0.5)
     async with person:
         again = await hotline.policy(Target([person]))
-        caller = Caller(again.number, sip_target, hangup_after=1)
+        caller = Caller(again.number, sip_target, hangup_after=4)
         await caller.start()
         assert (await hotline.final_log(again, timeout=30)).status == "Completed"
