@@ -238,6 +238,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("contact_center", "recordings_dir", "", "str",
             "Directory where Hotline keeps the recordings of contact-center calls (served by the calls API to "
             "the call's project only). Empty: <general.data_dir>/recordings."),
+    Setting("twilio", "account_sid", "", "str",
+            "The global Twilio account (AC...): its numbers' calls run the policies over TwiML webhooks, and "
+            "policies without a project-level configuration (projectCallSMSConfig) use it. Empty: no global account."),
+    Setting("twilio", "auth_token", "", "str",
+            "The global Twilio account's auth token: it checks every webhook's X-Twilio-Signature and signs the "
+            "REST requests.", secret=True),
+    Setting("twilio", "from_number", "", "str",
+            "The caller ID (E.164, a number of the global account) of notification calls made through Twilio."),
+    Setting("twilio", "public_url", "", "str",
+            "The public base URL Twilio reaches Hotline's webhooks at (https://hotline.example.com): every URL "
+            "in the TwiML Hotline returns starts with it, and signatures are checked against it. Required to "
+            "take Twilio calls."),
+    Setting("twilio", "trust_forwarded_headers", False, "bool",
+            "Build the URL a signature is checked against from X-Forwarded-Proto and X-Forwarded-Host (only "
+            "behind a proxy that sets them; otherwise anyone could choose the URL)."),
+    Setting("twilio", "voice", "Polly.Joanna", "str", "The voice of <Say> (Twilio's voice names)."),
+    Setting("twilio", "language", "en-US", "str", "The language of <Say> and <Gather>."),
+    Setting("twilio", "api_base_url", "https://api.twilio.com", "str",
+            "Twilio's REST API. Change it only to point at a stand-in (tests)."),
+    Setting("twilio", "encryption_key", "", "str",
+            "The key (a Fernet key: `hotline twilio key` makes one) that encrypts the auth tokens of "
+            "project-level Twilio configurations at rest. Required to store one.", secret=True),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
