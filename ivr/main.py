@@ -41,6 +41,7 @@ from ivr.shells.fastagi import AgiCalls
 from ivr.shells.notify import ROUTE as NOTIFY_ROUTE
 from ivr.shells.notify import NotificationService
 from ivr.shells.scheduler import ScheduledCallsService
+from ivr.shells.twilio.voice import TwilioCalls
 from ivr.tts import TTSError
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ AGI_SERVER = web.AppKey("agi_server", AgiServer)
 AGI_CALLS = web.AppKey("agi_calls", AgiCalls)
 NOTIFIER = web.AppKey("notifier", NotificationService)
 SCHEDULER = web.AppKey("scheduler", ScheduledCallsService)
+TWILIO_CALLS = web.AppKey("twilio_calls", TwilioCalls)
 
 
 def _lab_secrets(config: Config, name: str, setting: str, env: str, hint: str = "") -> Config:
@@ -173,6 +175,25 @@ def scheduler_context(config: Config):
     return ctx
 
 
+def twilio_context(config: Config, calls: TwilioCalls):
+    """Twilio's voice webhooks (their routes are mounted by build_app: a started app's are frozen)."""
+
+    async def ctx(app: web.Application):
+        calls.bind(app[DB], app[READ], app[METRICS])
+        try:
+            yield
+        finally:
+            await calls.close()
+
+    return ctx
+
+
+async def _global_twilio_token(config: Config, account_sid: str) -> str | None:
+    twilio = config.twilio
+    return twilio.auth_token if twilio.account_sid and account_sid == twilio.account_sid and twilio.auth_token \
+        else None
+
+
 def build_app(config: Config, db=None, *, api: bool = True, calls: bool = True) -> web.Application:
     """What ``hotline serve`` runs: the REST API and/or the call services, sharing one database pool,
     one synthesizer and one metrics registry. ``controller.ari`` false leaves the ARI controller out
@@ -189,6 +210,10 @@ def build_app(config: Config, db=None, *, api: bool = True, calls: bool = True) 
         app.cleanup_ctx.append(agi_context(config))
         app.cleanup_ctx.append(notify_context(config))
         app.cleanup_ctx.append(scheduler_context(config))
+        twilio = TwilioCalls(config, token_for=lambda account: _global_twilio_token(config, account))
+        app[TWILIO_CALLS] = twilio
+        app.router.add_routes(twilio.routes())
+        app.cleanup_ctx.append(twilio_context(config, twilio))
         add_metrics_routes(app)
     return app
 

@@ -360,11 +360,16 @@ def update_item(log_id, update: UpdateItem) -> None:
 #: session lives and dies with the process serving FastAGI: the ARI controller must neither
 #: resume nor close them.
 AGI_CALL_PREFIX = "agi:"
+#: ``callProviderCallId`` prefix of the calls the Twilio shell runs (``twilio:<CallSid>``): not the ARI
+#: controller's either.
+TWILIO_CALL_PREFIX = "twilio:"
 
 
 def _ari_owned():
     Log = m.IncomingCallLog
-    return Log.callProviderCallId.is_null(True) | ~Log.callProviderCallId.startswith(AGI_CALL_PREFIX)
+    return (Log.callProviderCallId.is_null(True)
+            | ~(Log.callProviderCallId.startswith(AGI_CALL_PREFIX)
+                | Log.callProviderCallId.startswith(TWILIO_CALL_PREFIX)))
 
 
 def open_logs(channel_prefix: str = "") -> list[m.IncomingCallLog]:
@@ -408,6 +413,30 @@ def close_lost_call(log_id, message: str, ended_at: float) -> None:
     m.IncomingCallLog.update(status=m.CallStatus.FAILED.value, statusMessage=message, endedAt=ended,
                              callDurationInSeconds=duration, updatedAt=m.utcnow()).where(
         m.IncomingCallLog.id == log_id, m.IncomingCallLog.status.in_(OPEN_STATUSES)).execute()
+
+
+def close_lost_provider_call(provider_call_id: str, message: str, ended_at: float) -> bool:
+    """Close the open log of the call the provider names so (a Twilio call whose process restarted);
+    False if there is none (the call ended truthfully, or was never logged)."""
+    Log = m.IncomingCallLog
+    row = Log.select(Log.id).where(Log.callProviderCallId == provider_call_id, Log.status.in_(OPEN_STATUSES)).first()
+    if row is None:
+        return False
+    close_lost_call(row.id, message, ended_at)
+    return True
+
+
+def set_costs(log_id, incoming_cents: int, leg_cents: dict[str, int]) -> None:
+    """What the provider charged: the caller's call, and each leg (by its leg id); the log's total is
+    their sum."""
+    Item = m.IncomingCallLogItem
+    for leg_id, cents in leg_cents.items():
+        Item.update(callCostInUSDCents=cents, updatedAt=m.utcnow()).where(
+            Item.incomingCallLog == log_id, Item.callProviderCallId == leg_id).execute()
+    outgoing = sum(leg_cents.values())
+    m.IncomingCallLog.update(incomingCallCostInUSDCents=incoming_cents, outgoingCallCostInUSDCents=outgoing,
+                             callCostInUSDCents=incoming_cents + outgoing, updatedAt=m.utcnow()).where(
+        m.IncomingCallLog.id == log_id).execute()
 
 
 def close_open_items(log_id, message: str, ended_at: float, keep: str | None = None) -> list[str]:
