@@ -255,6 +255,21 @@ class CallServicesProcess:
     def probe(self) -> tuple[bool, str]:
         return self.state
 
+    async def forward_twilio(self, request: web.Request) -> web.Response:
+        """Twilio's webhooks reach the API's port (one public address); the calls they drive live in
+        the call services' process: pass them on as they came (the signature is checked there)."""
+        headers = {name: value for name, value in request.headers.items()
+                   if name.lower() in FORWARDED_TWILIO_HEADERS}
+        try:
+            async with self._session.post(self.base_url + request.path_qs, data=await request.read(),
+                                          headers=headers, timeout=aiohttp.ClientTimeout(total=14)) as resp:
+                return web.Response(status=resp.status, body=await resp.read(),
+                                    content_type=resp.content_type if resp.status != 204 else None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            log.error("cannot pass a Twilio webhook (%s) on to the call services: %s", request.path,
+                      exc or type(exc).__name__)
+            return web.Response(status=503, text="the call services do not answer\n")
+
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
         await self._spawn()
@@ -330,6 +345,12 @@ class CallServicesProcess:
             await self._session.close()
 
 
+#: What a Twilio webhook carries that the call services need: its body's type, its signature, and the
+#: proxy's headers (read only with twilio.trust_forwarded_headers).
+FORWARDED_TWILIO_HEADERS = frozenset({"content-type", "x-twilio-signature", "x-forwarded-proto", "x-forwarded-host",
+                                      "i-twilio-idempotency-token"})
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM when the parent dies, so no call service outlives ``serve``."""
     import ctypes
@@ -348,6 +369,8 @@ async def serve(config: Config, api: bool = True, calls: bool = True, config_fil
     private_dir(config.data_dir)
     child = CallServicesProcess(config, config_file) if api and calls else None
     app = build_app(config, api=api, calls=calls and child is None)
+    if child is not None:
+        app.router.add_post("/twilio/{tail:.*}", child.forward_twilio)
     runner = web.AppRunner(app, access_log=None)
     try:
         if child is not None:

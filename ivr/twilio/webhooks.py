@@ -18,7 +18,7 @@ A request that fails the check is answered 403 and changes nothing.
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from twilio.request_validator import RequestValidator

@@ -42,8 +42,9 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import phonenumbers
 from aiohttp import web
@@ -122,7 +123,7 @@ class TwilioCallActor(CallActorBase):
     shell = " over Twilio"
     dial_enforces_timeout = True
 
-    def __init__(self, calls: "TwilioCalls", params: dict[str, str]):
+    def __init__(self, calls: TwilioCalls, params: dict[str, str]):
         super().__init__(calls, callstore.TWILIO_CALL_PREFIX + params["CallSid"],
                          dialed=params.get("To", ""), caller=_caller_of(params.get("From", "")))
         self.call_sid = params["CallSid"]
@@ -568,8 +569,9 @@ class TwilioCalls:
 
     async def _answer(self, actor: TwilioCallActor, reply: asyncio.Future) -> web.Response:
         try:
-            response = await asyncio.wait_for(asyncio.shield(reply), ANSWER_WITHIN)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(ANSWER_WITHIN):
+                response = await asyncio.shield(reply)
+        except TimeoutError:
             log.error("Twilio call %s: the engine had nothing to say within %.0f s; apologizing and hanging up",
                       actor.call_sid, ANSWER_WITHIN)
             return _sorry()
