@@ -177,6 +177,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("asterisk", "mirror", "", "str", "Debian mirror for debootstrap; empty means debootstrap's default."),
     Setting("notify", "from_number", "", "str",
             "Caller ID (E.164) of notification calls when the request gives no fromNumber; empty: none."),
+    Setting("notify", "provider", "asterisk", "str",
+            "Who places notification calls: asterisk (the local Asterisk, through AMI and FastAGI) or twilio (the "
+            "global Twilio account, twilio.*). A project with a project-level Twilio configuration always uses it."),
     Setting("notify", "ring_timeout", 30.0, "float", "Seconds a notification call rings before it is a Missed Call."),
     Setting("notify", "digit_timeout", 5.0, "float",
             "Seconds a notification call waits for a key after \"press 1 to acknowledge\"."),
@@ -461,6 +464,11 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
         raise ConfigError("sip.rtp_start must not be above sip.rtp_end")
     if values["tts.engine"] not in ("espeak-ng", "flite"):
         raise ConfigError(f"tts.engine must be espeak-ng or flite, got {values['tts.engine']!r}")
+    if values["notify.provider"] not in ("asterisk", "twilio"):
+        raise ConfigError(f"notify.provider must be asterisk or twilio, got {values['notify.provider']!r}")
+    public = values["twilio.public_url"]
+    if public and not (public.startswith("https://") or public.startswith("http://")):
+        raise ConfigError(f"twilio.public_url must be an http(s) URL such as https://hotline.example.com, got {public!r}")
     return Config(values, sources)
 
 

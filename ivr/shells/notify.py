@@ -46,6 +46,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -190,6 +191,10 @@ class NotificationService:
         self._loops: list[asyncio.Task] = []
         self._verification: dict[Any, tuple[str, int, float]] = {}   # number id -> (code hash, calls, next)
         self._session: aiohttp.ClientSession | None = None
+        #: Places a call through Twilio if its project uses Twilio (ivr.shells.twilio.notify), returning
+        #: its outcome; None: the call is Asterisk's. Set by the composition root.
+        self.through_twilio: Callable[[Notification], Awaitable[tuple[str, str, dict, float | None] | None]] | None \
+            = None
         ami.add_listener(self._ami_event)
 
     def spawn(self, coro) -> asyncio.Task:
@@ -258,6 +263,10 @@ class NotificationService:
 
     async def _call(self, call: _Call) -> tuple[str, str, dict, float | None]:
         note, cfg = call.note, self.config
+        if self.through_twilio is not None:
+            outcome = await self.through_twilio(note)  # None: not a Twilio project's call
+            if outcome is not None:
+                return outcome
         if not self.ami.connected.is_set():
             try:
                 await asyncio.wait_for(self.ami.connected.wait(), self.connect_wait)
