@@ -464,9 +464,14 @@ class FakeTwilio:
                 return value[0] if value else default
             return value
 
-        events = params.get("StatusCallbackEvent")
+        # StatusCallbackEvent is repeated in a form post: a MultiDict's getall, a list, or one string.
+        if hasattr(params, "getall"):
+            events = list(params.getall("StatusCallbackEvent", []))
+        else:
+            events = params.get("StatusCallbackEvent")
         if isinstance(events, str):
             events = events.split()
+        events = [e for value in events or () for e in str(value).split()]
         return self.start_outbound_call(
             sid, to=one("To"), from_=one("From"), url=one("Url"), twiml=one("Twiml"),
             method=one("Method", "POST"), status_callback=one("StatusCallback"),

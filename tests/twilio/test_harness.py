@@ -333,3 +333,22 @@ async def test_a_webhook_that_never_answers_is_an_error(app):
         call = await asyncio.wait_for(twilio.incoming_call(to=HOTLINE, from_=CALLER, voice_url=VOICE), 5)
     assert "11205" in call.all_errors[0]
     assert call.transcript[CALLER] == [APPLICATION_ERROR_TEXT]
+
+
+async def test_close_cancels_calls_in_progress_and_leaks_no_task(app):
+    from multidict import MultiDict
+
+    app.routes["/twilio/voice"] = twiml(f'<Dial><Number>{ALICE}</Number></Dial>')
+    app.routes["/notify"] = twiml('<Pause length="60"/>')
+    before = asyncio.all_tasks()
+    async with fake(app, Phone.answering(ALICE, ring=1, talk=None), Phone.answering(BOB, ring=0)) as twilio:
+        incoming = twilio.start_incoming_call(to=HOTLINE, from_=CALLER, voice_url=VOICE)
+        outbound = twilio.on_call_created(MultiDict([("To", BOB), ("From", HOTLINE), ("Url", PUBLIC + "/notify"),
+                                                     ("StatusCallbackEvent", "answered"),
+                                                     ("StatusCallbackEvent", "completed")]), "CA" + "3" * 32)
+        assert outbound.status_callback_events == {"answered", "completed"}
+        await asyncio.sleep(0.2)
+        assert not incoming.done() and not outbound.ended
+    assert incoming.cancelled() and not twilio._tasks
+    await asyncio.sleep(0.05)  # the app server's own handlers of the closed connections wind down
+    assert asyncio.all_tasks() == before
