@@ -402,7 +402,7 @@ class FakeTwilio:
         has been answered. ``hangup_after``: the caller hangs up that many seconds after the call
         started. ``caller``: the caller's phone (its presses go into the call's Gathers); default
         the Phone registered for ``from_``, else a silent one."""
-        call = self.start_call_record(to=to, from_=from_, caller=caller, status_callback=status_callback,
+        call = self._new_incoming_record(to=to, from_=from_, caller=caller, status_callback=status_callback,
                                       status_callback_method=status_callback_method)
         await self._run_incoming(call, voice_url, voice_method.upper(), hangup_after)
         return call
@@ -411,7 +411,7 @@ class FakeTwilio:
         """``incoming_call`` as a background task (for concurrent calls); the task returns the Call."""
         return self._spawn(self.incoming_call(**kwargs))
 
-    def start_call_record(self, *, to: str, from_: str, caller: Phone | None, status_callback: str | None,
+    def _new_incoming_record(self, *, to: str, from_: str, caller: Phone | None, status_callback: str | None,
                           status_callback_method: str) -> Call:
         phone = caller or self.phones.get(from_) or Phone(from_, hangup_after_bridge=None)
         call = self._new_call(from_=from_, to=to, direction="inbound", phone=phone,
