@@ -1,0 +1,1 @@
+"""Tests of Hotline's Twilio shell, against FakeTwilio (harness.py), a simulator of Twilio's voice platform."""
