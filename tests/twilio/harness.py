@@ -301,6 +301,8 @@ class Call:
 @dataclass
 class _DialState:
     winner: Call | None = None
+    picked_up: Call | None = None   # the first number that answered: the Dial is its
+    children: list[Call] = field(default_factory=list)
     closed: bool = False
     winner_event: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -952,7 +954,7 @@ class FakeTwilio:
             return await self._application_error(call, f"13xxx: <Dial> needs 1 to 10 numbers, got {len(targets)}")
 
         state = _DialState()
-        children = []
+        children = state.children
         for number, attrs in targets:
             events = set((attrs.get("statusCallbackEvent") or "completed").replace(",", " ").split())
             callback = self._resolve(call, attrs["statusCallback"]) if attrs.get("statusCallback") else None
@@ -1042,6 +1044,17 @@ class FakeTwilio:
         if outcome != "answered":
             await self._end_call(child, outcome)
             return
+        if state.picked_up is not None or state.closed:
+            # Another number picked up first: this one was already hung up (a race of a few ms).
+            child.interrupt_hangup("dial-ended")
+            await self._end_call(child, "completed")
+            return
+        # docs (/docs/voice/twiml/number): "The first call to pick up is connected to the current
+        # call and the rest are hung up": at the pick-up, before any whisper (<Number url>) runs.
+        state.picked_up = child
+        for other in state.children:
+            if other is not child and not other.ended:
+                other.interrupt_hangup("dial-ended")
         await self._answer_called(child)
         if attrs.get("url"):
             first = ("url", self._resolve(parent, attrs["url"]), attrs.get("method", "POST").upper(), None, "whisper")

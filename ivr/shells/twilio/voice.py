@@ -103,6 +103,7 @@ class TwilioLeg:
     dial: int                   # which Dial of the call rings it
     child_sid: str = ""         # Twilio's CallSid of this leg, once a webhook named it
     answered: bool = False      # its whisper was requested (it picked up)
+    canceled: bool = False      # Twilio canceled it; why is told by another webhook
     bridged: bool = False
     ended: bool = False         # reported to the engine
 
@@ -379,14 +380,23 @@ class TwilioCallActor(CallActorBase):
         if status not in TERMINAL_CALL_STATUSES or leg.ended or leg.answered:
             # An answered leg's end is told by its whisper or by the Dial's action (with its duration).
             return []
-        leg.ended = True
         if self._sibling_answered(leg):
+            leg.ended = True
             return [LegEnded(leg_id, "cut_off", CUT_OFF_MESSAGE)]
+        if status == "canceled":
+            # Twilio cancels a Dial's numbers when another one picked up (whose whisper request may
+            # not be here yet) or when the caller left (whose own report may come later): the
+            # sibling's whisper, the Dial's action or the caller's status callback will say which.
+            leg.canceled = True
+            return []
+        leg.ended = True
         return [LegEnded(leg_id, _LEG_CAUSES.get(status, "hangup"), _detail(params))]
 
     def dial_ended(self, n: int, params: dict[str, str]) -> list:
         """The Dial's action: how each of its legs not yet reported ended, and maybe the caller's hang-up."""
         status = params.get("DialCallStatus", "")
+        if params.get("CallStatus") in TERMINAL_CALL_STATUSES or status == "canceled":
+            return [CallerHungUp()]  # the engine ends every leg still live with the caller's hang-up
         events: list = []
         for leg in self.legs.values():
             if leg.dial != n or leg.ended:
@@ -396,12 +406,8 @@ class TwilioCallActor(CallActorBase):
                 events.append(LegEnded(leg.leg_id, "hangup"))   # talked, or refused in its whisper
             elif self._sibling_answered(leg):
                 events.append(LegEnded(leg.leg_id, "cut_off", CUT_OFF_MESSAGE))
-            elif status in ("completed", "answered", "canceled"):
-                events.append(LegEnded(leg.leg_id, "no_answer"))  # the caller left meanwhile
             else:
                 events.append(LegEnded(leg.leg_id, _LEG_CAUSES.get(status, "failed"), _detail(params)))
-        if params.get("CallStatus") in TERMINAL_CALL_STATUSES:
-            events.insert(0, CallerHungUp())
         return events
 
     def leg_answered(self, leg_id: str, params: dict[str, str]) -> list:
@@ -410,14 +416,18 @@ class TwilioCallActor(CallActorBase):
             return []
         leg.child_sid = params.get("CallSid", "") or leg.child_sid
         leg.answered = True
-        return [LegAnswered(leg_id)]
+        events: list = [LegAnswered(leg_id)]
+        for other in self.legs.values():
+            if other.dial == leg.dial and other.canceled and not other.ended:
+                other.ended = True
+                events.append(LegEnded(other.leg_id, "cut_off", CUT_OFF_MESSAGE))
+        return events
 
     def _sibling_answered(self, leg: TwilioLeg) -> bool:
         return any(other.dial == leg.dial and other.answered and other is not leg for other in self.legs.values())
 
 
-_LEG_CAUSES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed", "canceled": "no_answer",
-               "completed": "hangup"}
+_LEG_CAUSES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed", "completed": "hangup"}
 
 
 def _detail(params: dict[str, str]) -> str:
