@@ -18,6 +18,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from ivr.config import load_config
+from ivr.shells.base import NOT_IN_SERVICE
 from ivr.shells.twilio.voice import TwilioCalls
 from ivr.store import models as m
 from ivr.store.db import open_database, run_and_release
@@ -317,8 +318,7 @@ def test_after_hours_the_caller_hears_the_message_and_nobody_rings(placed):
 
 def test_an_unknown_number_is_not_in_service(placed):
     call = placed["unknown"]
-    assert call.transcript[CALLER] == ["The number you have dialed is not in service. Please check the number "
-                                       "and try again."]
+    assert call.transcript[CALLER] == [NOT_IN_SERVICE]
     assert [r.status for r in call.all_requests if r.kind == "voice"] == [200]
 
 
