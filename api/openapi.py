@@ -78,6 +78,10 @@ def _input_schema(resource, *, creating: bool) -> dict:
         properties[name] = _value_schema(api_field, for_input=True)
         if creating and api_field.required:
             required.append(name)
+    for name, api_field in resource.schema.write_only.items():
+        properties[name] = _value_schema(api_field, for_input=True)
+        if creating and api_field.required:
+            required.append(name)
     for name, relation in resource.extra_writable.items():
         properties[name] = {"type": "array", "items": {"type": "string", "format": "uuid"},
                             "description": relation.description}

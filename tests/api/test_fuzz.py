@@ -46,7 +46,7 @@ from api.app import create_app
 from api.registry import BY_PATH, RESOURCES
 from ivr.config import load_config
 from ivr.store.db import open_database
-from tests.api.conftest import ApiClient
+from tests.api.conftest import TWILIO_ENCRYPTION_KEY, ApiClient
 from tests.api.factories import build_graph
 
 MAX_EXAMPLES = 10          # per operation and generation mode (valid and invalid data)
@@ -133,7 +133,7 @@ class ServedApp:
 
 def _config(tmp_path_factory):
     return load_config(env={"HOTLINE_GENERAL_DATA_DIR": str(tmp_path_factory.mktemp("served")),
-                            "HOTLINE_API_RATE_LIMIT": "0"})
+                            "HOTLINE_API_RATE_LIMIT": "0", "HOTLINE_TWILIO_ENCRYPTION_KEY": TWILIO_ENCRYPTION_KEY})
 
 
 @pytest.fixture(scope="module")
