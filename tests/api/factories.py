@@ -51,11 +51,13 @@ class Graph:
         return {i for ids in self.ids.values() for i in ids} | {self.project_id}
 
 
-async def build_graph(api, name: str = "Graph", project_id: str | None = None, key: str | None = None) -> Graph:
+async def build_graph(api, name: str = "Graph", project_id: str | None = None, key: str | None = None,
+                      policy_uses_sms_config: bool = True) -> Graph:
     """A project (new unless given) with labels, users (one an agent), numbers, a team and member, an
     on-call schedule (two layers, their users, an override), a policy with three escalation rules (a
     user, the team, the schedule), the contact center's configuration (outbound numbers, a menu tree
-    with a queue agent, end users, a ticket), and one row of each log."""
+    with a queue agent, end users, a ticket), a Project Call SMS Config (which the policy uses, unless
+    ``policy_uses_sms_config`` is false), and one row of each log."""
     if project_id is None:
         tenant = await api.tenant(name, roles=("owner",))
         project_id, key = tenant.project_id, tenant.owner
@@ -89,7 +91,8 @@ async def build_graph(api, name: str = "Graph", project_id: str | None = None, k
     policy = await make("incoming-call-policy", "policy", {
         "name": f"Primary {tok}", "description": "Main line", "routingPhoneNumber": routing,
         "labels": [label, label2], "createdByUserId": user, "repeatPolicyIfNoOneAnswers": True,
-        "repeatPolicyIfNoOneAnswersTimes": 2, "projectCallSMSConfigId": sms_config})
+        "repeatPolicyIfNoOneAnswersTimes": 2,
+        "projectCallSMSConfigId": sms_config if policy_uses_sms_config else None})
     rule = await make("incoming-call-policy-escalation-rule", "rule",
                       {"incomingCallPolicyId": policy, "name": "First", "userId": user, "escalateAfterSeconds": 20})
     await make("incoming-call-policy-escalation-rule", "rule2",
