@@ -320,10 +320,19 @@ async def release(request, ctx: Context, call) -> dict:
             raise BadRequest(f"The policy's number {policy.routing} was not provisioned at Twilio (it has no "
                              "callProviderPhoneNumberId): clear its routingPhoneNumber with an update instead.")
         return {**policy.answer, "released": False}   # nothing to release: releasing twice is fine
+    if policy.routing is None:
+        raise BadRequest(f"The policy names the Twilio number {policy.sid} (callProviderPhoneNumberId) but has no "
+                         "routingPhoneNumber: it is not released. Clear callProviderPhoneNumberId with an update.")
     account = await request.app[DB].run(_account, ctx, policy.id, config)
     try:
         async with _client(account, config) as twilio:
-            released = await twilio.release_number(policy.sid)
+            # Only the number the policy routes is released: the SID must be that number's at Twilio (a
+            # routing number belongs to one policy of one project; a SID alone proves nothing).
+            at_twilio = await twilio.list_numbers(phone_number=policy.routing)
+            if at_twilio and policy.sid not in {n.sid for n in at_twilio}:
+                raise Conflict(f"At Twilio, {policy.routing} is not the number {policy.sid} "
+                               "(callProviderPhoneNumberId): nothing was released.")
+            released = bool(at_twilio) and await twilio.release_number(policy.sid)
     except TwilioError as exc:
         raise _twilio_failed(exc) from None
     return {**await request.app[DB].run(_clear_number, ctx, policy.id, policy.sid), "released": released}

@@ -109,6 +109,20 @@ async def test_search_buy_list_assign_release(api, twilio_standin, global_accoun
     again = await api.post(f"{base(pid)}/release", tenant.owner, {})
     assert again == {**released, "released": False}
     assert len(twilio_standin.requests_to("DELETE", f"/IncomingPhoneNumbers/{sid}.json")) == 1
+    # A SID written into the policy by hand is released only if it is the policy's number at Twilio.
+    mine, theirs = global_account.add_owned(unique_phone()), global_account.add_owned(unique_phone())
+    await api.call("PUT", f"/api/incoming-call-policy/{pid}", tenant.owner, {
+        "data": {"routingPhoneNumber": mine["phone_number"], "callProviderPhoneNumberId": theirs["sid"]}})
+    status, payload = await api.call("POST", f"{base(pid)}/release", tenant.owner, {}, expect=None)
+    assert status == 409 and "nothing was released" in payload["error"]
+    assert theirs["sid"] in global_account.owned
+    await api.call("PUT", f"/api/incoming-call-policy/{pid}", tenant.owner, {"data": {"routingPhoneNumber": None}})
+    status, payload = await api.call("POST", f"{base(pid)}/release", tenant.owner, {}, expect=None)
+    assert status == 400 and "no routingPhoneNumber" in payload["error"]
+    await api.call("PUT", f"/api/incoming-call-policy/{pid}", tenant.owner, {
+        "data": {"routingPhoneNumber": mine["phone_number"], "callProviderPhoneNumberId": mine["sid"]}})
+    assert (await api.post(f"{base(pid)}/release", tenant.owner, {}))["released"] is True
+    assert set(global_account.owned) == {spare["sid"], theirs["sid"]}
 
     # Assign the spare number (by its SID): its webhooks now point at Hotline.
     assigned = await api.post(f"{base(pid)}/assign", tenant.owner, {"phoneNumberId": spare["sid"]})
