@@ -11,6 +11,8 @@ are both built from (like ``api.registry.RESOURCES``).
   notification call ("press 1 to acknowledge", ivr/shells/notify.py); answers with the Call Log row at once.
 - ``GET /api/incoming-call-log/:id/voicemail``: the voicemail a caller left after no one answered
   (audio/wav), from the recordings directory only.
+- ``/api/incoming-call-policy/:id/phone-number/{search,purchase,owned,assign,release}``: the policy's
+  phone number at Twilio (api/phone_numbers.py).
 
 An action names its resource (the tag and permission noun) and the verb it needs; its ``run`` is
 synchronous peewee code run through the database bridge (``writes``: the asyncio database, else the
@@ -28,6 +30,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from api import phone_numbers
 from api.domain import too_many_codes
 from api.errors import ApiError, BadRequest, Forbidden, NotFound, TooManyRequests
 from api.registry import BY_PATH
@@ -375,4 +378,40 @@ ACTIONS: list[Action] = [
         response={"type": "string", "format": "binary"}, codes=("401", "403", "404", "429"),
         handler=voicemail, media_type="audio/wav",
     ),
+    *[Action(
+        BY_PATH["incoming-call-policy"], verb, method, f"/{{id}}/phone-number/{name}", operation_id, summary,
+        description, None, parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+                                        "description": "ID of the Incoming Call Policy"}],
+        body=body, response=response, codes=codes, handler=handler)
+      for verb, method, name, operation_id, summary, description, body, response, codes, handler in (
+        ("read", "POST", "search", "searchIncomingCallPolicyPhoneNumbers", "Search numbers to buy",
+         "Local numbers Twilio offers to buy in a country (optionally in an area code, or containing a pattern), "
+         "on the policy's Twilio account: its Project Call SMS Config, else the global account. 400 when there "
+         "is no account; 502 with Twilio's message when Twilio refuses, 504 when it does not answer.",
+         phone_numbers.SEARCH_BODY, phone_numbers.SEARCH_RESPONSE, ("400", "401", "403", "404", "429", "502", "504"),
+         phone_numbers.search),
+        ("update", "POST", "purchase", "purchaseIncomingCallPolicyPhoneNumber", "Buy the policy's number",
+         "Buys the number at Twilio, its calls sent to {twilio.public_url}/twilio/voice (POST) and its status "
+         "callbacks to {twilio.public_url}/twilio/status, and makes it the policy's routingPhoneNumber (with "
+         "callProviderPhoneNumberId, phoneNumberCountryCode, phoneNumberAreaCode, phoneNumberPurchasedAt). 409 "
+         "when the policy already has a number or another policy or menu routes this one; 400 without a Twilio "
+         "account or twilio.public_url; 502 with Twilio's message when Twilio refuses (e.g. the number is no "
+         "longer available).",
+         phone_numbers.PURCHASE_BODY, phone_numbers.POLICY_NUMBER,
+         ("400", "401", "403", "404", "409", "429", "502", "504"), phone_numbers.purchase),
+        ("read", "GET", "owned", "listIncomingCallPolicyOwnedPhoneNumbers", "The account's numbers",
+         "The numbers the policy's Twilio account owns (numbers routing to another project are left out of a "
+         "shared account's list), each with the policy of your project it routes to, if any.",
+         None, phone_numbers.OWNED_RESPONSE, ("400", "401", "403", "404", "429", "502", "504"), phone_numbers.owned),
+        ("update", "POST", "assign", "assignIncomingCallPolicyPhoneNumber", "Give the policy an owned number",
+         "Makes a number the account already owns (by phoneNumberId, its PN... SID, or phoneNumber) the policy's "
+         "routingPhoneNumber, and points its voice webhook and status callback at Hotline.",
+         phone_numbers.ASSIGN_BODY, phone_numbers.POLICY_NUMBER,
+         ("400", "401", "403", "404", "409", "429", "502", "504"), phone_numbers.assign),
+        ("update", "POST", "release", "releaseIncomingCallPolicyPhoneNumber", "Release the policy's number",
+         "Releases the policy's number at Twilio and clears its phone number fields. Idempotent: a policy "
+         "without a number, or a number Twilio no longer has, answers 200 (released: false).",
+         phone_numbers.EMPTY_BODY, phone_numbers.POLICY_NUMBER, ("400", "401", "403", "404", "429", "502", "504"),
+         phone_numbers.release),
+      )],
 ]

@@ -101,7 +101,7 @@ async def principal_for_key(request: web.Request, key: str, project_id=None) -> 
 def context_of(app: web.Application, principal: auth.Principal) -> Context:
     config = app[CONFIG]
     return Context(principal, config.sip.default_region, tuple(config.sip.allowed_hosts),
-                   config.notify.verification_codes_per_day)
+                   config.notify.verification_codes_per_day, config.twilio.encryption_key)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -32,7 +32,9 @@ ERRORS = {
     "409": "A value that must be unique is already used",
     "423": "The number is locked after too many wrong codes; a Project Owner or Admin re-sending a code unlocks it",
     "429": "Rate limit of the API key exceeded",
+    "502": "Twilio refused the request: the message is Twilio's",
     "503": "The database is busy with other writes (SQLite's write lock was held past busy_timeout): retry in a moment",
+    "504": "Twilio did not answer in time",
 }
 
 
@@ -75,6 +77,10 @@ def _input_schema(resource, *, creating: bool) -> dict:
             continue
         if name == "projectId" and not creating:
             continue
+        properties[name] = _value_schema(api_field, for_input=True)
+        if creating and api_field.required:
+            required.append(name)
+    for name, api_field in resource.schema.write_only.items():
         properties[name] = _value_schema(api_field, for_input=True)
         if creating and api_field.required:
             required.append(name)

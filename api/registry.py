@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from api.call_sms_config import ProjectCallSMSConfigRules
 from api.contact_center_rules import (
     CallMenuAgentRules,
     CallMenuRules,
@@ -40,8 +41,12 @@ def _policy_schema():
         m.IncomingCallPolicy,
         read_only={"slug"},
         required={"name"},
+        id_relations={"projectCallSMSConfigId": ("projectCallSMSConfig", m.ProjectCallSMSConfig)},
     )
     schema.relations["labels"] = _policy_labels
+    schema.relations["projectCallSMSConfig"].description = (
+        "Optional project-level Twilio configuration. If set, uses this config instead of global config and "
+        "billing does not apply.")
     return register_schema(schema)
 
 
@@ -141,6 +146,16 @@ RESOURCES: list[Resource] = [
         register_schema(build_schema(m.OnCallDutyPolicyScheduleOverride, create_only={"onCallDutyPolicyScheduleId"},
                                      required={"onCallDutyPolicyScheduleId", "userId", "startsAt", "endsAt"})),
         OverrideRules(),
+    ),
+    Resource(
+        "project-call-sms-config", "Project Call SMS Config",
+        "A project's own Twilio account: the Incoming Call Policies that name it (projectCallSMSConfigId) take "
+        "their calls and numbers through it instead of the global account. twilioAuthToken is write-only: "
+        "stored encrypted (twilio.encryption_key), never returned",
+        register_schema(build_schema(
+            m.ProjectCallSMSConfig, write_only={"twilioAuthToken"},
+            required={"name", "twilioAccountSID", "twilioAuthToken", "twilioPrimaryPhoneNumber"})),
+        ProjectCallSMSConfigRules(),
     ),
     # -- the contact center's configuration (the calls API, api/ccai.py, reads it) --------------------
     Resource(

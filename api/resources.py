@@ -35,6 +35,8 @@ class Context:
     #: The hosts a SIP URI may point at (the setting sip.allowed_hosts).
     allowed_sip_hosts: tuple[str, ...] = tuple(setting_default("sip.allowed_hosts"))
     codes_per_day: int = CODES_PER_DAY   # notify.verification_codes_per_day: codes to one destination in 24 h
+    #: twilio.encryption_key: the Fernet key of project-level Twilio auth tokens ("": none configured).
+    twilio_encryption_key: str = ""
 
     @property
     def project_id(self) -> uuid.UUID:
@@ -186,7 +188,7 @@ class Resource:
             if name in self.extra_writable:
                 links[name] = self._coerce_links(name, raw)
                 continue
-            api_field = self.schema.field(name, "data")
+            api_field = self.schema.write_only.get(name) or self.schema.field(name, "data")
             if name == "projectId" and creating:
                 if api_field.coerce(raw, f"data.{name}") is None:  # validated like any ID, then
                     raise BadRequest(f"data.{name}: must not be null")
@@ -216,7 +218,7 @@ class Resource:
 
     def _check_references(self, ctx: Context, values: dict[str, Any]) -> None:
         for name, value in values.items():
-            api_field = self.schema.fields[name]
+            api_field = self.schema.fields.get(name) or self.schema.write_only[name]
             target = api_field.references
             if value is None or target is None or target is m.Project:
                 continue
@@ -243,7 +245,8 @@ class Resource:
                 through.create(**{relation.through_source.name: row.id, relation.through_target.name: target_id})
 
     def _db_kwargs(self, values: dict[str, Any]) -> dict[str, Any]:
-        return {self.schema.fields[name].column.name: value for name, value in values.items()}
+        fields = {**self.schema.fields, **self.schema.write_only}
+        return {fields[name].column.name: value for name, value in values.items()}
 
     def create(self, ctx: Context, data: Any) -> dict:
         self.check_writable("create")
@@ -251,7 +254,7 @@ class Resource:
         db = self.model._meta.database
         with write_transaction():
             self.rules.prepare_create(ctx, values, self)
-            missing = [f.name for f in self.schema.fields.values()
+            missing = [f.name for f in [*self.schema.fields.values(), *self.schema.write_only.values()]
                        if f.required and values.get(f.name) is None]
             if missing:
                 raise BadRequest(f"data: missing required field{'s' if len(missing) > 1 else ''} "

@@ -234,6 +234,9 @@ class ModelSchema:
     model: type[m.BaseModel]
     fields: dict[str, ApiField] = field(default_factory=dict)
     relations: dict[str, Relation] = field(default_factory=dict)
+    #: Fields a client writes and nothing ever reads (a secret: a Twilio auth token). Kept apart from
+    #: ``fields``, which every read, query, sort, select and relation is built from.
+    write_only: dict[str, ApiField] = field(default_factory=dict)
 
     def field(self, name: str, where: str) -> ApiField:
         try:
@@ -253,9 +256,11 @@ def build_schema(
     create_only: set[str] = frozenset(),
     required: set[str] = frozenset(),
     hidden: set[str] = frozenset(),
+    write_only: set[str] = frozenset(),
     id_relations: dict[str, tuple[str, type[m.BaseModel]]] | None = None,
 ) -> ModelSchema:
-    """The API view of ``model``; ``id_relations`` names relations kept as bare ids."""
+    """The API view of ``model``; ``id_relations`` names relations kept as bare ids; ``write_only`` fields
+    are written by clients and never shown (``ModelSchema.write_only``)."""
     schema = ModelSchema(model)
     id_relations = id_relations or {}
     for column in model._meta.sorted_fields:
@@ -297,5 +302,8 @@ def build_schema(
             references=references,
             default=default,
         )
-        schema.fields[name] = api_field
+        if name in write_only:
+            schema.write_only[name] = api_field
+        else:
+            schema.fields[name] = api_field
     return schema

@@ -152,3 +152,12 @@ def test_serve_refuses_to_start_the_fastagi_server_without_its_secret(env):
     peers = hotline({**calls, "HOTLINE_AGI_SECRET": "cli-agi-secret-0123456789",
                      "HOTLINE_AGI_ALLOWED_PEERS": "asterisk"}, "serve", check=False)
     assert peers.returncode == 2 and "agi.allowed_peers: 'asterisk' is not an IP address" in peers.stderr, peers.stderr
+
+
+def test_twilio_key_prints_a_fresh_fernet_key(env):
+    from cryptography.fernet import Fernet
+
+    first, second = (hotline(env, "twilio", "key").stdout.strip() for _ in range(2))
+    assert first != second
+    token = Fernet(first).encrypt(b"auth-token")
+    assert Fernet(first).decrypt(token) == b"auth-token"

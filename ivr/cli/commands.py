@@ -127,6 +127,14 @@ def cmd_config(config: Config, args) -> int:
     return 0
 
 
+def cmd_twilio_key(config: Config, args) -> int:
+    """A fresh Fernet key for twilio.encryption_key (the auth tokens of project-level Twilio configurations)."""
+    from ivr.store.twilio_accounts import new_key
+
+    print(new_key())
+    return 0
+
+
 # -- on-call schedules ------------------------------------------------------------------
 
 
@@ -290,3 +298,9 @@ def add_cli(sub) -> None:
     c.add_argument("--project", help="project id (when the number is in several projects)")
     c.set_defaults(func=cmd_number_code)
 
+    p = sub.add_parser("twilio", help="Twilio, the optional second provider")
+    tsub = p.add_subparsers(dest="twilio_command", metavar="ACTION")
+    tsub.required = True
+    c = tsub.add_parser("key", help="print a new key for twilio.encryption_key (HOTLINE_TWILIO_ENCRYPTION_KEY), "
+                                    "which encrypts the auth tokens of project-level Twilio configurations")
+    c.set_defaults(func=cmd_twilio_key)

@@ -364,6 +364,23 @@ class OnCallDutyPolicyScheduleOverride(ProjectScoped):
 # -- incoming call policies --------------------------------------------------------
 
 
+class ProjectCallSMSConfig(ProjectScoped):
+    """A project's own Twilio account (OneUptime's Project Call & SMS Config): the policies that name it
+    use it instead of the global one (the settings twilio.*). The auth token is kept encrypted (Fernet,
+    under twilio.encryption_key: ivr/store/twilio_accounts.py) and the API never returns it."""
+
+    name = CharField(max_length=100, help_text="Any friendly name of this configuration")
+    description = LongTextField(null=True, help_text="Friendly description that will help you remember")
+    twilioAccountSID = CharField(max_length=64, help_text="The Twilio account SID (AC followed by 32 hex digits)")
+    twilioAuthToken = TextField(help_text="The Twilio auth token. Write-only: stored encrypted, never returned")
+    twilioPrimaryPhoneNumber = PhoneField(help_text="The phone number (E.164, one of the account's) calls are "
+                                                    "made from")
+
+    class Meta:
+        table_name = "project_call_sms_config"
+        indexes = ((("twilioAccountSID",), False),)
+
+
 class IncomingCallPolicy(ProjectScoped):
     name = CharField(max_length=200, help_text="Any friendly name of this policy")
     description = LongTextField(null=True, help_text="Friendly description that will help you remember")
@@ -751,7 +768,7 @@ MODELS = (
     Label, ApiKey,
     OnCallDutyPolicySchedule, OnCallDutyPolicyScheduleLayer, OnCallDutyPolicyScheduleLayerUser,
     OnCallDutyPolicyScheduleOverride,
-    IncomingCallPolicy, IncomingCallPolicyLabel, IncomingCallPolicyEscalationRule,
+    ProjectCallSMSConfig, IncomingCallPolicy, IncomingCallPolicyLabel, IncomingCallPolicyEscalationRule,
     IncomingCallLog, IncomingCallLogItem, CallLog, OutboxMessage, NumberSequence,
     OutboundPhoneNumber, CallMenu, CallMenuAgent, EndUser, CrmTicket, ContactCenterCall, ContactCenterParticipant,
 )

@@ -60,12 +60,21 @@ class ApiClient:
         return await self.post(f"/api/{resource}", key, {"data": data}, expect=expect)
 
 
+#: twilio.encryption_key of the tests' servers (a fixed Fernet key, so a test can decrypt what was stored).
+TWILIO_ENCRYPTION_KEY = "Gk0e8Ng6t1V2xTmXq3Lr8cYb9AzPw5Hs7Jd4Ku6Mn0E="
+
+#: twilio.api_base_url of the tests' servers: nothing listens there (no test reaches the real Twilio; those
+#: that talk to Twilio use the stand-in, tests/twilio/rest_standin.py).
+NO_TWILIO = "http://127.0.0.1:9"
+
 ROLE_BY_NAME = {"owner": Role.OWNER, "admin": Role.ADMIN, "member": Role.MEMBER, "viewer": Role.VIEWER}
 
 
 @pytest.fixture
 def config(tmp_path):
-    return load_config(env={"HOTLINE_GENERAL_DATA_DIR": str(tmp_path), "HOTLINE_API_RATE_LIMIT": "0"})
+    return load_config(env={"HOTLINE_GENERAL_DATA_DIR": str(tmp_path), "HOTLINE_API_RATE_LIMIT": "0",
+                            "HOTLINE_TWILIO_ENCRYPTION_KEY": TWILIO_ENCRYPTION_KEY,
+                            "HOTLINE_TWILIO_API_BASE_URL": NO_TWILIO})
 
 
 @pytest.fixture

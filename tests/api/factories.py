@@ -24,6 +24,11 @@ def unique_phone() -> str:
     return f"+1415{2000000 + secrets.randbelow(8000000)}"
 
 
+def account_sid() -> str:
+    """A random Twilio account SID (AC and 32 hex digits)."""
+    return "AC" + secrets.token_hex(16)
+
+
 def token() -> str:
     return secrets.token_hex(4)
 
@@ -46,11 +51,13 @@ class Graph:
         return {i for ids in self.ids.values() for i in ids} | {self.project_id}
 
 
-async def build_graph(api, name: str = "Graph", project_id: str | None = None, key: str | None = None) -> Graph:
+async def build_graph(api, name: str = "Graph", project_id: str | None = None, key: str | None = None,
+                      policy_uses_sms_config: bool = True) -> Graph:
     """A project (new unless given) with labels, users (one an agent), numbers, a team and member, an
     on-call schedule (two layers, their users, an override), a policy with three escalation rules (a
     user, the team, the schedule), the contact center's configuration (outbound numbers, a menu tree
-    with a queue agent, end users, a ticket), and one row of each log."""
+    with a queue agent, end users, a ticket), a Project Call SMS Config (which the policy uses, unless
+    ``policy_uses_sms_config`` is false), and one row of each log."""
     if project_id is None:
         tenant = await api.tenant(name, roles=("owner",))
         project_id, key = tenant.project_id, tenant.owner
@@ -77,11 +84,15 @@ async def build_graph(api, name: str = "Graph", project_id: str | None = None, k
     team = await make("team", "team", {"name": f"Ops {tok}", "description": "The on-call team"})
     await make("team-member", "member", {"teamId": team, "userId": user})
     await make("team-member", "member2", {"teamId": team, "userId": user2})
+    sms_config = await make("project-call-sms-config", "sms_config", {
+        "name": f"Own Twilio {tok}", "description": "The project's own account", "twilioAccountSID": account_sid(),
+        "twilioAuthToken": secrets.token_hex(16), "twilioPrimaryPhoneNumber": unique_phone()})
     routing = unique_phone()
     policy = await make("incoming-call-policy", "policy", {
         "name": f"Primary {tok}", "description": "Main line", "routingPhoneNumber": routing,
         "labels": [label, label2], "createdByUserId": user, "repeatPolicyIfNoOneAnswers": True,
-        "repeatPolicyIfNoOneAnswersTimes": 2})
+        "repeatPolicyIfNoOneAnswersTimes": 2,
+        "projectCallSMSConfigId": sms_config if policy_uses_sms_config else None})
     rule = await make("incoming-call-policy-escalation-rule", "rule",
                       {"incomingCallPolicyId": policy, "name": "First", "userId": user, "escalateAfterSeconds": 20})
     await make("incoming-call-policy-escalation-rule", "rule2",

@@ -23,7 +23,7 @@ from ivr.store.models import (
     IncomingCallPolicyLabel,
 )
 from tests.api.conftest import new_id
-from tests.api.factories import LOGS, Graph, build_graph, snapshot, token, unique_phone
+from tests.api.factories import LOGS, Graph, account_sid, build_graph, snapshot, token, unique_phone
 
 PATHS = [r.path for r in RESOURCES]
 VERBS = ("get-item", "update", "delete", "get-list", "count", "create", "relation-select")
@@ -106,6 +106,7 @@ def update_data(path: str) -> dict:
         "call-menu-agent": {"groupNumber": 2},
         "end-user": {"name": "Mallory", "phoneNumber": unique_phone()},
         "crm-ticket": {"url": "https://evil.example.com/"},
+        "project-call-sms-config": {"name": "Hijacked", "twilioAuthToken": "hijacked0token"},
     }[path]
 
 
@@ -146,6 +147,9 @@ async def create_data(api, a: Graph, path: str) -> dict:
         return {"name": "Carol", "phoneNumber": unique_phone()}
     if path == "crm-ticket":
         return {"ticketId": f"T-{token()}", "endUserId": a["end_user"]}
+    if path == "project-call-sms-config":
+        return {"name": "Mine", "twilioAccountSID": account_sid(), "twilioAuthToken": token(),
+                "twilioPrimaryPhoneNumber": unique_phone()}
     return {"status": "Completed"}  # logs: refused before the data is looked at
 
 

@@ -20,7 +20,7 @@ from ivr.config import load_config
 from ivr.store.db import open_database
 from ivr.store.models import Role
 from tests.api.conftest import ApiClient
-from tests.api.factories import LOGS, Graph, build_graph, token, unique_phone
+from tests.api.factories import LOGS, Graph, account_sid, build_graph, token, unique_phone
 
 READ_ALL = "Read All Project Resources"
 WORDS = {"read": "Read", "create": "Create", "update": "Edit", "delete": "Delete"}
@@ -103,6 +103,8 @@ async def disposable(api, graph: Graph, path: str) -> str:
         data = {"ticketId": f"T-{token()}", "endUserId": graph["end_user2"]}
     elif path == "outbound-phone-number":
         data = {"phoneNumber": unique_phone()}
+    elif path == "project-call-sms-config":
+        data = await create_data(api, graph, path)
     elif path in SCHEDULE_PARTS:
         data = await create_data(api, graph, path)
     else:
@@ -119,6 +121,8 @@ async def create_data(api, graph: Graph, path: str) -> dict:
         return {"callMenuId": graph["menu_queue"], "userId": user["_id"], "groupNumber": 2}
     return {
         "outbound-phone-number": {"phoneNumber": unique_phone(), "name": "Created"},
+        "project-call-sms-config": {"name": "Created", "twilioAccountSID": account_sid(), "twilioAuthToken": token(),
+                                    "twilioPrimaryPhoneNumber": unique_phone()},
         "call-menu": {"name": f"Created {token()}", "parentId": graph["menu"], "languages": ["de"]},
         "end-user": {"name": "Created", "phoneNumber": unique_phone()},
         "crm-ticket": {"ticketId": f"T-{token()}", "endUserId": graph["end_user"]},
@@ -163,6 +167,7 @@ UPDATES = {
     "call-menu-agent": ("menu_agent", {"groupNumber": 1}),
     "end-user": ("end_user2", {"outContactId": "edited"}),
     "crm-ticket": ("ticket", {"url": "https://crm.example.com/edited"}),
+    "project-call-sms-config": ("sms_config", {"description": "Edited"}),
 }
 
 
@@ -409,6 +414,6 @@ async def test_rate_limit_is_per_key(database_url, tmp_path, aiohttp_client):
 
 
 def test_matrix_covers_every_resource():
-    assert {r.path for r in RESOURCES} == set(BY_PATH) and len(RESOURCES) == 19
+    assert {r.path for r in RESOURCES} == set(BY_PATH) and len(RESOURCES) == 20
     assert set(LOGS) == {r.path for r in RESOURCES if not r.writable}
     assert set(UPDATES) == set(BY_PATH)
