@@ -41,6 +41,8 @@ from ivr.shells.fastagi import AgiCalls
 from ivr.shells.notify import ROUTE as NOTIFY_ROUTE
 from ivr.shells.notify import NotificationService
 from ivr.shells.scheduler import ScheduledCallsService
+from ivr.shells.twilio.clients import TwilioClients
+from ivr.shells.twilio.notify import TwilioNotifier
 from ivr.shells.twilio.voice import TwilioCalls
 from ivr.tts import TTSError
 
@@ -175,23 +177,23 @@ def scheduler_context(config: Config):
     return ctx
 
 
-def twilio_context(config: Config, calls: TwilioCalls):
-    """Twilio's voice webhooks (their routes are mounted by build_app: a started app's are frozen)."""
+def twilio_context(calls: TwilioCalls, notifier: TwilioNotifier, clients: TwilioClients):
+    """Twilio's webhooks (their routes are mounted by build_app: a started app's are frozen): the
+    policies' calls, and the notification calls of the projects that use Twilio."""
 
     async def ctx(app: web.Application):
+        clients.bind(app[DB])
         calls.bind(app[DB], app[READ], app[METRICS])
+        notifier.bind(app[DB])
+        app[NOTIFIER].through_twilio = notifier.place_if_twilio
         try:
             yield
         finally:
+            app[NOTIFIER].through_twilio = None
             await calls.close()
+            await clients.close()
 
     return ctx
-
-
-async def _global_twilio_token(config: Config, account_sid: str) -> str | None:
-    twilio = config.twilio
-    return twilio.auth_token if twilio.account_sid and account_sid == twilio.account_sid and twilio.auth_token \
-        else None
 
 
 def build_app(config: Config, db=None, *, api: bool = True, calls: bool = True) -> web.Application:
@@ -210,10 +212,12 @@ def build_app(config: Config, db=None, *, api: bool = True, calls: bool = True) 
         app.cleanup_ctx.append(agi_context(config))
         app.cleanup_ctx.append(notify_context(config))
         app.cleanup_ctx.append(scheduler_context(config))
-        twilio = TwilioCalls(config, token_for=lambda account: _global_twilio_token(config, account))
+        clients = TwilioClients(config)
+        twilio = TwilioCalls(config, tokens_for=clients.tokens_for, rest_for=clients.for_account)
+        notifier = TwilioNotifier(config, twilio.auth, clients)
         app[TWILIO_CALLS] = twilio
-        app.router.add_routes(twilio.routes())
-        app.cleanup_ctx.append(twilio_context(config, twilio))
+        app.router.add_routes(twilio.routes() + notifier.routes())
+        app.cleanup_ctx.append(twilio_context(twilio, notifier, clients))
         add_metrics_routes(app)
     return app
 

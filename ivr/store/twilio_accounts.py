@@ -132,3 +132,14 @@ def auth_token_for_account(account_sid: str, config: Config) -> str | None:
     (needed to check the signature of a webhook, which names its AccountSid)."""
     tokens = auth_tokens_for_account(account_sid, config)
     return tokens[0] if tokens else None
+
+
+def notify_account_for(project_id, config: Config) -> TwilioAccount | None:
+    """The account a project's notification calls go through: its project-level configuration (the
+    oldest, if it keeps several), else the global account when ``notify.provider`` is twilio, else None
+    (the local Asterisk places them). Raises ``TokenKeyError`` like :func:`twilio_account_for`."""
+    Cfg = m.ProjectCallSMSConfig
+    row = Cfg.select().where(Cfg.project == project_id).order_by(Cfg.createdAt, Cfg.id).first()
+    if row is not None:
+        return config_account(row, config)
+    return global_account(config) if config.notify.provider == "twilio" else None

@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Awaitable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -120,8 +121,7 @@ def _error_of(exc: BaseException) -> TwilioError:
         # The SDK prefixes Twilio's message ("Unable to fetch record: <Twilio's message>").
         for prefix in ("Unable to fetch record: ", "Unable to update record: ", "Unable to delete record: ",
                        "Unable to create record: ", "Unable to fetch page: "):
-            if message.startswith(prefix):
-                message = message[len(prefix):]
+            message = message.removeprefix(prefix)
         code = exc.code if isinstance(exc.code, int) else None
         more_info = f"https://www.twilio.com/docs/errors/{code}" if code and code != exc.status else None
         return TwilioError(message or "error", exc.status, code, more_info)
@@ -174,7 +174,7 @@ class TwilioRest:
     async def close(self) -> None:
         await self._http.close()
 
-    async def __aenter__(self) -> "TwilioRest":
+    async def __aenter__(self) -> TwilioRest:
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -188,7 +188,7 @@ class TwilioRest:
                 return await operation
         except TwilioError:
             raise
-        except (TwilioException, aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ValueError) as exc:
+        except (TwilioException, aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise _error_of(exc) from None
 
     # -- calls -----------------------------------------------------------------------------------------

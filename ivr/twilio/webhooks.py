@@ -10,7 +10,8 @@ twilio SDK's :class:`RequestValidator` computes it; this module only decides *wh
   read only with ``twilio.trust_forwarded_headers`` (a proxy that sets them); otherwise a
   neighbour could choose the URL a signature is checked against;
 * the token is that of the account the request names (``AccountSid``): the global account or a
-  project's stored configuration. An account Hotline does not know is refused like a bad signature.
+  project's stored configuration (several configurations may hold the same account: any of their
+  tokens will do). An account Hotline does not know is refused like a bad signature.
 
 A request that fails the check is answered 403 and changes nothing.
 """
@@ -18,6 +19,7 @@ A request that fails the check is answered 403 and changes nothing.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -27,15 +29,16 @@ from twilio.twiml.voice_response import VoiceResponse
 log = logging.getLogger(__name__)
 
 TWIML = "application/xml"
+ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
 
 
 class WebhookAuth:
-    """Checks the signature of Twilio's webhooks; ``token_for`` gives an account's auth token (None: unknown)."""
+    """Checks the signature of Twilio's webhooks; ``tokens_for`` gives an account's auth tokens (none: unknown)."""
 
-    def __init__(self, public_url: str, token_for: Callable[[str], Awaitable[str | None]],
+    def __init__(self, public_url: str, tokens_for: Callable[[str], Awaitable[list[str]]],
                  trust_forwarded_headers: bool = False):
         self.public_url = public_url.rstrip("/")
-        self.token_for = token_for
+        self.tokens_for = tokens_for
         self.trust_forwarded_headers = trust_forwarded_headers
 
     def url_of(self, request: web.Request) -> str:
@@ -57,11 +60,11 @@ class WebhookAuth:
         params = {key: str(value) for key, value in form.items()}
         signature = request.headers.get("X-Twilio-Signature", "")
         account = params.get("AccountSid", "")
-        token = await self.token_for(account) if account else None
+        tokens = await self.tokens_for(account) if signature and ACCOUNT_SID.fullmatch(account) else []
         url = self.url_of(request)
-        if not signature or token is None or not RequestValidator(token).validate(url, params, signature):
+        if not any(RequestValidator(token).validate(url, params, signature) for token in tokens):
             why = ("no X-Twilio-Signature" if not signature else
-                   f"unknown account {account!r}" if token is None else "a signature that does not match")
+                   f"unknown account {account!r}" if not tokens else "a signature that does not match")
             log.warning("refused a Twilio webhook to %s from %s: %s (checked against %s)", request.path,
                         request.remote, why, url)
             raise web.HTTPForbidden(text="invalid Twilio signature\n")

@@ -25,9 +25,10 @@ import base64
 import datetime as dt
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import format_datetime
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -37,7 +38,7 @@ Hook = Callable[[dict[str, Any], str], Awaitable[Any]]
 
 
 def _now() -> str:
-    return format_datetime(dt.datetime.now(dt.timezone.utc), usegmt=False)
+    return format_datetime(dt.datetime.now(dt.UTC), usegmt=False)
 
 
 def _sid(prefix: str) -> str:
@@ -139,6 +140,9 @@ class TwilioStandIn:
         self.requests: list[Recorded] = []
         self.on_call_created: Hook | None = None
         self.on_call_updated: Hook | None = None
+        #: Calls the stand-in did not create (a call simulator's): ``calls_elsewhere(sid)`` gives their
+        #: fields as Twilio names them (status, duration, price, parent_call_sid...), or None.
+        self.calls_elsewhere: Callable[[str], dict | None] | None = None
         self.stall: float = 0.0
         self._tasks: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()
@@ -170,7 +174,7 @@ class TwilioStandIn:
         app.router.add_delete(base + "/IncomingPhoneNumbers/{number}.json", self.release_number)
         return app
 
-    async def start(self) -> "TwilioStandIn":
+    async def start(self) -> TwilioStandIn:
         self._runner = web.AppRunner(self.app())
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -213,7 +217,7 @@ class TwilioStandIn:
         if self.stall:
             try:  # cut short when the stand-in stops
                 await asyncio.wait_for(self._stopping.wait(), self.stall)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         account = self.accounts.get(request.match_info.get("account", ""))
         if account is None or user != account.sid or self._basic_password(request) != account.token:
@@ -249,8 +253,14 @@ class TwilioStandIn:
 
     # -- calls ----------------------------------------------------------------------------------------
 
+    def _call_of(self, account: Account, sid: str) -> dict | None:
+        fields = self.calls_elsewhere(sid) if self.calls_elsewhere is not None else None
+        if fields is not None:  # always current: the simulator's call moves on
+            account.calls[sid] = _call_record(account.sid, sid, {**account.calls.get(sid, {}), **fields})
+        return account.calls.get(sid)
+
     async def fetch_call(self, request: web.Request) -> web.Response:
-        record = request["account"].calls.get(request.match_info["call"])
+        record = self._call_of(request["account"], request.match_info["call"])
         if record is None:
             raise web.HTTPNotFound()
         return web.json_response(record)
@@ -268,7 +278,7 @@ class TwilioStandIn:
 
     async def update_call(self, request: web.Request) -> web.Response:
         account, form = request["account"], request["form"]
-        record = account.calls.get(request.match_info["call"])
+        record = self._call_of(account, request.match_info["call"])
         if record is None:
             raise web.HTTPNotFound()
         if record["status"] in TERMINAL:

@@ -123,9 +123,8 @@ async def test_numbers_search_buy_list_update_release(twilio_standin, account, r
 
 async def test_wrong_token_is_a_401_error_without_the_token(twilio_standin, account, caplog):
     async with TwilioRest(account.sid, "wrong-token-value", base_url=twilio_standin.base_url) as rest:
-        with caplog.at_level(logging.DEBUG):
-            with pytest.raises(TwilioError) as caught:
-                await rest.list_numbers()
+        with caplog.at_level(logging.DEBUG), pytest.raises(TwilioError) as caught:
+            await rest.list_numbers()
     assert (caught.value.status, caught.value.code, caught.value.message) == (401, 20003, "Authenticate")
     assert "wrong-token-value" not in str(caught.value) and "wrong-token-value" not in caplog.text
     assert "wrong-token-value" not in repr(rest)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -19,14 +20,20 @@ from aiohttp import web
 
 from ivr.config import load_config
 from ivr.shells.base import NOT_IN_SERVICE
+from ivr.shells.twilio.clients import TwilioClients
 from ivr.shells.twilio.voice import TwilioCalls
 from ivr.store import models as m
 from ivr.store.db import open_database, run_and_release
+from ivr.store.twilio_accounts import encrypt_token, new_key
 from tests.twilio.harness import Call, FakeTwilio, Phone
+from tests.twilio.rest_standin import TwilioStandIn
 
 PUBLIC = "https://hotline.example.test"
 ACCOUNT = "AC" + "7" * 32
 TOKEN = "f" * 32
+PROJECT_ACCOUNT = "AC" + "8" * 32   # a project's own account (projectCallSMSConfig)
+PROJECT_TOKEN = "e" * 32
+KEY = new_key()
 CALLER = "+14155550123"
 CONFIRM = 2.0  # seconds an engineer has to press 1
 
@@ -67,6 +74,12 @@ class Scenario:
 def build(routing: str, rules: list[Rule], policy: dict) -> Scenario:
     """A project, a policy on ``routing`` and one user per phone with a verified E.164 number."""
     project = m.Project.create(name="twilio")
+    policy = dict(policy)
+    if policy.pop("project_account", False):
+        own = m.ProjectCallSMSConfig.create(project=project, name="Ours", twilioAccountSID=PROJECT_ACCOUNT,
+                                            twilioAuthToken=encrypt_token(PROJECT_TOKEN, KEY),
+                                            twilioPrimaryPhoneNumber="+16465550199")
+        policy["projectCallSMSConfigId"] = own.id
     row = m.IncomingCallPolicy.create(project=project, name="Ops", slug=f"tw-{uuid.uuid4().hex}",
                                       routingPhoneNumber=routing, greetingMessage="Connecting you to Ops.",
                                       noAnswerMessage="Nobody answered.", **policy)
@@ -94,19 +107,28 @@ def build(routing: str, rules: list[Rule], policy: dict) -> Scenario:
 
 
 class Lab:
-    """Hotline's Twilio routes on a loopback port, its database, and FakeTwilio in front."""
+    """Hotline's Twilio routes on a loopback port with its database; FakeTwilio in front, and the
+    REST stand-in (hang-ups, prices) wired to FakeTwilio's calls."""
 
     def __init__(self, database_url: str):
-        self.config = config_for(database_url)
+        self.database_url = database_url
+        self.standin = TwilioStandIn()
         self.db = open_database(database_url, pool_size=4)
-        self.calls = TwilioCalls(self.config, token_for=self._token)
         self.runner: web.AppRunner | None = None
         self.base_url = ""
-
-    async def _token(self, account: str) -> str | None:
-        return TOKEN if account == ACCOUNT else None
+        self.fakes: list[FakeTwilio] = []
 
     async def start(self) -> None:
+        await self.standin.start()
+        self.standin.account(ACCOUNT, TOKEN)
+        self.standin.account(PROJECT_ACCOUNT, PROJECT_TOKEN)
+        self.standin.calls_elsewhere = self._call_fields
+        self.standin.on_call_updated = self._updated
+        self.config = config_for(self.database_url, api_base_url=self.standin.base_url, encryption_key=KEY)
+        self.clients = TwilioClients(self.config)
+        self.clients.bind(self.db)
+        self.calls = TwilioCalls(self.config, tokens_for=self.clients.tokens_for, rest_for=self.clients.for_account)
+        self.calls.price_delays = (0.2, 1.0)
         self.calls.bind(self.db)
         app = web.Application()
         app.router.add_routes(self.calls.routes())
@@ -114,18 +136,40 @@ class Lab:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
-        port = self.runner.addresses[0][1]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
 
     async def stop(self) -> None:
         await self.calls.close()
+        await self.clients.close()
         if self.runner is not None:
             await self.runner.cleanup()
+        await self.standin.stop()
         await self.db.close_pool()
 
-    def twilio(self, phones, **kwargs) -> FakeTwilio:
-        return FakeTwilio(base_url=self.base_url, public_url=PUBLIC, auth_token=TOKEN, account_sid=ACCOUNT,
+    def twilio(self, phones, account: str = ACCOUNT, token: str = TOKEN, **kwargs) -> FakeTwilio:
+        fake = FakeTwilio(base_url=self.base_url, public_url=PUBLIC, auth_token=token, account_sid=account,
                           phones=phones, **kwargs)
+        self.fakes.append(fake)
+        return fake
+
+    def _call_fields(self, sid: str) -> dict | None:
+        """A FakeTwilio call as Twilio's Call resource shows it, priced like Twilio once it ended:
+        0.85 cents a started minute for the caller's call, 1.4 for a dialed one that answered."""
+        call = next((fake.calls[sid] for fake in self.fakes if sid in fake.calls), None)
+        if call is None:
+            return None
+        price = None
+        if call.ended:
+            rate = 0.0085 if call.direction == "inbound" else 0.014
+            price = f"{-rate * math.ceil(call.duration / 60):.4f}" if call.answered_at is not None else "0.0000"
+        return {"status": call.status, "duration": str(call.duration), "price": price, "price_unit": "USD",
+                "parent_call_sid": call.parent.sid if call.parent else None, "direction": call.direction}
+
+    async def _updated(self, params: dict, sid: str) -> None:
+        if params.get("Status") in ("completed", "canceled"):
+            for fake in self.fakes:
+                if sid in fake.calls:
+                    fake.hangup(sid)
 
     async def place(self, twilio: FakeTwilio, scenario: Scenario, **kwargs) -> Scenario:
         scenario.call = await twilio.incoming_call(to=scenario.routing, from_=kwargs.pop("from_", CALLER),
@@ -154,6 +198,12 @@ class Lab:
                 return (logs[0] if logs else None), []
             await asyncio.sleep(0.1)
 
+    async def settled(self, timeout: float = 10.0) -> None:
+        """Every call's price read (the shell's background tasks are done)."""
+        deadline = time.monotonic() + timeout
+        while len(self.calls.tasks) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
 
 def closed_now(zone: str) -> list[dict]:
     """A daily window of ``zone`` that opens in 2 hours."""
@@ -173,6 +223,7 @@ def scenarios() -> dict[str, tuple]:
     wrong, right = Phone.answering(number("202"), presses=["2"], talk=1), \
         Phone.answering(number("202"), presses=["1"], talk=1)
     nobody = Phone.no_answer(number("202"))
+    own = Phone.answering(number("202"), presses=["1"], talk=1)
     ring_a, ring_b = Phone.no_answer(number("202")), Phone.no_answer(number("202"))
     unreachable = Phone.failing(number("202"))
     return {
@@ -187,6 +238,7 @@ def scenarios() -> dict[str, tuple]:
         "caller_hangs_up_while_ringing": ([ring_a, ring_b], [Rule([ring_a, ring_b], team=True, escalate_after=10)],
                                           {}, {"hangup_after": 2.0}),
         "unreachable_number_fails_then_no_answer": ([unreachable], [Rule([unreachable])], {}, {}),
+        "project_account": ([own], [Rule([own])], {"project_account": True}, {}),
         "after_hours": ([], [], {"businessHours": closed_now("Pacific/Kiritimati"),
                                  "businessHoursTimeZone": "Pacific/Kiritimati"}, {}),
     }
@@ -203,8 +255,14 @@ async def placed(database_url):
         built = {}
         for name, (_, rules, policy, _) in table.items():
             built[name] = await run_and_release(lab.db, build, number("646"), rules, policy)
-        async with lab.twilio(phones) as twilio:
-            await asyncio.gather(*(lab.place(twilio, built[name], **table[name][3]) for name in table))
+        own = table.pop("project_account")
+        async with lab.twilio(phones) as twilio, \
+                lab.twilio(own[0], account=PROJECT_ACCOUNT, token=PROJECT_TOKEN) as projects_twilio:
+            await asyncio.gather(lab.place(projects_twilio, built["project_account"]),
+                                 *(lab.place(twilio, built[name], **table[name][3]) for name in table))
+            await lab.settled()
+            for scenario in built.values():  # again, with their costs
+                scenario.log, scenario.items = await lab.final_log(scenario)
             # Unknown numbers, bad signatures: no policy, nothing logged.
             unknown = await twilio.incoming_call(to="+16465550000", from_=CALLER, voice_url=PUBLIC + "/twilio/voice")
             twilio.signature = "invalid"
@@ -333,3 +391,31 @@ def test_forged_or_unsigned_webhooks_are_refused_and_change_nothing(placed):
 def test_the_calls_left_nothing_running(placed):
     lab = placed["lab"]
     assert not lab.calls.by_call and not lab.calls.by_sid
+
+
+def test_costs_come_from_twilios_prices_of_the_call_and_its_legs(placed):
+    s = placed["first_rule_accepts"]
+    # 1 started minute of the caller's call (0.85 cents) and of the engineer's leg (1.4 cents).
+    assert (s.log.incomingCallCostInUSDCents, s.log.outgoingCallCostInUSDCents, s.log.callCostInUSDCents) == (1, 1, 2)
+    assert [i.callCostInUSDCents for i in s.items] == [1]
+    unanswered = placed["second_rule_accepts"]
+    assert [i.callCostInUSDCents for i in unanswered.items] == [0, 1]
+    fetched = {r.path.rsplit("/", 1)[-1] for r in placed["lab"].standin.requests if r.method == "GET"}
+    assert s.call.sid + ".json" in fetched and s.call.children[0].sid + ".json" in fetched
+
+
+def test_a_policy_with_its_own_account_is_served_with_that_account(placed):
+    s = placed["project_account"]
+    assert s.log.status == "Completed", s.log.statusMessage
+    assert s.call.all_requests[0].params["AccountSid"] == PROJECT_ACCOUNT
+    # Its prices were read with the project's credentials, from the project's account.
+    lab = placed["lab"]
+    assert any(r.account_sid == PROJECT_ACCOUNT and s.call.sid in r.path for r in lab.standin.requests)
+    assert s.log.callCostInUSDCents == 2
+
+
+def test_a_voicemail_is_hung_up_through_the_rest_api_when_its_window_closes(placed):
+    s = placed["voicemail_is_not_an_answer"]
+    box = s.call.child(s.items[0].numberDialed)
+    hangups = [r for r in placed["lab"].standin.requests if r.method == "POST" and r.path.endswith(box.sid + ".json")]
+    assert [r.form.get("Status") for r in hangups] == ["completed"]

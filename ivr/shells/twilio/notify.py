@@ -46,7 +46,10 @@ from ivr.core.vocabulary import (
     SayDigits,
     TimerFired,
 )
+from ivr.shells.twilio.clients import TwilioClients
 from ivr.store import models as m
+from ivr.store import twilio_accounts
+from ivr.store.db import run_and_release
 from ivr.twilio.webhooks import WebhookAuth, twiml
 
 log = logging.getLogger(__name__)
@@ -70,11 +73,29 @@ class _NotifyCall:
 class TwilioNotifier:
     """The routes ``/twilio/notify/...`` and the notification calls placed through Twilio."""
 
-    def __init__(self, config, auth: WebhookAuth):
+    def __init__(self, config, auth: WebhookAuth, clients: TwilioClients):
         self.config = config
         self.auth = auth
+        self.clients = clients
+        self.db = None
         self.public_url = config.twilio.public_url.rstrip("/")
         self.calls: dict[str, _NotifyCall] = {}
+
+    def bind(self, db) -> None:
+        self.db = db
+
+    async def place_if_twilio(self, note: Notification) -> tuple[str, str, dict, float | None] | None:
+        """The outcome of ``note`` placed through Twilio if its project uses Twilio, else None (the
+        NotificationService places it on Asterisk)."""
+        try:
+            account = await run_and_release(self.db, twilio_accounts.notify_account_for, note.project_id,
+                                            self.config)
+        except twilio_accounts.TokenKeyError as exc:
+            return ERROR, f"The project's Twilio account cannot be used: {exc}", {}, None
+        if account is None:
+            return None
+        client = self.clients.client(account.account_sid, account.auth_token)
+        return await self.call(note, client, account.account_sid, account.from_number)
 
     def routes(self) -> list[web.RouteDef]:
         return [

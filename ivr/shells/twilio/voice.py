@@ -52,6 +52,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from ivr.core.engine import (
     CALLER,
+    DTMF_DIGITS,
     Answer,
     Bridge,
     CallerHungUp,
@@ -454,15 +455,15 @@ def _e164(address: str) -> str | None:
 class TwilioCalls:
     """The routes of Twilio's voice webhooks (``/twilio/...``) and the calls they run."""
 
-    def __init__(self, config, *, token_for: Callable[[str], Awaitable[str | None]],
-                 rest_for: Callable[[str], Any] | None = None):
+    def __init__(self, config, *, tokens_for: Callable[[str], Awaitable[list[str]]],
+                 rest_for: Callable[[str], Awaitable[Any]] | None = None):
         self.config = config
         self.db = None
         self.reads = None
         self.metrics = Metrics()
         self.tts = None
         self.public_url = config.twilio.public_url.rstrip("/")
-        self.auth = WebhookAuth(self.public_url, token_for, config.twilio.trust_forwarded_headers)
+        self.auth = WebhookAuth(self.public_url, tokens_for, config.twilio.trust_forwarded_headers)
         self.rest_for = rest_for
         self.by_sid: dict[str, TwilioCallActor] = {}
         self.by_call: dict[str, TwilioCallActor] = {}
@@ -552,23 +553,23 @@ class TwilioCalls:
 
     async def answered(self, request: web.Request) -> web.Response:
         params = await self.auth.check(request)
-        actor, leg_id = self._leg_actor(request)
+        actor, leg_id = self._leg_actor(request, params)
         if actor is None:
             return _hang_up()
         return await self._answer(actor, actor.ask(actor.leg_answered(leg_id, params), leg_id))
 
     async def key(self, request: web.Request) -> web.Response:
         params = await self.auth.check(request)
-        actor, leg_id = self._leg_actor(request)
+        actor, leg_id = self._leg_actor(request, params)
         if actor is None:
             return _hang_up()
         digit = params.get("Digits", "")[:1]
-        event = DigitPressed(leg_id, digit) if digit and leg_id in actor.legs else None
+        event = DigitPressed(leg_id, digit) if digit in DTMF_DIGITS else None
         return await self._answer(actor, actor.ask(event, leg_id))
 
     async def leg_status(self, request: web.Request) -> web.Response:
         params = await self.auth.check(request)
-        actor, leg_id = self._leg_actor(request)
+        actor, leg_id = self._leg_actor(request, params)
         if actor is not None:
             events = actor.leg_status(leg_id, params)
             for event in events:
@@ -601,10 +602,11 @@ class TwilioCalls:
             return None
         return actor
 
-    def _leg_actor(self, request: web.Request) -> tuple[TwilioCallActor | None, str]:
+    def _leg_actor(self, request: web.Request, params: dict[str, str]) -> tuple[TwilioCallActor | None, str]:
+        """The call a leg's webhook is about: the leg must be the call's, and Twilio's parent call the caller's."""
         call, leg_id = request.match_info["call"], request.match_info["leg"]
         actor = self.by_call.get(call)
-        if actor is None or leg_id not in actor.legs:
+        if actor is None or leg_id not in actor.legs or params.get("ParentCallSid") != actor.call_sid:
             return None, leg_id
         return actor, leg_id
 
@@ -614,33 +616,33 @@ class TwilioCalls:
                                   callstore.TWILIO_CALL_PREFIX + call_sid, LOST_MESSAGE, time.time())
 
     async def hang_up(self, account_sid: str, call_sid: str, what: str) -> None:
-        client = self.rest_for(account_sid) if self.rest_for else None
-        if client is None:
-            return
         try:
-            await client.hang_up(call_sid)
+            client = await self.rest_for(account_sid) if self.rest_for else None
+            if client is not None:
+                await client.hang_up(call_sid)
         except Exception as exc:  # noqa: BLE001 - the whisper's own timeout ends it anyway
             log.warning("%s: Twilio could not hang up %s: %s", what, call_sid, exc)
 
     async def record_costs(self, actor: TwilioCallActor) -> None:
         """The call's price in USD cents, read from Twilio once it has priced the call and its legs."""
-        client = self.rest_for(actor.account_sid) if self.rest_for else None
-        if client is None:
-            return
         sids = {leg.leg_id: leg.child_sid for leg in actor.legs.values() if leg.child_sid}
         waited = 0.0
         for delay in self.price_delays:
             await asyncio.sleep(max(0.0, delay - waited))
             waited = delay
             try:
-                incoming = await client.call_cost_cents(actor.call_sid)
-                legs = {leg_id: await client.call_cost_cents(sid) for leg_id, sid in sids.items()}
+                client = await self.rest_for(actor.account_sid) if self.rest_for else None
+                if client is None:
+                    return
+                incoming = await client.fetch_call(actor.call_sid)
+                legs = {leg_id: await client.fetch_call(sid) for leg_id, sid in sids.items()}
             except Exception as exc:  # noqa: BLE001 - tried again later; the call is over either way
                 log.warning("call %s: cannot read its price from Twilio: %s", actor.log_id, exc)
                 continue
-            if incoming is None or any(cents is None for cents in legs.values()):
+            if incoming.price is None or any(info.price is None for info in legs.values()):
                 continue  # not priced yet
-            await run_and_release(self.db, callstore.set_costs, actor.log_id, incoming, legs)
+            await run_and_release(self.db, callstore.set_costs, actor.log_id, incoming.cost_cents,
+                                  {leg_id: info.cost_cents for leg_id, info in legs.items()})
             return
         log.warning("call %s: Twilio had not priced it %.0f s after its end; its cost stays 0", actor.log_id, waited)
 
