@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -57,6 +58,9 @@ def alive(pid: int) -> bool:
         return False
 
 
+TWILIO_ACCOUNT, TWILIO_TOKEN, TWILIO_PUBLIC = "AC" + "3" * 32, "t" * 32, "https://hotline.example.test"
+
+
 @pytest.fixture
 def server(tmp_path):
     """`hotline serve` on free ports, stopped by its pid (and its call services with it)."""
@@ -64,7 +68,8 @@ def server(tmp_path):
     env = {**os.environ, "HOTLINE_GENERAL_DATA_DIR": str(tmp_path / "data"), "HOTLINE_API_PORT": str(api),
            "HOTLINE_CONTROLLER_PORT": str(calls), "HOTLINE_AGI_PORT": str(agi), "HOTLINE_ARI_URL": "http://127.0.0.1:9",
            "HOTLINE_AMI_PORT": "9", "HOTLINE_ARI_PASSWORD": "x", "HOTLINE_AMI_SECRET": "y", "HOTLINE_AGI_SECRET": "test-agi-secret-0123456789",
-           "HOTLINE_TTS_CACHE_DIR": str(tmp_path / "sounds")}
+           "HOTLINE_TTS_CACHE_DIR": str(tmp_path / "sounds"), "HOTLINE_TWILIO_ACCOUNT_SID": TWILIO_ACCOUNT,
+           "HOTLINE_TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "HOTLINE_TWILIO_PUBLIC_URL": TWILIO_PUBLIC}
     env.pop("HOTLINE_CONFIG", None)
     env.pop("DATABASE_URL", None)
     subprocess.run([sys.executable, "-m", "ivr.main", "migrate"], env=env, check=True, capture_output=True)
@@ -116,3 +121,27 @@ def test_the_data_directory_and_the_database_are_private(server):
         if path.exists():
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
     assert (data / "hotline.db").exists()
+
+
+def twilio_post(port: int, path: str, params: dict, signed: bool) -> tuple[int, str]:
+    from twilio.request_validator import RequestValidator
+
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if signed:
+        headers["X-Twilio-Signature"] = RequestValidator(TWILIO_TOKEN).compute_signature(TWILIO_PUBLIC + path, params)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=urllib.parse.urlencode(params).encode(),
+                                     headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_twilio_webhooks_on_the_api_port_reach_the_call_services(server):
+    """One public address: the API's process passes /twilio/* to the call services, which check the signature."""
+    _, api, _, _ = server
+    params = {"CallSid": "CA" + "0" * 32, "AccountSid": TWILIO_ACCOUNT, "From": "+14155550123", "To": "+12125550100"}
+    status, body = twilio_post(api, "/twilio/voice", params, signed=True)
+    assert status == 200 and "<Say" in body and "not in service" in body and "<Hangup" in body
+    assert twilio_post(api, "/twilio/voice", params, signed=False)[0] == 403
