@@ -176,7 +176,7 @@ class TwilioCallActor(CallActorBase):
         if self.writer is not None or not self.writes.empty():
             await self._flush_writes()
         self.c.retire(self)
-        if self.log_id is not None:
+        if self.log_id is not None and not self.c.closing:
             self.c.spawn(self.c.record_costs(self))
 
     def _shell_setup(self, setup: CallSetup) -> CallSetup:
@@ -391,7 +391,7 @@ class TwilioCallActor(CallActorBase):
             leg.canceled = True
             return []
         leg.ended = True
-        return [LegEnded(leg_id, _LEG_CAUSES.get(status, "hangup"), _detail(params))]
+        return [LegEnded(leg_id, _LEG_CAUSES.get(status, "hangup"), _detail(status, params))]
 
     def dial_ended(self, n: int, params: dict[str, str]) -> list:
         """The Dial's action: how each of its legs not yet reported ended, and maybe the caller's hang-up."""
@@ -408,7 +408,7 @@ class TwilioCallActor(CallActorBase):
             elif self._sibling_answered(leg):
                 events.append(LegEnded(leg.leg_id, "cut_off", CUT_OFF_MESSAGE))
             else:
-                events.append(LegEnded(leg.leg_id, _LEG_CAUSES.get(status, "failed"), _detail(params)))
+                events.append(LegEnded(leg.leg_id, _LEG_CAUSES.get(status, "failed"), _detail(status, params)))
         return events
 
     def leg_answered(self, leg_id: str, params: dict[str, str]) -> list:
@@ -431,10 +431,9 @@ class TwilioCallActor(CallActorBase):
 _LEG_CAUSES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed", "completed": "hangup"}
 
 
-def _detail(params: dict[str, str]) -> str:
+def _detail(status: str, params: dict[str, str]) -> str:
     code = params.get("SipResponseCode") or params.get("ErrorCode")
-    return f"Twilio reported {params.get('CallStatus') or params.get('DialCallStatus')}" + (
-        f" (code {code})" if code else "")
+    return f"Twilio reported {status or 'no status'}" + (f" (code {code})" if code else "")
 
 
 def _caller_of(raw: str) -> str:
@@ -469,6 +468,7 @@ class TwilioCalls:
         self.by_call: dict[str, TwilioCallActor] = {}
         self.finished: dict[str, TwilioCallActor] = {}
         self.tasks = Tasks("Twilio calls")
+        self.closing = False
         #: Seconds after a call's end when its price is read (Twilio prices a call some time after it).
         self.price_delays: tuple[float, ...] = (5.0, 60.0, 300.0)
 
@@ -493,6 +493,7 @@ class TwilioCalls:
         return self.tasks.spawn(coro)
 
     async def close(self) -> None:
+        self.closing = True  # a call ended by the shutdown starts no price reading
         await self.tasks.close()
 
     def retire(self, actor: TwilioCallActor) -> None:
