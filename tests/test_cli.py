@@ -161,3 +161,37 @@ def test_twilio_key_prints_a_fresh_fernet_key(env):
     assert first != second
     token = Fernet(first).encrypt(b"auth-token")
     assert Fernet(first).decrypt(token) == b"auth-token"
+
+
+def test_asterisk_render_for_an_asterisk_run_elsewhere(env, tmp_path):
+    """`hotline asterisk render`, and the same command alone (`python -m ivr.cli.asterisk`, what the
+    docker-compose Asterisk image runs): secrets from the environment only when required."""
+    out = tmp_path / "etc"
+    missing = hotline(env, "asterisk", "render", str(out), "--require-secrets", check=False)
+    assert missing.returncode == 2
+    assert "HOTLINE_ARI_PASSWORD, HOTLINE_AMI_SECRET, HOTLINE_AGI_SECRET" in missing.stderr
+    assert not out.exists() and not (tmp_path / "data" / "secrets.json").exists()
+
+    package = tmp_path / "package-etc"
+    package.mkdir()
+    (package / "indications.conf").write_text("[general]\ncountry = us\n")
+    env = dict(env, HOTLINE_ARI_PASSWORD="ari-pw-1", HOTLINE_AMI_SECRET="ami-pw-2",
+               HOTLINE_AGI_SECRET="agi-secret-0123456789abcdef", HOTLINE_SIP_BIND="0.0.0.0")
+    result = subprocess.run([sys.executable, "-m", "ivr.cli.asterisk", "render", str(out), "--require-secrets",
+                             "--package-conf", str(package)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (out / "indications.conf").read_text() == "[general]\ncountry = us\n"
+    assert "secret = ami-pw-2" in (out / "manager.conf").read_text()
+    assert "bind = 0.0.0.0:5060" in (out / "pjsip.conf").read_text()
+    assert oct((out / "ari.conf").stat().st_mode & 0o777) == "0o640"
+    assert not (tmp_path / "data" / "secrets.json").exists()
+
+
+def test_asterisk_ping_fails_when_nothing_answers(env):
+    port = free_port()
+    env = dict(env, HOTLINE_ARI_URL=f"http://127.0.0.1:{port}", HOTLINE_AMI_PORT=str(free_port()),
+               HOTLINE_ARI_PASSWORD="x", HOTLINE_AMI_SECRET="y")
+    result = subprocess.run([sys.executable, "-m", "ivr.cli.asterisk", "ping", "--timeout", "0.5"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"ARI  127.0.0.1:{port}  FAILING" in result.stdout and "AMI" in result.stdout

@@ -118,14 +118,29 @@ MAIN_FILES = ("http.conf", "ari.conf", "manager.conf", "pjsip.conf", "extensions
 LAB_FILES = ("pjsip_lab.conf", "extensions_lab.conf")
 
 
+def find_moddir(root: Path = Path("/")) -> str | None:
+    """Where Debian's asterisk package keeps its modules under ``root`` (as Asterisk sees it, from
+    inside ``root``), whatever the architecture; None when Asterisk is not installed there."""
+    found = sorted(root.glob("usr/lib/*/asterisk/modules"))
+    return "/" + str(found[0].relative_to(root)) if found else None
+
+
+def package_default_files(etc_dir: Path) -> dict[str, str]:
+    """The files of :data:`PACKAGE_DEFAULT_FILES` found in ``etc_dir`` (the package's own
+    /etc/asterisk), unchanged."""
+    return {name: (etc_dir / name).read_text() for name in PACKAGE_DEFAULT_FILES if (etc_dir / name).is_file()}
+
+
 def render_config(config: Config, *, test_routes: bool = False, instance_dir: str | None = None,
                   moddir: str = "/usr/lib/x86_64-linux-gnu/asterisk/modules",
-                  systemname: str = "hotline") -> dict[str, str]:
+                  systemname: str = "hotline", asterisk_conf: bool = False) -> dict[str, str]:
     """Asterisk's configuration files for ``config``: {file name: text}.
 
     ``config`` must carry its secrets (``config.with_lab_secrets(create=True)``).
     ``instance_dir`` (the instance directory as Asterisk sees it) adds the lab's
-    asterisk.conf; ``test_routes`` adds the lab's test-only routes.
+    asterisk.conf; ``test_routes`` adds the lab's test-only routes. ``asterisk_conf``
+    (without ``instance_dir``) adds the asterisk.conf of an Asterisk in Debian's standard
+    directories (the docker-compose image), named ``systemname``.
     """
     if not config.ari.password or not config.ami.secret or not config.agi.secret:
         raise ConfigError("ari.password, ami.secret or agi.secret is empty: use config.with_lab_secrets(create=True) "
@@ -207,4 +222,6 @@ def render_config(config: Config, *, test_routes: bool = False, instance_dir: st
             files[name] = _fill(name, _template(f"lab/{name}"), values)
     if instance_dir:
         files["asterisk.conf"] = _fill("asterisk.conf", _template("lab/asterisk.conf"), values)
+    elif asterisk_conf:
+        files["asterisk.conf"] = _fill("asterisk.conf", _template("asterisk.conf"), values)
     return files

@@ -38,7 +38,11 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, extra_commands=()) -> int:
-    parser = build_parser(extra_commands)
+    return run(build_parser(extra_commands), argv)
+
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` with ``parser``, load the configuration and run the chosen command."""
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)

@@ -1,4 +1,10 @@
-"""``hotline asterisk up|down|status|cli|render``: the lab Asterisk from the command line."""
+"""``hotline asterisk up|down|status|cli|render|ping``: the lab Asterisk from the command line, and the
+configuration of an Asterisk run outside the lab.
+
+``python -m ivr.cli.asterisk render|ping ...`` runs the same commands with nothing but this module's
+imports (no database driver, no aiohttp): the docker-compose Asterisk image renders its configuration
+at start and checks its health that way.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from ivr.asterisk.dialplan import render_config
-from ivr.config import Config
+from ivr import health
+from ivr.asterisk.dialplan import ari_address, find_moddir, ip_setting, package_default_files, render_config
+from ivr.config import LAB_SECRETS, Config, ConfigError, connect_host
 from ivr.lab.instance import Lab
 
 
@@ -48,7 +55,20 @@ def add_cli(subparsers) -> None:
     p = sub.add_parser("render", help="write the rendered Asterisk configuration to a directory "
                                       "(for an Asterisk you run yourself)")
     p.add_argument("directory", help="where to write the .conf files")
+    p.add_argument("--require-secrets", action="store_true",
+                   help="take ari.password, ami.secret and agi.secret from the configuration only, and fail "
+                        "when one is empty (default: generate the local lab's when empty)")
+    p.add_argument("--systemname", metavar="NAME",
+                   help="also write asterisk.conf (Debian's standard directories) naming this Asterisk NAME")
+    p.add_argument("--package-conf", metavar="DIR",
+                   help="also copy the files Hotline keeps as Debian's asterisk package ships them "
+                        "(indications.conf, stasis.conf, ...) from DIR, the package's own /etc/asterisk")
     p.set_defaults(func=_cmd_render)
+
+    p = sub.add_parser("ping", help="whether the configured Asterisk answers ARI and AMI with the configured "
+                                    "credentials (exit status 1 unless both do)")
+    p.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per check; default 3")
+    p.set_defaults(func=_cmd_ping)
 
 
 def _progress(message: str) -> None:
@@ -96,7 +116,26 @@ def _cmd_cli(config: Config, args) -> int:
 
 
 def _cmd_render(config: Config, args) -> int:
-    files = render_config(config.with_lab_secrets(create=True))
+    if args.require_secrets:
+        missing = [name for name in LAB_SECRETS if not config.get(name)]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} empty: set "
+                              + ", ".join("HOTLINE_" + name.replace(".", "_").upper() for name in missing))
+    else:
+        config = config.with_lab_secrets(create=True)
+    extra = {}
+    if args.systemname:
+        moddir = find_moddir()
+        if moddir is None:
+            raise ConfigError("--systemname writes asterisk.conf, which names the modules' directory: "
+                              "install Asterisk (Debian's asterisk package) on this machine first")
+        extra = {"asterisk_conf": True, "systemname": args.systemname, "moddir": moddir}
+    files = render_config(config, **extra)
+    if args.package_conf:
+        defaults = package_default_files(Path(args.package_conf))
+        if not defaults:
+            raise ConfigError(f"--package-conf {args.package_conf}: none of the package's files is there")
+        files.update(defaults)
     out = Path(args.directory)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
@@ -106,3 +145,36 @@ def _cmd_render(config: Config, args) -> int:
             fh.write(text)
     print(f"wrote {', '.join(sorted(files))} to {out}")
     return 0
+
+
+def _cmd_ping(config: Config, args) -> int:
+    config = config.with_lab_secrets()
+    host, port = ari_address(config)
+    ari = health.ari_info(f"http://{connect_host(host)}:{port}", config.ari.username, config.ari.password,
+                          args.timeout)
+    ami_host = connect_host(ip_setting("ami.host", config.ami.host))
+    ami = health.ami_login(ami_host, int(config.ami.port), config.ami.username, config.ami.secret, args.timeout)
+    print(f"ARI  {connect_host(host)}:{port}  {'ok' if ari.ok else 'FAILING'}: {ari.detail}")
+    print(f"AMI  {ami_host}:{config.ami.port}  {'ok' if ami.ok else 'FAILING'}: {ami.detail}")
+    return 0 if ari.ok and ami.ok else 1
+
+
+def standalone_main(argv: list[str] | None = None) -> int:
+    """``python -m ivr.cli.asterisk ACTION ...``: ``hotline asterisk ACTION ...`` without the rest of
+    the ``hotline`` command (and so without its dependencies)."""
+    import argparse
+
+    from ivr import cli
+
+    parser = argparse.ArgumentParser(prog="python -m ivr.cli.asterisk",
+                                     description="`hotline asterisk` alone (render, ping, ...); the configuration "
+                                                 "is $HOTLINE_CONFIG or ./hotline.yaml, and HOTLINE_* variables")
+    parser.set_defaults(config=None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    add_cli(sub)
+    return cli.run(parser, ["asterisk", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(standalone_main())

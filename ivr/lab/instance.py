@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ivr.asterisk.dialplan import PACKAGE_DEFAULT_FILES, ari_address, ip_setting, render_config
+from ivr.asterisk.dialplan import ari_address, find_moddir, ip_setting, package_default_files, render_config
 from ivr import health
 from ivr.config import Config, ConfigError, connect_host
 from ivr.lab.rootfs import (HOST_USER, RootBuilder, host_user, locked, passwd_entry, read_passwd, renumber_user,
@@ -202,19 +202,16 @@ class Lab:
             yield
 
     def _moddir(self) -> str:
-        found = sorted(self.root.glob("usr/lib/*/asterisk/modules"))
-        if not found:
+        moddir = find_moddir(self.root)
+        if moddir is None:
             raise fail(f"no Asterisk modules in {self.root}: the root is damaged; remove it and run "
                        f"`hotline asterisk up` again")
-        return "/" + str(found[0].relative_to(self.root))
+        return moddir
 
     def _render(self, test_routes: bool) -> dict[str, str]:
         files = render_config(self.config, test_routes=test_routes, instance_dir=self.instance_in_root,
                               moddir=self._moddir(), systemname=f"hotline-{self.instance}")
-        for name in PACKAGE_DEFAULT_FILES:
-            path = self.root / "etc/asterisk" / name
-            if path.is_file():
-                files[name] = path.read_text()
+        files.update(package_default_files(self.root / "etc/asterisk"))
         return files
 
     def _check_ports(self) -> None:

@@ -186,3 +186,30 @@ def test_every_dialplan_function_used_is_loaded():
     assert not unknown, f"add the module of {unknown} to FUNCTION_MODULES"
     loaded = set(re.findall(r"^load => (\S+)", files["modules.conf"], re.M))
     assert {FUNCTION_MODULES[f] for f in used} <= loaded
+
+
+def test_an_asterisk_outside_the_lab_gets_its_own_asterisk_conf_only_when_asked(tmp_path):
+    assert "asterisk.conf" not in render_config(make_config())
+    files = render_config(make_config(), asterisk_conf=True, systemname="hotline-node1",
+                          moddir="/usr/lib/aarch64-linux-gnu/asterisk/modules")
+    conf = files["asterisk.conf"]
+    assert "systemname = hotline-node1" in conf
+    assert "astmoddir => /usr/lib/aarch64-linux-gnu/asterisk/modules" in conf
+    assert "astetcdir => /etc/asterisk" in conf and "{{" not in conf
+    with pytest.raises(ConfigError, match="simple name"):
+        render_config(make_config(), asterisk_conf=True, systemname="two words")
+    # The lab's instance directories win over it.
+    lab = render_config(make_config(), asterisk_conf=True, instance_dir="/var/lib/hotline/instances/x")
+    assert "astetcdir => /var/lib/hotline/instances/x/etc" in lab["asterisk.conf"]
+
+
+def test_modules_and_package_files_are_found_the_same_way_for_the_lab_and_an_image(tmp_path):
+    assert dialplan.find_moddir(tmp_path) is None
+    (tmp_path / "usr/lib/x86_64-linux-gnu/asterisk/modules").mkdir(parents=True)
+    assert dialplan.find_moddir(tmp_path) == "/usr/lib/x86_64-linux-gnu/asterisk/modules"
+    etc = tmp_path / "etc/asterisk"
+    etc.mkdir(parents=True)
+    (etc / "indications.conf").write_text("[general]\ncountry=us\n")
+    (etc / "pjsip.conf").write_text("; the package's sample, never taken\n")
+    assert dialplan.package_default_files(etc) == {"indications.conf": "[general]\ncountry=us\n"}
+    assert Lab(make_config(asterisk__root=str(tmp_path)))._moddir() == "/usr/lib/x86_64-linux-gnu/asterisk/modules"
