@@ -205,7 +205,7 @@ def render_config(config: Config, *, test_routes: bool = False, instance_dir: st
         "fallback_timeout": str(FALLBACK_DIAL_TIMEOUT),
         "lab_caller_address": LAB_CALLER_ADDRESS,
         "inst": instance_dir or "",
-        "moddir": moddir,
+        "moddir": _conf_value("moddir", moddir),
         "systemname": _conf_name("instance", systemname),
     }
     files: dict[str, str] = {}

@@ -60,6 +60,8 @@ def add_cli(subparsers) -> None:
                         "when one is empty (default: generate the local lab's when empty)")
     p.add_argument("--systemname", metavar="NAME",
                    help="also write asterisk.conf (Debian's standard directories) naming this Asterisk NAME")
+    p.add_argument("--moddir", metavar="DIR",
+                   help="with --systemname: Asterisk's modules directory (default: found under /usr/lib)")
     p.add_argument("--package-conf", metavar="DIR",
                    help="also copy the files Hotline keeps as Debian's asterisk package ships them "
                         "(indications.conf, stasis.conf, ...) from DIR, the package's own /etc/asterisk")
@@ -125,7 +127,7 @@ def _cmd_render(config: Config, args) -> int:
         config = config.with_lab_secrets(create=True)
     extra = {}
     if args.systemname:
-        moddir = find_moddir()
+        moddir = args.moddir or find_moddir()
         if moddir is None:
             raise ConfigError("--systemname writes asterisk.conf, which names the modules' directory: "
                               "install Asterisk (Debian's asterisk package) on this machine first")
