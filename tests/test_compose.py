@@ -413,3 +413,11 @@ def test_the_hotline_healthcheck_needs_both_processes_ready(tmp_path):
         for server in servers:
             server.shutdown()
             server.server_close()
+
+
+def test_the_deployment_guide_names_what_the_file_has(config):
+    guide = (ROOT / "docs/deployment.md").read_text()
+    assert "docs/deployment.md" in (ROOT / "README.md").read_text().split("## Running it for real", 1)[1]
+    for name in [*REQUIRED, *config["services"], *config["volumes"]]:
+        assert f"`{name}`" in guide or name in guide, name
+    assert "## Several nodes" in guide
