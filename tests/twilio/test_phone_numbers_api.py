@@ -3,6 +3,8 @@ the REST stand-in, on both database backends."""
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
 from api import phone_numbers
@@ -144,15 +146,16 @@ async def test_search_buy_list_assign_release(api, twilio_standin, global_accoun
 
 async def test_a_project_config_is_used_instead_of_the_global_account(api, twilio_standin, global_account):
     own = twilio_standin.account()
-    own.add_available("GB", "20", ["+442071838750"])
+    london = f"+44207{secrets.randbelow(10**7):07d}"  # the session's database is shared: a number of its own
+    own.add_available("GB", "20", [london])
     tenant = await api.tenant("Own account", roles=("owner",))
     config = await api.create("project-call-sms-config", tenant.owner, {
         "name": "Ours", "twilioAccountSID": own.sid, "twilioAuthToken": own.token,
         "twilioPrimaryPhoneNumber": "+442071838751"})
     pid = await policy(api, tenant.owner, projectCallSMSConfigId=config["_id"])
     found = await api.post(f"{base(pid)}/search", tenant.owner, {"countryCode": "GB"})
-    assert [n["phoneNumber"] for n in found["data"]] == ["+442071838750"]
-    bought = await api.post(f"{base(pid)}/purchase", tenant.owner, {"phoneNumber": "+442071838750"})
+    assert [n["phoneNumber"] for n in found["data"]] == [london]
+    bought = await api.post(f"{base(pid)}/purchase", tenant.owner, {"phoneNumber": london})
     assert bought["phoneNumberCountryCode"] == "GB" and bought["callProviderPhoneNumberId"] in own.owned
     assert {r.account_sid for r in twilio_standin.requests} == {own.sid}
     assert global_account.owned == {}
