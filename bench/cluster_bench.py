@@ -186,7 +186,24 @@ async def failover(args, cluster, db, target) -> dict:
                                          if log.startedAt and log.startedAt.timestamp() >= killed_at})}
 
 
-async def main_async(args) -> None:
+async def run_phases(args, cluster, url):
+    plans = cluster.plan()
+    target = cluster.kamailio(plans).listen
+    db = open_database(url, pool_size=2)
+    try:
+        print(f"load: {args.calls} calls at {args.rate:g}/s through Kamailio...", flush=True)
+        lo = await load(args, cluster, db, target)
+        print(f"latency: {args.latency_calls} calls one at a time, each way...", flush=True)
+        la = await latency(args, db, target, plans[0].sip)
+        print("failover: node 1 killed mid-stream...", flush=True)
+        fo = await failover(args, cluster, db, target)
+    finally:
+        await db.close_pool()
+        await parties.stop_all()
+    return lo, la, fo
+
+
+def run(args) -> None:
     workdir = Path(args.workdir)
     name = f"hotline_cluster_bench_{os.getpid()}_{secrets.token_hex(3)}"
     _psql(f'CREATE DATABASE "{name}"')
@@ -203,18 +220,7 @@ async def main_async(args) -> None:
         started = time.monotonic()
         cluster.up()
         print(f"cluster up in {time.monotonic() - started:.1f} s", flush=True)
-        plans = cluster.plan()
-        target = cluster.kamailio(plans).listen
-        db = open_database(url, pool_size=2)
-        try:
-            print(f"load: {args.calls} calls at {args.rate:g}/s through Kamailio...", flush=True)
-            lo = await load(args, cluster, db, target)
-            print(f"latency: {args.latency_calls} calls one at a time, each way...", flush=True)
-            la = await latency(args, db, target, plans[0].sip)
-            print("failover: node 1 killed mid-stream...", flush=True)
-            fo = await failover(args, cluster, db, target)
-        finally:
-            await db.close_pool()
+        lo, la, fo = asyncio.run(run_phases(args, cluster, url))
     finally:
         parties.kill_all_now()
         if cluster is not None:
@@ -266,7 +272,7 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="hotline-cluster-bench-") as tmp:
         args.workdir = tmp
-        asyncio.run(main_async(args))
+        run(args)
     return 0
 
 
