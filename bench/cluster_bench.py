@@ -213,6 +213,7 @@ def run(args) -> None:
         run_sync(url, migrate)
         config = make_lab_config(workdir / "data", offset=BENCH_OFFSET).replace(
             database__url=url, general__log_level="WARNING", controller__port=18081 + BENCH_OFFSET,
+            sip__outbound_trunk="", sip__outbound_trunk_contact="",
             controller__confirm_timeout=5.0, controller__ari_lost_after=args.lost_after,
             sip__rtp_start=50000, sip__rtp_end=53999)
         cluster = Cluster(config, 2, prefix="bench-", ping_interval=args.ping_interval,

@@ -62,7 +62,8 @@ def cluster(tmp_path, cluster_database):
     worker = _worker_index()
     offset = 100 * worker + CLUSTER_OFFSET
     config = make_lab_config(tmp_path / "data", offset=offset).replace(
-        database__url=cluster_database, general__log_level="WARNING",
+        database__url=cluster_database, general__log_level="WARNING", sip__outbound_trunk="",
+        sip__outbound_trunk_contact="",
         controller__port=18081 + offset, controller__confirm_timeout=5.0,
         controller__ari_lost_after=LOST_AFTER,
         sip__rtp_start=38000 + 1000 * worker, sip__rtp_end=38999 + 1000 * worker)
