@@ -217,6 +217,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("controller", "port", 8081, "int", "Port of that server."),
     Setting("controller", "reconnect_max_delay", 10.0, "float",
             "Longest wait between two attempts to reach Asterisk's ARI."),
+    Setting("controller", "ari_lost_after", 30.0, "float",
+            "Seconds without ARI (Asterisk stopped, or unreachable) after which the calls the controller runs "
+            "on that Asterisk are closed as lost (Failed), rather than left open until it comes back; 0: never."),
     Setting("contact_center", "agent_ring_timeout", 30.0, "float",
             "Seconds an agent's phone rings for a call of the calls API before the call fails "
             "(agent_no_answer)."),

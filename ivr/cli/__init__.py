@@ -27,11 +27,12 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    from ivr.cli import asterisk, commands, doctor
+    from ivr.cli import asterisk, cluster, commands, doctor
 
     commands.add_cli(sub)
     doctor.add_cli(sub)
     asterisk.add_cli(sub)
+    cluster.add_cli(sub)
     for add_cli in extra_commands:
         add_cli(sub)
     return parser

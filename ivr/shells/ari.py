@@ -70,6 +70,9 @@ RINGBACK_MEDIA = "tone:ring;tonezone=us"
 LOST_MESSAGE = ("The call was lost: it ended while Hotline's controller was not connected to Asterisk "
                 "(a restart or a lost connection).")
 CALL_LOST = object()  # an actor's own event: its caller vanished while ARI was disconnected
+ASTERISK_GONE = object()  # an actor's own event: ARI has not answered for controller.ari_lost_after seconds
+GONE_MESSAGE = ("The call was lost: Hotline could not reach its Asterisk for {seconds:.0f} s (Asterisk stopped, "
+                "or the connection to it was lost).")
 
 # The only ARI events the controller reads (the app's event filter drops the rest at the source).
 EVENTS_USED = ["StasisStart", "StasisEnd", "ChannelDestroyed", "ChannelStateChange", "ChannelDtmfReceived",
@@ -99,6 +102,7 @@ class Controller:
 
     async def run(self) -> None:
         self.spawn(watch_loop_lag(self.metrics))
+        self.spawn(self._watch_asterisk_gone())
         async for event in self.ari.events():
             try:
                 self.dispatch(event)
@@ -180,6 +184,36 @@ class Controller:
         event = make_event(actor)
         if event is not None:
             actor.post(event)
+
+    async def _watch_asterisk_gone(self) -> None:
+        """Without ARI for ``controller.ari_lost_after`` seconds, the calls this controller runs are
+        closed as lost: their Asterisk stopped (a node of several died) or cannot be reached, so nobody
+        can ring, bridge or hang up for them any more. Without this, their logs would stay open until
+        that Asterisk came back, which a dead node never does. Should it come back with some of their
+        channels still there, the reconciliation hangs those up (their logs are closed)."""
+        lost_after = float(self.config.controller.ari_lost_after or 0)
+        if lost_after <= 0:
+            return
+        while True:
+            await self.ari.connected.wait()
+            while self.ari.connected.is_set():
+                await asyncio.sleep(0.2)
+            since = time.monotonic()
+            while not self.ari.connected.is_set() and time.monotonic() - since < lost_after:
+                await asyncio.sleep(0.2)
+            if self.ari.connected.is_set():
+                continue  # back in time: the reconciliation judges the calls
+            calls = [actor for actor in self.actors if not actor.task.done()]
+            log.error("ARI has not answered for %.0f s: closing the %d call(s) on that Asterisk as lost",
+                      lost_after, len(calls))
+            for actor in calls:
+                actor.gone_after = lost_after
+                actor.post(ASTERISK_GONE)
+            for reconcile in self.reconcilers:  # the contact center's calls: no channel is left
+                try:
+                    reconcile({}, time.time())
+                except Exception:
+                    log.exception("a reconciliation hook failed")
 
     # -- reconciliation ------------------------------------------------------------------
 
@@ -275,6 +309,7 @@ class CallActor(CallActorBase):
         self.bridge_id: str | None = None
         self.task: asyncio.Task | None = None
         self.on_end = None  # called with (final status, answering user) when the call is over
+        self.gone_after = 0.0  # seconds without ARI, when the call is closed for that (ASTERISK_GONE)
 
     def start(self) -> None:
         self.c.metrics.calls_in_progress.inc()
@@ -356,6 +391,9 @@ class CallActor(CallActorBase):
                 event = await self.queue.get()
                 if event is CALL_LOST:
                     await self._close_lost()
+                    return
+                if event is ASTERISK_GONE:
+                    self._close_gone()
                     return
                 await self._feed(event)
         except asyncio.CancelledError:
@@ -609,6 +647,15 @@ class CallActor(CallActorBase):
         for leg in [*self.legs, self.caller_channel]:  # whatever of the call is left must not wait in silence
             await self._ignore_gone(self.c.ari.hangup(leg))
         self.writes.put_nowait((callstore.close_lost_call, self.log_id, LOST_MESSAGE, time.time()))
+
+    def _close_gone(self) -> None:
+        """ARI has not answered for a while: the call cannot go on. Nothing to hang up (Asterisk does
+        not answer); the reconciliation hangs up whatever is left should it come back."""
+        log.warning("call %s (channel %s): its Asterisk has not answered for %.0f s; closing its log as lost",
+                    self.log_id, self.caller_channel, self.gone_after)
+        if self.log_id is not None:
+            self.writes.put_nowait((callstore.close_lost_call, self.log_id,
+                                    GONE_MESSAGE.format(seconds=self.gone_after), time.time()))
 
     async def _fail_safe(self) -> None:
         """A bug must not leave a caller in silence or a log open: apologize, hang up, close."""
