@@ -1,5 +1,5 @@
 """``hotline cluster up|down|status``: several lab Asterisk nodes behind Kamailio on this machine, one
-call controller per node, one shared PostgreSQL database (docs/deployment-multi-node.md)."""
+call controller per node, one shared PostgreSQL database (docs/deployment.md)."""
 
 from __future__ import annotations
 
