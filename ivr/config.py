@@ -217,9 +217,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("controller", "port", 8081, "int", "Port of that server."),
     Setting("controller", "reconnect_max_delay", 10.0, "float",
             "Longest wait between two attempts to reach Asterisk's ARI."),
-    Setting("controller", "ari_lost_after", 30.0, "float",
+    Setting("controller", "ari_lost_after", 0.0, "float",
             "Seconds without ARI (Asterisk stopped, or unreachable) after which the calls the controller runs "
-            "on that Asterisk are closed as lost (Failed), rather than left open until it comes back; 0: never."),
+            "on that Asterisk are closed as lost (Failed), rather than left open until it comes back; 0: never "
+            "(one Asterisk: when it comes back, its calls are resumed, and a conversation going on in it is kept). "
+            "`hotline cluster up` gives its controllers 30 s unless set: a dead node never comes back."),
     Setting("contact_center", "agent_ring_timeout", 30.0, "float",
             "Seconds an agent's phone rings for a call of the calls API before the call fails "
             "(agent_no_answer)."),

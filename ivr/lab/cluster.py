@@ -44,6 +44,8 @@ from ivr.lab.rootfs import fail
 
 CONTROLLER_START_TIMEOUT = 45.0
 CONTROLLER_STOP_TIMEOUT = 20.0
+#: controller.ari_lost_after of a cluster's controllers when the configuration leaves it at 0 (never).
+CLUSTER_ARI_LOST_AFTER = 30.0
 #: The repository root: the controllers run ``python -m ivr.main`` from it.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,6 +115,8 @@ class Cluster:
                 sip__port=int(base.sip.port) + shift,
                 sip__rtp_start=start,
                 sip__rtp_end=start + span - 1,
+                # A dead node never comes back to be reconciled: its controller closes its calls.
+                controller__ari_lost_after=float(base.controller.ari_lost_after) or CLUSTER_ARI_LOST_AFTER,
             )
             plans.append(NodePlan(i, f"{self.prefix}node{i}", node_config, int(base.controller.port) + shift))
         return plans
