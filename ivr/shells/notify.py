@@ -124,6 +124,18 @@ def signature_is_valid(secret: str, body: bytes, header: str | None, now: float 
     return hmac.compare_digest(sign(secret, body, timestamp), header or "")
 
 
+def heard_outcome(note: Notification, key: str | None, heard: bool) -> tuple[str, str] | None:
+    """The Call Log status and message of an answered call whose callee heard the message (or pressed
+    1); None if they did not (the caller then says why: hung up early, a fault). Both providers' calls."""
+    if key == "1":
+        return SUCCESS, "Answered; the message was heard and acknowledged (key 1)."
+    if heard:
+        if note.kind == "verification":
+            return SUCCESS, "Answered; the verification code was read out."
+        return SUCCESS, "Answered and the message was heard; not acknowledged."
+    return None
+
+
 def classify_unanswered(reason: int | None, cause: int | None, ring_timeout: float) -> tuple[str, str]:
     """The Call Log status and message of a call that was not answered.
 
@@ -373,12 +385,9 @@ class NotificationService:
                 "replays": outcome.replays, "durationInSeconds": round(seconds, 1),
                 "answeredAt": _iso(outcome.answered_at)}
         # What the callee heard and did decides; a fault after that (a closing prompt that failed) does not.
-        if outcome.key == "1":
-            return SUCCESS, "Answered; the message was heard and acknowledged (key 1).", data, seconds
-        if outcome.heard:
-            if call.note.kind == "verification":
-                return SUCCESS, "Answered; the verification code was read out.", data, seconds
-            return SUCCESS, "Answered and the message was heard; not acknowledged.", data, seconds
+        heard = heard_outcome(call.note, outcome.key, outcome.heard)
+        if heard is not None:
+            return (*heard, data, seconds)
         if outcome.error:
             return ERROR, f"Answered, but the message could not be played: {outcome.error}", data, seconds
         if outcome.lost:

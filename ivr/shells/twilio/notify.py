@@ -46,6 +46,7 @@ from ivr.core.vocabulary import (
     SayDigits,
     TimerFired,
 )
+from ivr.shells.notify import heard_outcome
 from ivr.shells.twilio.clients import TwilioClients
 from ivr.store import models as m
 from ivr.store import twilio_accounts
@@ -54,8 +55,8 @@ from ivr.twilio.webhooks import WebhookAuth, twiml
 
 log = logging.getLogger(__name__)
 
-SUCCESS, ERROR, MISSED, BUSY = (m.CallLogStatus.SUCCESS.value, m.CallLogStatus.ERROR.value,
-                                m.CallLogStatus.MISSED_CALL.value, m.CallLogStatus.BUSY.value)
+ERROR, MISSED, BUSY = (m.CallLogStatus.ERROR.value, m.CallLogStatus.MISSED_CALL.value,
+                       m.CallLogStatus.BUSY.value)
 MAX_CALL_SECONDS = 900
 CALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
@@ -159,12 +160,9 @@ class TwilioNotifier:
             seconds = 0.0
         data.update({"answered": True, "keyPressed": outcome.key, "acknowledged": outcome.key == "1",
                      "replays": outcome.replays, "durationInSeconds": round(seconds, 1)})
-        if outcome.key == "1":
-            return SUCCESS, "Answered; the message was heard and acknowledged (key 1).", data, seconds
-        if outcome.heard:
-            if call.note.kind == "verification":
-                return SUCCESS, "Answered; the verification code was read out.", data, seconds
-            return SUCCESS, "Answered and the message was heard; not acknowledged.", data, seconds
+        heard = heard_outcome(call.note, outcome.key, outcome.heard)
+        if heard is not None:
+            return (*heard, data, seconds)
         return MISSED, "Answered, but hung up before the message was heard in full.", data, seconds
 
     # -- the webhooks ----------------------------------------------------------------------------
