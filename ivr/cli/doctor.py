@@ -5,7 +5,8 @@ controller is connected), AMI (accepts the login; the dialplan contexts Hotline'
 and notification calls need are loaded, point at ``agi.host``/``agi.port`` and pass ``agi.secret``),
 FastAGI (Hotline's server answers a probe carrying ``agi.secret``), TTS (the synthesizer and sox
 run, the prompt is 8 kHz mono and readable by Asterisk) and SIP (the transport answers an OPTIONS;
-the outbound trunk's endpoint exists).
+the outbound trunk's endpoint exists); with a global Twilio account, its public URL, credentials
+and numbers' webhooks.
 
 Each check is ``ok``, ``warn`` (works, with a limitation) or ``FAIL`` (with the fix); the command
 exits 1 when one fails. Every network check is bounded in time.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from ivr import health
 from ivr.config import Config, connect_host
+from ivr.twilio.rest import TwilioError, TwilioRest
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 TIMEOUT = 3.0
@@ -246,10 +248,49 @@ async def check_sip(config: Config) -> Check:
                             f"{', '.join(config.sip.trunk_addresses)}")
 
 
+async def check_twilio(config: Config) -> list[Check]:
+    """With a global Twilio account: its webhooks' public URL, its credentials (Twilio lists its numbers)
+    and whether those numbers' voice webhooks point at Hotline. Nothing when Twilio is not used."""
+    tw = config.twilio
+    if not (tw.account_sid or tw.public_url):
+        return []
+    expected = f"{tw.public_url.rstrip('/')}/twilio/voice"
+    checks = []
+    if not tw.public_url:
+        checks.append(Check("twilio", FAIL, "twilio.public_url is not set: every webhook is refused (503)",
+                            "set twilio.public_url to the https address Twilio reaches Hotline at"))
+    elif not tw.public_url.startswith("https://"):
+        checks.append(Check("twilio", WARN, f"twilio.public_url {tw.public_url} is not https: the webhooks, "
+                                            "and the calls' details they carry, cross the internet unencrypted",
+                            "put Hotline behind a proxy with a certificate"))
+    if not (tw.account_sid and tw.auth_token):
+        if tw.account_sid:
+            checks.append(Check("twilio", FAIL, f"{tw.account_sid}: no auth token",
+                                "set twilio.auth_token (HOTLINE_TWILIO_AUTH_TOKEN)"))
+        return checks
+    try:
+        async with TwilioRest(tw.account_sid, tw.auth_token, base_url=tw.api_base_url, timeout=TIMEOUT * 2) as rest:
+            numbers = await rest.list_numbers()
+    except TwilioError as exc:
+        fix = ("check twilio.account_sid and twilio.auth_token (Console > Account info)" if exc.status == 401
+               else "check that Twilio's REST API is reachable (twilio.api_base_url)")
+        return [*checks, Check("twilio", FAIL, f"{tw.account_sid}: {exc.describe()}", fix)]
+    elsewhere = [n.phone_number for n in numbers if n.voice_url != expected]
+    if elsewhere and tw.public_url:
+        checks.append(Check("twilio", WARN, f"{tw.account_sid}: {len(numbers)} number(s); the calls of "
+                                            f"{', '.join(elsewhere[:5])}{' ...' if len(elsewhere) > 5 else ''} "
+                                            f"do not go to {expected}",
+                            "point them at it (Console, or POST /api/incoming-call-policy/:id/phone-number/assign)"))
+    else:
+        checks.append(Check("twilio", OK, f"{tw.account_sid}: credentials accepted, {len(numbers)} number(s)"
+                                          + (f", all sent to {expected}" if numbers and tw.public_url else "")))
+    return checks
+
+
 async def run_checks(config: Config) -> list[Check]:
     config = config.with_lab_secrets()
     results = await asyncio.gather(check_database(config), check_ari(config), check_ami(config), check_agi(config),
-                                   check_tts(config), check_sip(config))
+                                   check_tts(config), check_sip(config), check_twilio(config))
     checks: list[Check] = []
     for result in results:
         checks.extend(result if isinstance(result, list) else [result])
