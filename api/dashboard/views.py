@@ -149,8 +149,9 @@ def error_page(request: web.Request, viewer: Viewer | None, status: int, message
     return response
 
 
-def redirect(location: str) -> web.HTTPSeeOther:
-    return web.HTTPSeeOther(location, headers=_headers())
+def redirect(location: str) -> web.Response:
+    """303 See Other: after a form, the browser GETs the page again (a reload does not re-post)."""
+    return web.Response(status=303, headers={**_headers(), "Location": location})
 
 
 Handler = Callable[[web.Request, Viewer], Awaitable[web.StreamResponse]]
@@ -661,7 +662,7 @@ def setup(app: web.Application, hooks: Hooks) -> None:
     app.on_shutdown.append(_stop_streams)
 
     async def to_home(request):
-        raise redirect(PREFIX + "/")
+        return redirect(PREFIX + "/")
 
     p = PREFIX
     app.router.add_get(p, to_home, allow_head=False)
