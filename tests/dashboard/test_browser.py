@@ -146,6 +146,19 @@ def test_who_is_on_call(owner_page, site, graph):
     assert page.locator("ol.handoffs li").count() >= 1
     assert page.locator("table.list tbody tr").count() >= 1  # the graph's override
     page.screenshot(path=artifact("schedule-owner.png"), full_page=True)
+    rows = page.locator("table.list tbody tr").count()
+    page.select_option("select[name=userId]", graph["user2"])
+    page.fill("input[name=startsAt]", "2031-01-01T10:00")
+    page.fill("input[name=endsAt]", "2031-01-02T10:00")
+    page.fill("input[name=description]", "Swap for 2031")
+    page.click("button:has-text('Add override')")
+    page.wait_for_url(re.compile(r".*ok=override-created$"))
+    assert page.locator("table.list tbody tr").count() == rows + 1
+    row = page.locator("table.list tbody tr", has_text="Swap for 2031")
+    assert "2031-01-01 10:00" in row.inner_text() and "Bob" in row.inner_text()
+    row.locator("button:has-text('Remove')").click()
+    page.wait_for_url(re.compile(r".*ok=override-deleted$"))
+    assert page.locator("table.list tbody tr", has_text="Swap for 2031").count() == 0
 
 
 def test_live_page_shows_a_call_appear_then_end(owner_page, site, graph):
