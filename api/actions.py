@@ -185,10 +185,14 @@ async def send_call(request, ctx: Context, call: Request) -> dict:
     """Validate, then queue the call: its Call Log row and an outbox message, in one transaction,
     within the project's caps. Whichever process runs the call services places it (the API never
     waits for a call, nor the calls for the API); a client that goes away changes nothing."""
-    app = request.app
+    return await queue_call(request.app, ctx, call.body)
+
+
+async def queue_call(app, ctx: Context, body: dict) -> dict:
+    """What ``POST /api/call-log/send`` does with its body (the dashboard's test calls too)."""
     cfg = app[CONFIG].notify
     try:
-        note = await app[READ](plan_notification, ctx.project_id, call.body, ctx.default_region, cfg.from_number)
+        note = await app[READ](plan_notification, ctx.project_id, body, ctx.default_region, cfg.from_number)
     except NotifyInputError as exc:
         raise BadRequest(str(exc)) from None
     try:

@@ -9,7 +9,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from api import auth, ccai
+from api import auth, ccai, dashboard
 from api.actions import ACTIONS, Action
 from api.actions import Request as ActionRequest
 from api.errors import BadRequest, Unauthorized, error_middleware
@@ -85,16 +85,23 @@ async def principal_of(request: web.Request) -> auth.Principal:
 async def principal_for_key(request: web.Request, key: str, project_id=None) -> auth.Principal:
     """The principal of an API key (cached a few seconds), not expired, within its rate limit;
     ``project_id``: the key must be one of that project's (the calls API's HTTP Basic username)."""
-    app = request.app
-    key_hash = auth.hash_key(key)
-    principal = app[KEYS].get(key_hash)
-    if principal is None:
-        principal = await app[READ](auth.load_principal, key)
-        app[KEYS].put(key_hash, principal)
-    auth.check_not_expired(principal)
+    principal = await principal_for_hash(request.app, auth.hash_key(key), limit=False)
     if project_id is not None and principal.project_id != project_id:
         raise Unauthorized("Invalid credentials: this API key is not one of that project's.")
-    app[LIMITER].check(principal.key_id)
+    request.app[LIMITER].check(principal.key_id)
+    return principal
+
+
+async def principal_for_hash(app: web.Application, key_hash: str, *, limit: bool = True) -> auth.Principal:
+    """The principal of the key with this hash (cached a few seconds), not expired; ``limit``: within its
+    rate limit (the dashboard's session keeps the hash of its key)."""
+    principal = app[KEYS].get(key_hash)
+    if principal is None:
+        principal = await app[READ](auth.load_principal_by_hash, key_hash)
+        app[KEYS].put(key_hash, principal)
+    auth.check_not_expired(principal)
+    if limit:
+        app[LIMITER].check(principal.key_id)
     return principal
 
 
@@ -252,4 +259,5 @@ def create_app(config: Config, db=None, *, api: bool = True) -> web.Application:
         for resource in RESOURCES:
             app.router.add_routes(resource_routes(resource))
         app.router.add_routes(ccai.routes(ccai.Hooks(principal_for_key, read_body, context_of)))
+        dashboard.setup(app, dashboard.Hooks(principal_for_hash, context_of))
     return app

@@ -89,7 +89,12 @@ class KeyCache:
 
 def load_principal(key: str) -> Principal:
     """Synchronous lookup of a key (run through the database bridge)."""
-    row = on_reader(ApiKey.select().where(ApiKey.keyHash == hash_key(key))).get_or_none()
+    return load_principal_by_hash(hash_key(key))
+
+
+def load_principal_by_hash(key_hash: str) -> Principal:
+    """The key whose SHA-256 is ``key_hash`` (the dashboard's session keeps the hash, never the key)."""
+    row = on_reader(ApiKey.select().where(ApiKey.keyHash == key_hash)).get_or_none()
     if row is None:
         raise Unauthorized("Invalid API key.")
     role = Role(row.role) if row.role else None
