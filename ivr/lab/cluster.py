@@ -38,8 +38,9 @@ import yaml
 
 from ivr.asterisk.dialplan import ari_address, ip_setting
 from ivr.config import Config, ConfigError, connect_host
-from ivr.lab.instance import Lab, _port_free, _proc_start_time
-from ivr.lab.kamailio import Kamailio, Node, stop_process
+from ivr.lab.instance import Lab
+from ivr.lab.kamailio import Kamailio, Node
+from ivr.lab.processes import is_alive, port_free, read_state, start_time, stop_process
 from ivr.lab.rootfs import fail
 
 CONTROLLER_START_TIMEOUT = 45.0
@@ -145,10 +146,7 @@ class Cluster:
 
     # ------------------------------------------------------------------------ state
     def read_state(self) -> dict:
-        try:
-            return json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
-            return {}
+        return read_state(self.state_path) or {}
 
     def _write_state(self, state: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -198,14 +196,14 @@ class Cluster:
 
     def _ensure_controller(self, plan: NodePlan, entry: dict | None) -> dict:
         values, digest = self._controller_files(plan)
-        if entry and _alive(entry):
+        if entry and is_alive(entry):
             if entry.get("digest") == digest:
                 self.progress(f"controller of {plan.instance} is already running (pid {entry['pid']})")
                 return entry
             self.progress(f"restarting the controller of {plan.instance} (configuration changed)")
             stop_process(entry["pid"], entry["starttime"], self._controllers.get(plan.instance),
                          CONTROLLER_STOP_TIMEOUT)
-        if not _port_free("tcp", "127.0.0.1", plan.controller_port):
+        if not port_free("tcp", "127.0.0.1", plan.controller_port):
             raise fail(f"port {plan.controller_port}/tcp is in use, so the controller of {plan.instance} cannot "
                        f"listen there: stop that program or change controller.port (nodes use controller.port + "
                        f"{self.port_step} x node)")
@@ -227,7 +225,7 @@ class Cluster:
         self._controllers[plan.instance] = proc
         starttime = None
         for _ in range(200):
-            starttime = _proc_start_time(proc.pid)
+            starttime = start_time(proc.pid)
             if starttime is not None:
                 break
             time.sleep(0.01)
@@ -241,7 +239,7 @@ class Cluster:
             ready = controller_ready(plan.controller_url)
             if ready["ok"]:
                 return
-            if not _alive(entry):
+            if not is_alive(entry):
                 raise fail(f"the controller of {plan.instance} exited at startup: {_tail(Path(entry['log']))} "
                            f"(full log: {entry['log']})")
             if time.monotonic() > deadline:
@@ -282,7 +280,7 @@ class Cluster:
         for plan in plans:
             lab = Lab(plan.config, plan.instance).status()
             entry = (state.get("controllers") or {}).get(plan.instance)
-            running = bool(entry) and _alive(entry)
+            running = bool(entry) and is_alive(entry)
             nodes.append({
                 "instance": plan.instance, "systemname": plan.systemname,
                 "sip": f"{plan.sip[0]}:{plan.sip[1]}", "rtp": f"{plan.config.sip.rtp_start}-{plan.config.sip.rtp_end}",
@@ -295,10 +293,6 @@ class Cluster:
         ok = kam["running"] and kam["sip"]["ok"] and all(n["asterisk"]["ok"] and n["controller"]["ok"] for n in nodes)
         return {"ok": ok, "kamailio": kam, "nodes": nodes, "database": _safe_url(self.config.database_url),
                 "state": str(self.state_path)}
-
-
-def _alive(entry: dict) -> bool:
-    return _proc_start_time(int(entry["pid"])) == entry.get("starttime")
 
 
 def controller_ready(url: str, timeout: float = 2.0) -> dict:

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -40,6 +39,7 @@ from typing import Any, Callable, Iterator
 from ivr.asterisk.dialplan import ari_address, find_moddir, ip_setting, package_default_files, render_config
 from ivr import health
 from ivr.config import Config, ConfigError, connect_host
+from ivr.lab.processes import is_alive, port_free, read_state, start_time, stop_process
 from ivr.lab.rootfs import (HOST_USER, RootBuilder, host_user, locked, passwd_entry, read_passwd, renumber_user,
                             fail, need_root)
 
@@ -55,34 +55,6 @@ _INSTANCE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def _proc_start_time(pid: int) -> int | None:
-    """The start time of a live (non-zombie) process, from /proc/PID/stat; None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def _port_free(proto: str, host: str, port: int) -> bool:
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, kind)
-    try:
-        if proto == "tcp":
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
-
 
 # --------------------------------------------------------------------------------- Lab
 
@@ -120,15 +92,7 @@ class Lab:
         return self.instance_dir / "state.json"
 
     def _read_state(self) -> dict | None:
-        try:
-            return json.loads(self._state_path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    def _alive(self, state: dict | None) -> bool:
-        if not state:
-            return False
-        return _proc_start_time(int(state["pid"])) == state.get("starttime")
+        return read_state(self._state_path)
 
     def root_ready(self) -> bool:
         return self.rootfs.root_ready()
@@ -141,12 +105,12 @@ class Lab:
         return self.rootfs.ensure_root()
 
     def is_running(self) -> bool:
-        return self._alive(self._read_state())
+        return is_alive(self._read_state())
 
     @property
     def pid(self) -> int | None:
         state = self._read_state()
-        return int(state["pid"]) if self._alive(state) else None
+        return int(state["pid"]) if is_alive(state) else None
 
     # ------------------------------------------------------------------ preconditions
     # --------------------------------------------------------------------------- build
@@ -162,7 +126,7 @@ class Lab:
             files = self._render(test_routes)
             digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
             state = self._read_state()
-            if self._alive(state):
+            if is_alive(state):
                 if state.get("digest") == digest and self._answers_all():
                     self.progress(f"lab Asterisk {self.instance!r} is already running (pid {state['pid']})")
                     return self.status()
@@ -185,7 +149,7 @@ class Lab:
         if passwd_entry(self.root, "asterisk") != (uid, gid):
             with locked(self.root.parent / f"{self.root.name}.lock"):
                 if passwd_entry(self.root, "asterisk") != (uid, gid):
-                    if any(Lab(self.config, inst.name)._alive(Lab(self.config, inst.name)._read_state())
+                    if any(Lab(self.config, inst.name).is_running()
                            for inst in (self.root / INSTANCES_IN_ROOT.lstrip("/")).glob("*")
                            if _INSTANCE_RE.match(inst.name)):
                         raise fail(f"the lab root's asterisk user must become {HOST_USER} (uid {uid}), "
@@ -223,7 +187,7 @@ class Lab:
         ]
         for proto, host, port, setting, env in checks:
             deadline = time.monotonic() + 3.0
-            while not _port_free(proto, host, port):
+            while not port_free(proto, host, port):
                 if time.monotonic() > deadline:
                     raise fail(f"port {port}/{proto} on {host} is in use by another program, so the lab "
                                f"Asterisk cannot use it ({setting}); stop that program or set {env} "
@@ -313,7 +277,7 @@ class Lab:
             console.close()
         starttime = None
         for _ in range(100):
-            starttime = _proc_start_time(proc.pid)
+            starttime = start_time(proc.pid)
             if starttime is not None:
                 break
             time.sleep(0.01)
@@ -373,47 +337,26 @@ class Lab:
             state = self._read_state()
             if not state:
                 return False
-            was_running = self._alive(state)
+            was_running = is_alive(state)
             self._stop(state)
             return was_running
 
     def _stop(self, state: dict | None) -> None:
-        if state and self._alive(state):
-            pid = int(state["pid"])
-            self.progress(f"stopping lab Asterisk {self.instance!r} (pid {pid})")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            if not self._wait_gone(state, STOP_TIMEOUT):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                self._wait_gone(state, 5.0)
+        if state and is_alive(state):
+            self.progress(f"stopping lab Asterisk {self.instance!r} (pid {state['pid']})")
+            stop_process(int(state["pid"]), state.get("starttime"), self._proc, STOP_TIMEOUT)
+        self._proc = None
         self._state_path.unlink(missing_ok=True)
         for leftover in ("asterisk.ctl", "asterisk.pid"):
             with contextlib.suppress(OSError):
                 (self.instance_dir / "run" / leftover).unlink()
-
-    def _wait_gone(self, state: dict, timeout: float) -> bool:
-        pid = int(state["pid"])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.pid == pid:
-                try:
-                    self._proc.wait(timeout=0.05)
-                    self._proc = None
-                    return True
-                except subprocess.TimeoutExpired:
-                    continue
-            if not self._alive(state):
-                return True
-            time.sleep(0.05)
-        return not self._alive(state)
 
     # ------------------------------------------------------------------------- status
     def status(self) -> dict:
         """What runs and what answers (never raises for a stopped lab)."""
         config = self.config.with_lab_secrets(create=False)
         state = self._read_state()
-        running = self._alive(state)
+        running = is_alive(state)
         http_host, http_port = ari_address(config)
         ari = self._check_ari(config=config)
         ami, sip = self._check_ami(config=config), self._check_sip(config=config)

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from pathlib import Path
 
 from ivr import health
 from ivr.config import ConfigError
-from ivr.lab.instance import _port_free, _proc_start_time
+from ivr.lab.processes import is_alive, port_free, read_state, start_time, stop_process
 from ivr.lab.rootfs import fail
 
 #: Where the template lives (the repository's kamailio-conf/).
@@ -168,22 +167,15 @@ class Kamailio:
         return self.run_dir / "kamailio_ctl"
 
     def read_state(self) -> dict | None:
-        try:
-            return json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    @staticmethod
-    def _alive(state: dict | None) -> bool:
-        return bool(state) and _proc_start_time(int(state["pid"])) == state.get("starttime")
+        return read_state(self.state_path)
 
     def is_running(self) -> bool:
-        return self._alive(self.read_state())
+        return is_alive(self.read_state())
 
     @property
     def pid(self) -> int | None:
         state = self.read_state()
-        return int(state["pid"]) if self._alive(state) else None
+        return int(state["pid"]) if is_alive(state) else None
 
     def render(self) -> dict[str, str]:
         return render_kamailio(listen=self.listen, nodes=self.nodes, run_dir=self.run_dir, **self.options)
@@ -196,7 +188,7 @@ class Kamailio:
         files = self.render()
         digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
         state = self.read_state()
-        if self._alive(state):
+        if is_alive(state):
             if state.get("digest") == digest and self._answers():
                 return self.status()
             self.stop()
@@ -204,7 +196,7 @@ class Kamailio:
             self.state_path.unlink(missing_ok=True)
         host, port = self.listen
         deadline = time.monotonic() + 3.0
-        while not _port_free("udp", host, port):
+        while not port_free("udp", host, port):
             if time.monotonic() > deadline:
                 raise fail(f"port {port}/udp on {host} is in use by another program, so Kamailio cannot "
                            f"listen there; stop it or choose another port (--sip-port)")
@@ -240,7 +232,7 @@ class Kamailio:
             log.close()
         starttime = None
         for _ in range(100):
-            starttime = _proc_start_time(proc.pid)
+            starttime = start_time(proc.pid)
             if starttime is not None:
                 break
             time.sleep(0.01)
@@ -286,7 +278,7 @@ class Kamailio:
     def stop(self) -> bool:
         """Stop the Kamailio this object (or an earlier ``start``) started, by its pid. True if it ran."""
         state = self.read_state()
-        running = self._alive(state)
+        running = is_alive(state)
         if running:
             stop_process(int(state["pid"]), state.get("starttime"), self._proc, STOP_TIMEOUT)
         self._proc = None
@@ -299,7 +291,7 @@ class Kamailio:
     # ----------------------------------------------------------------------- status
     def status(self) -> dict:
         state = self.read_state()
-        running = self._alive(state)
+        running = is_alive(state)
         sip = health.sip_options(*self.listen, 1.0)
         return {"running": running, "pid": int(state["pid"]) if running else None,
                 "address": f"udp {self.listen[0]}:{self.listen[1]}",
@@ -320,27 +312,3 @@ class Kamailio:
         for uri, flags in re.findall(r"URI:\s*(\S+)\s+FLAGS:\s*(\S+)", out):
             nodes.append({"uri": uri, "flags": flags, "active": flags.startswith("A")})
         return nodes
-
-
-def stop_process(pid: int, starttime: int | None, proc: subprocess.Popen | None = None,
-                 timeout: float = 10.0) -> bool:
-    """SIGTERM, then SIGKILL after ``timeout``, the process ``pid`` if it is still the one that started at
-    ``starttime`` (never a recycled pid); reaps it when it is this process's child. True if it was alive."""
-    def alive() -> bool:
-        if proc is not None and proc.pid == pid and proc.poll() is not None:
-            return False
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-        return _proc_start_time(pid) == starttime
-
-    if starttime is None or not alive():
-        return False
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not alive():
-                return True
-            time.sleep(0.05)
-    return not alive()
