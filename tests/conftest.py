@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 
@@ -28,6 +29,22 @@ def _psql(sql: str) -> None:
     asyncio.run(go())
 
 
+@contextlib.contextmanager
+def own_postgres_database(prefix: str):
+    """A migrated PostgreSQL database no other test uses (its URL), dropped after."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        _psql(f'CREATE DATABASE "{name}"')
+    except OSError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
+    url = f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    try:
+        run_sync(url, migrate)
+        yield url
+    finally:
+        _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def database_url(request, tmp_path_factory):
     """A migrated, empty database of each backend, shared by the tests of a session.
@@ -40,15 +57,5 @@ def database_url(request, tmp_path_factory):
         run_sync(url, migrate)
         yield url
         return
-    name = f"hotline_test_{os.getpid()}_{secrets.token_hex(4)}"
-    try:
-        _psql(f'CREATE DATABASE "{name}"')
-    except OSError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    url = f"{base}/{name}"
-    try:
-        run_sync(url, migrate)
+    with own_postgres_database("hotline_test") as url:
         yield url
-    finally:
-        _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -25,8 +25,8 @@ import pytest
 from ivr.core.contact_center.vocabulary import CallType, RecordingPermission
 from ivr.store import models as m
 from ivr.store.contact_center import INBOUND_CALL, CallPlan, create_call
-from ivr.store.db import migrate, open_database, run_sync
-from tests.conftest import POSTGRES_ADMIN_URL, _psql
+from ivr.store.db import open_database
+from tests.conftest import own_postgres_database
 from tests.test_serve import free_port, get, wait_for
 
 FIRED = re.compile(r"scheduled call (\d+) fired ([0-9.]+) s after its time")
@@ -35,17 +35,8 @@ FIRED = re.compile(r"scheduled call (\d+) fired ([0-9.]+) s after its time")
 @pytest.fixture
 def postgres_url():
     """A PostgreSQL database of its own (the processes fire every due call of their database)."""
-    name = f"hotline_sched_{os.getpid()}_{secrets.token_hex(4)}"
-    try:
-        _psql(f'CREATE DATABASE "{name}"')
-    except OSError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
-    url = f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    try:
-        run_sync(url, migrate)
+    with own_postgres_database("hotline_sched") as url:
         yield url
-    finally:
-        _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class CallServices:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import time
 import uuid
@@ -21,7 +20,7 @@ import pytest
 from ivr.lab.cluster import Cluster
 from ivr.lab.kamailio import kamailio_binary
 from ivr.shells.ari import GONE_MESSAGE
-from tests.conftest import POSTGRES_ADMIN_URL, _psql
+from tests.conftest import own_postgres_database
 from tests.e2e.conftest import _worker_index, make_lab_config
 from tests.sip import parties
 from tests.sip.parties import Caller, Phone
@@ -39,19 +38,8 @@ INVITE_TIMEOUT = 1.0   # a node that sends nothing back within this long: the ne
 @pytest.fixture
 def cluster_database():
     """A migrated PostgreSQL database of this test only, dropped after."""
-    from ivr.store.db import migrate, run_sync
-
-    name = f"hotline_cluster_{os.getpid()}_{secrets.token_hex(4)}"
-    try:
-        _psql(f'CREATE DATABASE "{name}"')
-    except OSError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
-    url = f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    try:
-        run_sync(url, migrate)
+    with own_postgres_database("hotline_cluster") as url:
         yield url
-    finally:
-        _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
