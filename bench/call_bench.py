@@ -17,6 +17,8 @@ Reports the controller's CPU seconds per call and peak RSS (it runs as its own
 process, `hotline serve --controller-only`), its event-loop lag p99 and
 escalation timer error p99 (from /api/controller/stats), and the calls that
 failed or whose log or items ended in a wrong or non-terminal status.
+--api-load ROWS: meanwhile `hotline serve --api-only` answers wrk's get-list flood (bench/api_load.py)
+from the same database, filled with ROWS incoming-call logs.
 
 Runs its own lab instance ("bench") on its own ports, stops exactly what it
 started, and needs root (as `make test`). HOTLINE_BENCH_PROFILE=FILE runs the
@@ -41,12 +43,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import yaml  # noqa: E402
 
 from ivr.store import models as m  # noqa: E402
 from ivr.asterisk.dialplan import LAB_CALLER_ADDRESS  # noqa: E402
 from ivr.lab.instance import Lab  # noqa: E402
+from api_load import ApiLoad  # noqa: E402
 from ivr.store.db import migrate, open_database  # noqa: E402
 from tests.e2e.conftest import make_lab_config  # noqa: E402
 from tests.sip.parties import Caller, Phone  # noqa: E402
@@ -91,6 +95,7 @@ class Controller:
             except OSError:
                 pass
             if self.proc.returncode is not None or time.monotonic() > deadline:
+                await self.stop()  # a controller that did not come up must not outlive the bench
                 raise RuntimeError(f"the controller did not start:\n{self.log.read_text()[-2000:]}")
             await asyncio.sleep(0.1)
 
@@ -182,7 +187,7 @@ async def latency(args, config, lab, db) -> None:
           f"p99 {(pct(hot, 99) - pct(plain, 99)) * 1000:.2f} ms")
 
 
-async def load_once(size: int, args, config, db) -> dict:
+async def load_once(size: int, args, config, db, api=None) -> dict:
     sip = ("127.0.0.1", config.sip.port)
     controller = Controller(config, Path(args.workdir))
     await controller.start()
@@ -200,9 +205,12 @@ async def load_once(size: int, args, config, db) -> dict:
             ramp = size / args.rate
             callers = Caller(policy.routingPhoneNumber, sip, calls=size, concurrency=size, rate=args.rate,
                              hangup_after=ramp + (4.5 if args.flow == "escalation" else 2.5), max_wait=60)
+            if api:
+                await api.begin()
             await callers.start()
             result = await callers.wait(120)
             logs = await wait_for_logs(db, policy, size, timeout=60)
+            flood = await api.end() if api else {}
             elapsed = time.monotonic() - started
             cpu = controller.cpu_seconds() - cpu_before
             stats = controller.stats()
@@ -217,7 +225,7 @@ async def load_once(size: int, args, config, db) -> dict:
         return {"calls": size, "failed": size - result.successful, "wrong": wrong + (size - len(logs)),
                 "cpu_ms_per_call": cpu / size * 1000, "peak_rss_mb": rss, "elapsed_s": elapsed,
                 "loop_lag_p99_ms": stats["event_loop_lag"]["p99_ms"],
-                "timer_error_p99_ms": stats["timer_error"]["p99_ms"]}
+                "timer_error_p99_ms": stats["timer_error"]["p99_ms"], **flood}
     finally:
         await controller.stop()
 
@@ -239,32 +247,43 @@ async def wait_for_logs(db, policy, count: int, timeout: float):
 
 async def main_async(args) -> None:
     workdir = Path(args.workdir)
-    config = make_lab_config(workdir / "data", offset=BENCH_OFFSET)
+    config = make_lab_config(workdir / "data", offset=args.offset)
     url = f"sqlite:///{workdir / 'bench.db'}"
     # Every channel holds an RTP port pair, and a call of the escalation flow has up to three
     # (caller, and the two rules' legs while they overlap): 300 calls need about 1,800 ports.
     config = config.replace(database__url=url, controller__confirm_timeout=5.0,
                             sip__rtp_end=config.sip.rtp_start + 3999)
-    lab = Lab(config, instance="bench")
+    lab = Lab(config, instance="bench" if args.offset == BENCH_OFFSET else f"bench{args.offset}")
     lab.up(test_routes=True)
-    db = open_database(url, pool_size=2)
-    await migrate(db)
+    api = ApiLoad(url, workdir, args.api_load) if args.what == "load" and args.api_load else None
+    db = None
     try:
+        if api:  # first: its loader binds the models to a database of its own, which it closes
+            await api.start()
+        db = open_database(url, pool_size=2)
+        await migrate(db)
         if args.what == "latency":
             await latency(args, config, lab, db)
         else:
             rows = []
             for size in [int(s) for s in args.sizes.split(",")]:
                 print(f"load: {size} simultaneous calls...", flush=True)
-                rows.append(await load_once(size, args, config, db))
+                rows.append(await load_once(size, args, config, db, api))
                 print(rows[-1], flush=True)
             print("\n| simultaneous calls | failed | wrong or open logs | controller CPU ms/call | peak RSS MB "
                   "| loop lag p99 ms | timer error p99 ms |\n|---|---|---|---|---|---|---|")
             for r in rows:
                 print(f"| {r['calls']} | {r['failed']} | {r['wrong']} | {r['cpu_ms_per_call']:.1f} | "
                       f"{r['peak_rss_mb']:.0f} | {r['loop_lag_p99_ms']} | {r['timer_error_p99_ms']} |")
+            if api:
+                print("\nmeanwhile the API (its own process, same database) answered get-list:")
+                for r in rows:
+                    print(f"  {r['calls']} calls: {r['api_rps']:.0f} req/s, {r['api_errors']} errors")
     finally:
-        await db.close_pool()
+        if api:
+            await api.stop()
+        if db is not None:
+            await db.close_pool()
         lab.down()
 
 
@@ -276,6 +295,11 @@ def main() -> int:
     parser.add_argument("--flow", choices=["escalation", "simple"], default="escalation",
                         help="load: two rules (the first never answers), or one rule that answers")
     parser.add_argument("--rate", type=float, default=50.0, help="load: new calls per second")
+    parser.add_argument("--offset", type=int, default=BENCH_OFFSET,
+                        help="lab ports: the e2e ports + this (another offset runs its own lab instance)")
+    parser.add_argument("--api-load", type=int, default=0, metavar="ROWS",
+                        help="load: also flood the API (its own process, the same database holding ROWS "
+                             "incoming-call logs) with get-list from wrk while the calls run")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("the call benchmarks run the lab Asterisk and need root", file=sys.stderr)
