@@ -50,7 +50,7 @@ class ApiLoad:
         env.update(DATABASE_URL=self.url, HOTLINE_API_PORT=str(self.port), HOTLINE_API_RATE_LIMIT="0",
                    HOTLINE_GENERAL_DATA_DIR=str(self.workdir / "api-data"), HOTLINE_GENERAL_LOG_LEVEL="WARNING")
         self.server = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ivr.main", "serve", "--api-only", env=env,
+            sys.executable, "-m", "ivr.main", "serve", "--api-only", env=env,  # it lowers its priority (api.nice)
             stdout=asyncio.subprocess.DEVNULL, stderr=open(self.workdir / "api.log", "ab"))
         endpoint = f"{self.base}?limit=100"
         body = json.dumps(LIST_BODY).encode()
@@ -69,7 +69,7 @@ class ApiLoad:
         """Start the flood (it runs until ``end()``; wrk's own limit is only a backstop)."""
         self.started = time.monotonic()
         self.wrk = await asyncio.create_subprocess_exec(
-            "wrk", "-t2", f"-c{self.connections}", "-d600s", "-s", self.script, f"{self.base}?limit=100",
+            "nice", "-n", "10", "wrk", "-t2", f"-c{self.connections}", "-d600s", "-s", self.script, f"{self.base}?limit=100",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
 
     async def end(self) -> dict:

@@ -114,6 +114,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api", "port", 8080, "int", "Port the REST API listens on."),
     Setting("api", "rate_limit", 1200, "int",
             "Requests per minute allowed to one API key (a token bucket); 0 disables the limit."),
+    Setting("api", "nice", 10, "int",
+            "How much lower the API's CPU priority is than the call services' (a Unix nice increment, 0-19), "
+            "taken by a process that serves the API without the call services (`hotline serve`'s API process, "
+            "`--api-only`): a flood of API requests on the same machine then cannot hold back the calls. 0: equal."),
     Setting("database", "url", "", "str",
             "Database URL: sqlite:///path or postgresql://user:pass@host/db. "
             "Empty means a SQLite file in the data directory. DATABASE_URL also sets it."),
@@ -465,6 +469,8 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
     for name in ("api.port", "controller.port", "ami.port", "agi.port", "sip.port", "sip.rtp_start", "sip.rtp_end"):
         if not 0 < values[name] < 65536:
             raise ConfigError(f"{name} must be a port between 1 and 65535, got {values[name]}")
+    if not 0 <= values["api.nice"] <= 19:
+        raise ConfigError(f"api.nice must be between 0 and 19, got {values['api.nice']}")
     if values["sip.rtp_start"] > values["sip.rtp_end"]:
         raise ConfigError("sip.rtp_start must not be above sip.rtp_end")
     if values["tts.engine"] not in ("espeak-ng", "flite"):

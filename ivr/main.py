@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import functools
 import logging
 import os
 import signal
+import subprocess
 import sys
+import threading
 import time
 
 import aiohttp
@@ -237,7 +241,12 @@ class CallServicesProcess:
     loop and no GIL). Started as ``hotline serve --controller-only`` with its HTTP server (health, readiness,
     /metrics, /api/controller/stats) on ``controller.host:controller.port``; restarted when it exits
     (its calls are resumed: the ARI controller takes over calls still in Asterisk); stopped by its
-    pid, and told to stop if this process dies (PR_SET_PDEATHSIG)."""
+    pid, and told to stop if this process dies (PR_SET_PDEATHSIG).
+
+    They are forked by a thread of their own, the *spawner*, which keeps the priority this process
+    started with when the API lowers its own (api.nice): a restarted child must not inherit the API's
+    (Linux keeps a nice value per thread; a child gets its forking thread's).
+    """
 
     START_TIMEOUT = 60.0
     STOP_TIMEOUT = 20.0
@@ -246,11 +255,14 @@ class CallServicesProcess:
     def __init__(self, config: Config, config_file: str | None = None):
         self.config = config
         self.config_file = config_file
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: subprocess.Popen | None = None
         self.state: tuple[bool, str] = (False, "the call services are starting")
         self.tasks = Tasks("call services supervisor")
         self._stopping = False
         self._session: aiohttp.ClientSession | None = None
+        # One thread, alive as long as this object: PR_SET_PDEATHSIG fires when the forking *thread* ends.
+        self._spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="call-services-spawner")
+        self.spawner_thread_id: int = self._spawner.submit(threading.get_native_id).result()
 
     @property
     def base_url(self) -> str:
@@ -285,11 +297,11 @@ class CallServicesProcess:
                 "serve", "--controller-only"]
         env = {**os.environ, "HOTLINE_API_HOST": self.config.controller.host,
                "HOTLINE_API_PORT": str(self.config.controller.port)}
-        self.proc = await asyncio.create_subprocess_exec(*argv, env=env, stdin=asyncio.subprocess.DEVNULL,
-                                                         preexec_fn=_die_with_parent)
+        self.proc = await asyncio.get_running_loop().run_in_executor(self._spawner, functools.partial(
+            subprocess.Popen, argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent))
         deadline = time.monotonic() + self.START_TIMEOUT
         while not await self._answers("/api/health"):
-            if self.proc.returncode is not None:
+            if self.proc.poll() is not None:
                 raise CallServicesFailed(self.proc.returncode)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the call services did not answer on {self.base_url} within "
@@ -308,7 +320,7 @@ class CallServicesProcess:
     async def _supervise(self) -> None:
         delay = 1.0
         while True:
-            status = await self.proc.wait()
+            status = await asyncio.to_thread(self.proc.wait)
             if self._stopping:
                 return
             self.state = (False, f"the call services exited (status {status}); restarting them")
@@ -336,17 +348,18 @@ class CallServicesProcess:
     async def stop(self) -> None:
         self._stopping = True
         await self.tasks.close()
-        if self.proc is not None and self.proc.returncode is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                await asyncio.wait_for(self.proc.wait(), self.STOP_TIMEOUT)
-            except asyncio.TimeoutError:
+                await asyncio.to_thread(self.proc.wait, self.STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
                 log.error("the call services (pid %s) did not stop within %.0f s: killing them", self.proc.pid,
                           self.STOP_TIMEOUT)
                 self.proc.kill()
-                await self.proc.wait()
+                await asyncio.to_thread(self.proc.wait)
         if self._session is not None:
             await self._session.close()
+        self._spawner.shutdown(wait=False)
 
 
 #: What a Twilio webhook carries that the call services need: its body's type, its signature, and the
@@ -361,6 +374,23 @@ def _die_with_parent() -> None:
 
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def lower_priority(increment: int, keep: tuple[int, ...] = ()) -> None:
+    """Lower every thread of this process but ``keep`` by ``increment`` nice levels (Linux keeps a nice
+    value per thread, and a thread started later inherits its creator's)."""
+    if increment <= 0:
+        return
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task") if int(tid) not in keep]
+    except OSError:
+        threads = [0]  # not Linux: the process
+    for tid in threads:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+        except OSError as exc:  # a thread that ended meanwhile; never a reason not to serve
+            log.debug("cannot lower the priority of thread %s: %s", tid, exc)
+    log.info("the API runs %d nice levels below the call services (api.nice)", increment)
 
 
 async def serve(config: Config, api: bool = True, calls: bool = True, config_file: str | None = None) -> None:
@@ -380,6 +410,8 @@ async def serve(config: Config, api: bool = True, calls: bool = True, config_fil
         if child is not None:
             await child.start()  # first: a call service that cannot start fails `serve` at once
             app[READINESS]["calls"] = child.probe
+        if api:  # the call services, if any, run in the child, forked by a thread that keeps its priority
+            lower_priority(config.api.nice, keep=(child.spawner_thread_id,) if child is not None else ())
         # Inside the try: a context that fails at start-up must still close the ones before it
         # (an open database pool would keep the process from exiting).
         await runner.setup()

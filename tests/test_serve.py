@@ -46,8 +46,27 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "it"):
 
 
 def children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as fh:
-        return [int(p) for p in fh.read().split()]
+    """The children of every thread of ``pid`` (a child belongs to the thread that forked it)."""
+    found = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                found += [int(p) for p in fh.read().split()]
+        except FileNotFoundError:  # a thread that ended meanwhile
+            pass
+    return found
+
+
+def nice_values(pid: int) -> list[int]:
+    """The nice value of each thread of ``pid``."""
+    values = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                values.append(int(fh.read().rsplit(")", 1)[1].split()[16]))
+        except FileNotFoundError:
+            pass
+    return values
 
 
 def alive(pid: int) -> bool:
@@ -87,6 +106,11 @@ def test_the_api_and_the_call_services_run_in_two_processes(server):
     proc, api, calls, _ = server
     [child] = wait_for(lambda: children(proc.pid), what="the call services starting")
     assert get(f"http://127.0.0.1:{calls}/api/health") == (200, {"status": "ok"})
+    # A flood of API requests cannot take the CPU from the calls: the API runs api.nice (10) levels
+    # below them; the spawner thread, which keeps the calls' priority for a restart, is the exception.
+    api_threads = nice_values(proc.pid)
+    assert api_threads.count(0) == 1 and set(api_threads) == {0, 10}, api_threads
+    assert set(nice_values(child)) == {0}
     # The API's readiness includes the call services' own (here: no Asterisk to connect to).
     status, body = wait_for(lambda: (r := get(f"http://127.0.0.1:{api}/api/ready")) and "calls" in r[1]["checks"]
                             and r, what="the API reporting the call services")
@@ -106,6 +130,8 @@ def test_call_services_that_die_are_restarted_and_stop_with_serve(server):
     [again] = wait_for(lambda: [p for p in children(proc.pid) if p != child and alive(p)], timeout=30,
                        what="the call services restarting")
     wait_for(lambda: get(f"http://127.0.0.1:{calls}/api/health"), what="the restarted call services answering")
+    # Restarted by the API's process, whose priority is lowered: the new child still has the calls' own.
+    assert set(nice_values(again)) == {0}
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     assert not alive(again), "the call services outlived `hotline serve`"

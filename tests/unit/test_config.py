@@ -50,6 +50,7 @@ def test_config_file_from_environment(tmp_path):
     ("- a\n- b\n", "top level must be a mapping"),
     ("api: {port: [}", "not valid YAML"),
     ("tts:\n  engine: say\n", "tts.engine must be espeak-ng or flite"),
+    ("api:\n  nice: 20\n", "api.nice must be between 0 and 19"),
 ])
 def test_bad_files_say_what_is_wrong(tmp_path, text, message):
     path = tmp_path / "hotline.yaml"
