@@ -68,6 +68,8 @@ class ApiLoad:
     async def begin(self) -> None:
         """Start the flood (it runs until ``end()``; wrk's own limit is only a backstop)."""
         self.started = time.monotonic()
+        # wrk stands for the API's clients, which are not on the call server: here it shares the two cores,
+        # so it runs at the API's priority (api.nice's default) rather than above it.
         self.wrk = await asyncio.create_subprocess_exec(
             "nice", "-n", "10", "wrk", "-t2", f"-c{self.connections}", "-d600s", "-s", self.script, f"{self.base}?limit=100",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
