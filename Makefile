@@ -39,6 +39,7 @@ test-fast: venv
 	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 bench: venv system-deps
+	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
 	$(BIN)/python bench/api_bench.py
 	$(BIN)/python bench/call_bench.py latency
 	$(BIN)/python bench/call_bench.py load

@@ -7,6 +7,7 @@ import json
 import logging
 from typing import Any, Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from api import auth, ccai, dashboard
@@ -36,7 +37,13 @@ def _dumps(value: Any) -> str:
 
 
 def json_response(value: Any, status: int = 200) -> web.Response:
-    return web.Response(text=_dumps(value), status=status, content_type="application/json")
+    """``value`` as compact UTF-8 JSON: orjson (C, a page of 100 rows in microseconds); what it refuses
+    (an integer past 64 bits or a non-string key, from a JSON field) goes through the standard library."""
+    try:
+        body = orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return web.Response(text=_dumps(value), status=status, content_type="application/json")
+    return web.Response(body=body, status=status, content_type="application/json", charset="utf-8")
 
 
 async def read_body(request: web.Request) -> dict:
@@ -131,7 +138,7 @@ def resource_routes(resource: Resource) -> list[web.RouteDef]:
         selection = resource.selection(body.get("select"), ctx.principal)
         conditions = resource.conditions(body.get("query"))
         order = resource.order(body.get("sort"))
-        count, rows = await request.app[READ](resource.list, ctx, selection, conditions, order, skip, limit)
+        count, rows = await resource.alist(request.app[READ], ctx, selection, conditions, order, skip, limit)
         return json_response({"count": count, "limit": limit, "skip": skip, "data": rows})
 
     async def get_item(request: web.Request) -> web.Response:
@@ -145,7 +152,7 @@ def resource_routes(resource: Resource) -> list[web.RouteDef]:
         ctx = await context(request, "read")
         body = await read_body(request)
         conditions = resource.conditions(body.get("query"))
-        return json_response({"count": await request.app[READ](resource.count, ctx, conditions)})
+        return json_response({"count": await resource.acount(request.app[READ], ctx, conditions)})
 
     async def create(request: web.Request) -> web.Response:
         ctx = await context(request, "create")

@@ -24,19 +24,64 @@ OPERATORS = (
     "EqualTo", "NotEqual", "Search", "StartsWith", "EndsWith", "GreaterThan", "GreaterThanOrEqual",
     "LessThan", "LessThanOrEqual", "InBetween", "Includes", "IsNull", "NotNull",
 )
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One checked ``query`` condition: its field, its operator, and its values as the database takes them
+    (in the order the SQL binds them). ``shape`` is what the SQL text depends on; ``params`` are what a
+    request binds to it (``api/listing.py`` compiles the SQL once per shape)."""
+
+    field: ApiField
+    op: str                  # isnull notnull eq ne in between like gt ge lt le
+    params: tuple = ()
+    or_null: bool = False    # in: null was among the values ("or empty")
+
+    @property
+    def shape(self) -> tuple:
+        return (self.field.name, self.op, len(self.params), self.or_null)
+
+    def node(self, bind=None) -> peewee.Node:
+        """The peewee expression; ``bind(k)`` gives the node of ``params[k]`` (a compiled query's placeholder),
+        by default the value itself."""
+        column = self.field.column
+        values = [bind(k) if bind else Value(v, converter=False) for k, v in enumerate(self.params)]
+        op = self.op
+        if op == "isnull":
+            return column.is_null(True)
+        if op == "notnull":
+            return column.is_null(False)
+        if op == "eq":
+            return column == values[0]
+        if op == "ne":
+            # NotEqual keeps rows where the field is empty, as a person reading "not X" expects.
+            return (column != values[0]) | column.is_null(True)
+        if op == "in":
+            condition = column.in_(values)
+            return condition | column.is_null(True) if self.or_null else condition
+        if op == "between":
+            return column.between(values[0], values[1])
+        if op == "like":  # case-insensitive, the pattern escaped with '!'
+            return NodeList((fn.LOWER(column), SQL("LIKE"), values[0], SQL("ESCAPE '!'")))
+        return _COMPARISONS[op](column, values[0])
+
+
 _COMPARISONS = {
-    "GreaterThan": lambda c, v: c > v,
-    "GreaterThanOrEqual": lambda c, v: c >= v,
-    "LessThan": lambda c, v: c < v,
-    "LessThanOrEqual": lambda c, v: c <= v,
+    "gt": lambda c, v: c > v,
+    "ge": lambda c, v: c >= v,
+    "lt": lambda c, v: c < v,
+    "le": lambda c, v: c <= v,
 }
+_COMPARISON_OPS = {"GreaterThan": "gt", "GreaterThanOrEqual": "ge", "LessThan": "lt", "LessThanOrEqual": "le"}
 
 
-def _like(column: peewee.Field, raw: str, op: str) -> peewee.Node:
+def _db(api_field: ApiField, value: Any) -> Any:
+    return api_field.column.db_value(value)
+
+
+def _like(api_field: ApiField, raw: str, op: str) -> Condition:
     # Case-insensitive, with the client's % and _ taken literally.
     escaped = raw.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")
     pattern = {"Search": f"%{escaped}%", "StartsWith": f"{escaped}%", "EndsWith": f"%{escaped}"}[op]
-    return NodeList((fn.LOWER(column), SQL("LIKE"), Value(pattern), SQL("ESCAPE '!'")))
+    return Condition(api_field, "like", (pattern,))
 
 
 def _check_length(api_field: ApiField, value: Any, where: str) -> None:
@@ -56,40 +101,38 @@ def _value(api_field: ApiField, value: Any, where: str) -> Any:
     return coerced
 
 
-def _any_of(api_field: ApiField, values: list, where: str) -> peewee.Node:
+def _any_of(api_field: ApiField, values: list, where: str) -> Condition:
     if len(values) > MAX_QUERY_LIST:
         raise BadRequest(f"{where}: at most {MAX_QUERY_LIST} values")
-    present = [_value(api_field, v, where) for v in values if v is not None]
-    condition = api_field.column.in_(present)
-    if len(present) < len(values):  # null in the list means "or empty", as null alone does
-        condition = condition | api_field.column.is_null(True)
-    return condition
+    present = tuple(_db(api_field, _value(api_field, v, where)) for v in values if v is not None)
+    # null in the list means "or empty", as null alone does
+    return Condition(api_field, "in", present, or_null=len(present) < len(values))
 
 
-def _condition(api_field: ApiField, spec: Any, where: str) -> peewee.Node:
-    column = api_field.column
+def _condition(api_field: ApiField, spec: Any, where: str) -> Condition:
     if spec is None:
-        return column.is_null(True)
+        return Condition(api_field, "isnull")
     if isinstance(spec, list):
         return _any_of(api_field, spec, where)
     if not isinstance(spec, dict):
-        return column == _value(api_field, spec, where)
+        return Condition(api_field, "eq", (_db(api_field, _value(api_field, spec, where)),))
     if "_type" not in spec:
         if "_id" in spec and api_field.kind == "id":
-            return column == _value(api_field, spec, where)
+            return Condition(api_field, "eq", (_db(api_field, _value(api_field, spec, where)),))
         raise BadRequest(f"{where}: an operator object needs a _type, one of {', '.join(OPERATORS)}")
     op = spec["_type"]
     if op == "IsNull":
-        return column.is_null(True)
+        return Condition(api_field, "isnull")
     if op == "NotNull":
-        return column.is_null(False)
+        return Condition(api_field, "notnull")
     if op == "InBetween":
         if "startValue" not in spec or "endValue" not in spec:
             raise BadRequest(f"{where}: InBetween needs startValue and endValue")
         if api_field.kind in ("boolean",):
             raise BadRequest(f"{where}: InBetween does not apply to a boolean")
-        return column.between(_value(api_field, spec["startValue"], where + ".startValue"),
-                              _value(api_field, spec["endValue"], where + ".endValue"))
+        return Condition(api_field, "between", (
+            _db(api_field, _value(api_field, spec["startValue"], where + ".startValue")),
+            _db(api_field, _value(api_field, spec["endValue"], where + ".endValue"))))
     if op == "Includes":
         values = spec.get("value")
         if not isinstance(values, list):
@@ -106,21 +149,20 @@ def _condition(api_field: ApiField, spec: Any, where: str) -> peewee.Node:
         if not isinstance(raw, str) or "\x00" in raw:
             raise BadRequest(f"{where}: {op} needs a string value")
         _check_length(api_field, raw, f"{where}.value")
-        return _like(column, raw, op)
+        return _like(api_field, raw, op)
     value = _value(api_field, raw, f"{where}.value")
     if op == "EqualTo":
-        return column.is_null(True) if value is None else column == value
+        return Condition(api_field, "isnull") if value is None else Condition(api_field, "eq", (_db(api_field, value),))
     if op == "NotEqual":
-        # NotEqual keeps rows where the field is empty, as a person reading "not X" expects.
-        return column.is_null(False) if value is None else ((column != value) | column.is_null(True))
+        return Condition(api_field, "notnull") if value is None else Condition(api_field, "ne", (_db(api_field, value),))
     if value is None:
         raise BadRequest(f"{where}: {op} needs a non-null value")
     if api_field.kind == "boolean":
         raise BadRequest(f"{where}: {op} does not apply to a boolean")
-    return _COMPARISONS[op](column, value)
+    return Condition(api_field, _COMPARISON_OPS[op], (_db(api_field, value),))
 
 
-def parse_query(schema: ModelSchema, query: Any) -> list[peewee.Node]:
+def parse_query(schema: ModelSchema, query: Any) -> list[Condition]:
     if query is None:
         return []
     if not isinstance(query, dict):
@@ -175,10 +217,13 @@ def parse_select(schema: ModelSchema, select: Any, related: dict[str, ModelSchem
     return Selection(fields, relations)
 
 
-def parse_sort(schema: ModelSchema, sort: Any) -> list[peewee.Node]:
-    default = [schema.fields["createdAt"].column.desc(), schema.fields["_id"].column.desc()]
+#: A checked ``sort``: (field name, descending) pairs, ending with ``_id`` (a stable order for paging).
+Order = tuple[tuple[str, bool], ...]
+
+
+def parse_sort(schema: ModelSchema, sort: Any) -> Order:
     if sort is None or sort == {}:
-        return default
+        return (("createdAt", True), ("_id", True))
     if not isinstance(sort, dict):
         raise BadRequest("sort must be an object of field: 1 | -1 | \"ASC\" | \"DESC\"")
     order = []
@@ -189,13 +234,18 @@ def parse_sort(schema: ModelSchema, sort: Any) -> list[peewee.Node]:
         if isinstance(direction, bool):  # JSON true is not 1 (Python says True == 1)
             raise BadRequest(f"sort.{name}: must be 1, -1, \"ASC\" or \"DESC\"")
         if direction in (1, "ASC", "asc", "Ascending"):
-            order.append(api_field.column.asc())
+            order.append((name, False))
         elif direction in (-1, "DESC", "desc", "Descending"):
-            order.append(api_field.column.desc())
+            order.append((name, True))
         else:
             raise BadRequest(f"sort.{name}: must be 1, -1, \"ASC\" or \"DESC\"")
-    order.append(schema.fields["_id"].column.asc())  # a stable order for pagination
-    return order
+    order.append(("_id", False))  # a stable order for pagination
+    return tuple(order)
+
+
+def order_nodes(schema: ModelSchema, order: Order) -> list[peewee.Node]:
+    return [schema.fields[name].column.desc() if descending else schema.fields[name].column.asc()
+            for name, descending in order]
 
 
 def parse_paging(request_query, body: dict) -> tuple[int, int]:

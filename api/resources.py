@@ -18,11 +18,12 @@ import peewee
 
 from api.auth import Principal
 from api.errors import BadRequest, Conflict, MethodNotAllowed, NotFound
-from api.query import Selection, parse_query, parse_select, parse_sort
+from api.listing import plan_for, values_of
+from api.query import Condition, Order, Selection, order_nodes, parse_query, parse_select, parse_sort
 from api.schema import ApiField, ModelSchema, Relation, fetch_rendered
 from ivr.config import setting_default
 from ivr.store import models as m
-from ivr.store.db import on_reader, write_transaction
+from ivr.store.db import Reads, on_reader, reading_database, write_transaction
 from ivr.store.verification import CODES_PER_DAY
 
 
@@ -88,20 +89,48 @@ class Resource:
         model = self.model
         return on_reader(model.select(*columns).where(model.project == ctx.project_id))
 
-    def list(self, ctx: Context, selection: Selection, conditions: list, order: list,
+    # get-list and count run statements compiled once per query shape (api/listing.py); a page that selects
+    # relations is built by ``_fetch`` (its count still compiled).
+
+    def list(self, ctx: Context, selection: Selection, conditions: list[Condition], order: Order,
              skip: int, limit: int) -> tuple[int, list[dict]]:
-        base = self.scoped(ctx).where(*conditions) if conditions else self.scoped(ctx)
-        count = base.count()
+        """The count and the page (synchronous: run through ``app[READ]``)."""
+        db = reading_database()
+        plan = plan_for(self, db, selection.fields, conditions, order)
+        values = values_of(self.model.project.db_value(ctx.project_id), conditions)
+        count = db.execute_sql(plan.count.sql, plan.count.params(values)).fetchone()[0]
         if limit == 0 or skip >= count:
             return count, []
-        rows = self._fetch(ctx, selection, conditions, order, skip, limit)
-        return count, rows
+        if selection.relations:
+            return count, self._fetch(ctx, selection, [c.node() for c in conditions],
+                                      order_nodes(self.schema, order), skip, limit)
+        rows = db.execute_sql(plan.page.sql, plan.page.params([*values, limit, skip])).fetchall()
+        return count, plan.render(rows)
 
-    def count(self, ctx: Context, conditions: list) -> int:
-        query = self.scoped(ctx)
-        if conditions:
-            query = query.where(*conditions)
-        return query.count()
+    async def alist(self, reads: Reads, ctx: Context, selection: Selection, conditions: list[Condition],
+                    order: Order, skip: int, limit: int) -> tuple[int, list[dict]]:
+        """``list`` from the event loop, straight to the driver (``Reads.session``)."""
+        if selection.relations:
+            return await reads(self.list, ctx, selection, conditions, order, skip, limit)
+        values = values_of(self.model.project.db_value(ctx.project_id), conditions)
+        async with reads.session() as (db, execute):
+            plan = plan_for(self, db, selection.fields, conditions, order)
+            count = (await execute(plan.count, plan.count.params(values)))[0][0]
+            if limit == 0 or skip >= count:
+                return count, []
+            return count, plan.render(await execute(plan.page, plan.page.params([*values, limit, skip])))
+
+    def count(self, ctx: Context, conditions: list[Condition]) -> int:
+        db = reading_database()
+        plan = plan_for(self, db, ["_id"], conditions, ())
+        values = values_of(self.model.project.db_value(ctx.project_id), conditions)
+        return db.execute_sql(plan.count.sql, plan.count.params(values)).fetchone()[0]
+
+    async def acount(self, reads: Reads, ctx: Context, conditions: list[Condition]) -> int:
+        values = values_of(self.model.project.db_value(ctx.project_id), conditions)
+        async with reads.session() as (db, execute):
+            plan = plan_for(self, db, ["_id"], conditions, ())
+            return (await execute(plan.count, plan.count.params(values)))[0][0]
 
     def get(self, ctx: Context, item_id: str, selection: Selection) -> dict:
         key = self.parse_id(item_id)
@@ -331,10 +360,10 @@ class Resource:
             principal.require("read", title, through=f"select.{name}")
         return selection
 
-    def conditions(self, query: Any) -> list:
+    def conditions(self, query: Any) -> list[Condition]:
         return parse_query(self.schema, query)
 
-    def order(self, sort: Any) -> list:
+    def order(self, sort: Any) -> Order:
         return parse_sort(self.schema, sort)
 
 

@@ -156,6 +156,11 @@ def _render_json(value: Any) -> Any:
 _RENDERERS = {"id": _render_id, "date": _render_date, "boolean": _render_bool, "json": _render_json}
 
 
+def render_function(api_field: "ApiField"):
+    """How a driver's value of this field becomes its JSON value (None: it already is)."""
+    return _RENDERERS.get(api_field.kind)
+
+
 def fetch_rendered(query, fields: list["ApiField"]) -> list[dict]:
     """Run ``query`` (selecting ``fields``' columns, in order) and render its rows as JSON-ready dicts.
 

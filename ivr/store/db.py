@@ -10,15 +10,17 @@ go through ``run_sync``.
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import contextvars
+import os
+import re
 import logging
 import sqlite3
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
-from peewee import SqliteDatabase
+from peewee import PostgresqlDatabase, SqliteDatabase, Value
 from playhouse import db_url
 from playhouse.migrations import Runner
 from playhouse.pwasyncio import AsyncPostgresqlDatabase, AsyncSqliteDatabase
@@ -108,6 +110,11 @@ def on_reader(query):
     return query.bind(reader) if reader is not None else query
 
 
+def reading_database():
+    """The database a read of the operation running now goes to (the reader, else the models' database)."""
+    return _reader.get() or database.obj
+
+
 class Reads:
     """How read-only operations run.
 
@@ -135,9 +142,82 @@ class Reads:
         finally:
             _reader.reset(token)
 
+    @contextlib.asynccontextmanager
+    async def session(self):
+        """``(db, execute)``: ``await execute(statement, params)`` runs a compiled read (``Statement``) and
+        returns its rows, on one connection for the block; ``db`` is the database it was compiled for.
+
+        Straight to the driver: SQLite's reader connection, or asyncpg's own ``fetch`` on PostgreSQL
+        (its prepared-statement cache: one round trip; peewee's bridge prepares every query again).
+        """
+        if self.sync is not None:
+            conn = self.sync.connection()
+
+            async def execute(statement: Statement, params: list) -> list:
+                return conn.execute(statement.sql, params).fetchall()
+
+            yield self.sync, execute
+            return
+        db = self.db
+        wrapper = await db.aconnect()
+        try:
+            if isinstance(db, PostgresqlDatabase):
+                async def execute(statement: Statement, params: list) -> list:
+                    return await wrapper.conn.fetch(statement.dollar_sql, *params)
+            else:  # an in-memory SQLite (tests): through the asyncio database
+                async def execute(statement: Statement, params: list) -> list:
+                    return (await db.aexecute_sql(statement.sql, params)).fetchall()
+            yield db, execute
+        finally:
+            await db.aclose()
+
     def close(self) -> None:
         if self.sync is not None:
             self.sync.close()
+
+
+class Slot:
+    """Stands for the ``index``-th value of a statement compiled once (``Statement``)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+def slot(index: int) -> Value:
+    """The placeholder node of a ``Statement``'s ``index``-th value (bound as given: no converter)."""
+    return Value(Slot(index), converter=False)
+
+
+def dollar_placeholders(sql: str) -> str:
+    """peewee's PostgreSQL SQL (``%s``, ``%%``) with asyncpg's placeholders (``$1``, ``$2``, ...)."""
+    counter = iter(range(1, sql.count("%s") + 1))
+    return re.sub("%%|%s", lambda match: "%" if match.group(0) == "%%" else f"${next(counter)}", sql)
+
+
+class Statement:
+    """A query whose SQL peewee generated once, to run again and again with other values.
+
+    ``query`` selects with ``slot(i)`` nodes where values go; ``params(values)`` lists what a run binds,
+    in the order of the SQL's placeholders. ``sql`` has the database's own placeholders (what
+    ``execute_sql`` takes), ``dollar_sql`` asyncpg's (``Reads.session`` on PostgreSQL).
+    """
+
+    __slots__ = ("sql", "dollar_sql", "_plan", "_identity")
+
+    def __init__(self, query, db):
+        sql, params = query.bind(db).sql()
+        self.sql = sql
+        self.dollar_sql = dollar_placeholders(sql) if isinstance(db, PostgresqlDatabase) else sql
+        self._plan = [(True, p.index) if isinstance(p, Slot) else (False, p) for p in params]
+        # The common case: every value once, in order (no constant peewee put in the parameters).
+        self._identity = [(True, i) for i in range(len(params))] == self._plan
+
+    def params(self, values: list) -> list:
+        if self._identity and len(values) == len(self._plan):
+            return values
+        return [values[x] if is_slot else x for is_slot, x in self._plan]
 
 
 class Compiled:

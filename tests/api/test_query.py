@@ -237,3 +237,22 @@ async def test_a_query_may_compare_with_any_value_a_short_column_holds(api, acme
     status, answer = await api.call("POST", "/api/user-incoming-call-number/get-list", acme.owner,
                                     {"query": {"sipUri": {"_type": "Search", "value": "a" * 256}}}, expect=None)
     assert status == 400 and "at most 255 characters" in answer["error"], answer
+
+
+async def test_same_shape_other_values_get_their_own_rows(api, acme, logs):
+    """get-list and count compile one SQL per query shape: each request still binds its own values."""
+    select = {"status": True, "callDurationInSeconds": True}
+    seen = {}
+    for status in ("Completed", "Busy", "NoAnswer", "Failed"):
+        page = await api.post("/api/incoming-call-log/get-list", acme.owner,
+                              {"select": select, "query": {"status": status}})
+        count = await api.post("/api/incoming-call-log/count", acme.owner, {"query": {"status": status}})
+        assert page["count"] == count["count"] == len(page["data"])
+        assert {row["status"] for row in page["data"]} <= {status}
+        seen[status] = sorted(row["callDurationInSeconds"] or 0 for row in page["data"])
+    assert seen == {"Completed": [30, 60], "Busy": [0], "NoAnswer": [0], "Failed": []}
+    # Another project's key with the same shape sees its own (none of Acme's).
+    other = await api.tenant("Other")
+    page = await api.post("/api/incoming-call-log/get-list", other.owner, {"select": select,
+                                                                          "query": {"status": "Completed"}})
+    assert page == {"count": 0, "limit": 10, "skip": 0, "data": []}
