@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -46,6 +47,9 @@ def json_response(value: Any, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json", charset="utf-8")
 
 
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
 async def read_body(request: web.Request) -> dict:
     """The JSON object of a request (GET may carry one too); an absent body is ``{}``."""
     if not request.body_exists:
@@ -55,13 +59,22 @@ async def read_body(request: web.Request) -> dict:
         return {}  # no body; whitespace alone is not JSON (a 400 below)
     too_deep = f"The request body is nested too deeply: at most {MAX_DEPTH} levels of objects and lists"
     try:
-        body = json.loads(raw)
-    except RecursionError:  # deeper than Python's stack: json.loads gives up
-        raise BadRequest(too_deep) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
-    # What json.loads accepts can still exhaust the stack later (rendering it, storing a JSON field).
-    if isinstance(body, (dict, list)) and _depth_exceeds(body, MAX_DEPTH):
+        # orjson reads integers past 64 bits as floats: a body with such a run of digits goes to the standard
+        # library, as does what orjson refuses (NaN, lone surrogates); it decides as it always did.
+        if _LONG_DIGITS.search(raw):
+            raise orjson.JSONDecodeError("", "", 0)
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            body = json.loads(raw)
+        except RecursionError:  # deeper than Python's stack: json.loads gives up
+            raise BadRequest(too_deep) from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    # What the parser accepts can still exhaust the stack later (rendering it, storing a JSON field).
+    # Nesting deeper than MAX_DEPTH needs more than MAX_DEPTH brackets: most bodies need no walk.
+    if isinstance(body, (dict, list)) and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH \
+            and _depth_exceeds(body, MAX_DEPTH):
         raise BadRequest(too_deep)
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object")
