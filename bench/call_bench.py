@@ -266,6 +266,9 @@ async def load_once(size: int, args, config, db, *, baseline: bool = False) -> d
             if log.status != "Completed" or statuses[-1:] != ["Completed"] or len(statuses) != expected_items or \
                     any(s not in ("NoAnswer", "Completed") for s in statuses):
                 wrong += 1
+                if wrong <= 5:  # what went wrong, for the first few
+                    print(f"  wrong: log {log.id} {log.status} ({log.statusMessage}); items "
+                          f"{[(i.status, i.statusMessage) for i in items]}", flush=True)
     return {"calls": size, "failed": size - result.successful, "wrong": wrong,
             "cpu_ms_per_call": cpu / size * 1000, "peak_rss_mb": rss, "elapsed_s": elapsed,
             "loop_lag_p99_ms": stats["event_loop_lag"]["p99_ms"] if stats else None,
