@@ -43,6 +43,7 @@ bench: venv system-deps
 	$(BIN)/python bench/api_bench.py
 	$(BIN)/python bench/call_bench.py latency
 	$(BIN)/python bench/call_bench.py load
+	$(BIN)/python bench/call_bench.py load --flow simple --baseline
 	$(BIN)/python bench/cc_bench.py
 
 asterisk-up: venv system-deps

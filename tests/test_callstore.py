@@ -235,3 +235,46 @@ async def test_a_voicemail_is_kept_with_its_alert_in_one_write(store):
     assert message.payload["incomingCallLogId"] == str(log.id) and message.payload["policy"] == "Desk"
     assert message.payload["projectId"] == str(project.id) and message.payload["callerPhoneNumber"] == "+14155550123"
     assert message.payload["voicemailUrl"] == f"/api/incoming-call-log/{log.id}/voicemail"
+
+
+async def test_the_call_writer_runs_queued_writes_in_order_and_goes_on_after_a_failed_one(store, caplog):
+    """``write_in_order`` (the shells' log writer): what a call queued runs in one go, in order, in the
+    database's writer thread on SQLite (through the asyncio database elsewhere); a failed write is
+    logged and the next ones still run."""
+    import asyncio
+    import threading
+
+    from ivr.shells.base import write_in_order
+
+    db, reads, number = store.db, store.reads, store.number
+    project, policy, numbers = store.built
+    prepared = await reads(callstore.prepare_call, number, "4155550123", "US", 7.0)
+    contact = prepared.setup.rules[0].contacts[0]
+    threads = set()
+
+    def where():
+        threads.add(threading.current_thread().name)
+
+    def fails():
+        raise RuntimeError("a write that fails")
+
+    writes: asyncio.Queue = asyncio.Queue()
+    for job in ((callstore.open_log, prepared, "chan-w", 1795400000.0), (where,), (fails,),
+                (callstore.create_item, prepared.log_id, project.id, "leg-w", contact,
+                 prepared.setup.rules[0].rule_id, 1, 1795400001.0),
+                (callstore.update_log, prepared.log_id, UpdateLog(status=m.CallStatus.RINGING,
+                                                                  current_rule_order=1))):
+        writes.put_nowait(job)
+    writer = asyncio.get_running_loop().create_task(write_in_order(db, writes, "call w"))
+    await asyncio.sleep(0.05)
+    writes.put_nowait((callstore.update_log, prepared.log_id, UpdateLog(status=m.CallStatus.COMPLETED)))
+    writes.put_nowait(None)
+    await asyncio.wait_for(writer, 10)
+
+    log = await db.run(m.IncomingCallLog.get_by_id, prepared.log_id)
+    items = await db.list(m.IncomingCallLogItem.select().where(m.IncomingCallLogItem.incomingCallLog == log.id))
+    assert (log.status, log.currentEscalationRuleOrder, log.callProviderCallId) == ("Completed", 1, "chan-w")
+    assert [(i.callProviderCallId, i.status, i.isAnswered) for i in items] == [("leg-w", "Ringing", False)]
+    assert "a write failed (fails)" in caplog.text
+    if getattr(db, "writer", None) is not None:
+        assert threads == {"hotline-writer_0"}

@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 
 from ivr.store import callstore
-from ivr.store.db import run_and_release
+from ivr.store.db import run_write
 from ivr.core.engine import (TERMINAL_STATUSES, CallSetup, EscalationCall, IllegalEvent, TimerFired, UpdateItem,
                               UpdateLog, confirmation_prompt)
 from ivr.core.texts import VOICEMAIL_PROMPT
@@ -24,14 +24,29 @@ log = logging.getLogger(__name__)
 
 async def write_in_order(db, writes: asyncio.Queue, what: str) -> None:
     """Run the queued ``(fn, *args)`` writes one after another until a ``None``; a failed write is
-    logged (``what`` names the call) and the call goes on."""
+    logged (``what`` names the call) and the call goes on. What is queued together (a call's writes
+    come in bursts: its log, its first ring attempt and its status at once) runs in one go, in the
+    database's writer (``run_write``)."""
     while True:
-        job = await writes.get()
-        if job is None:
+        jobs = [await writes.get()]
+        while jobs[-1] is not None and not writes.empty():
+            jobs.append(writes.get_nowait())
+        done = jobs[-1] is None
+        if done:
+            jobs.pop()
+        if jobs:
+            try:
+                await run_write(db, _run_jobs, jobs, what)
+            except Exception:
+                log.exception("%s: %d write(s) could not run; the call goes on", what, len(jobs))
+        if done:
             return
-        fn, *args = job
+
+
+def _run_jobs(jobs: list, what: str) -> None:
+    for fn, *args in jobs:
         try:
-            await run_and_release(db, fn, *args)
+            fn(*args)
         except Exception:
             log.exception("%s: a write failed (%s); the call goes on", what, fn.__name__)
 

@@ -44,7 +44,7 @@ from ivr.core.vocabulary import (
 from ivr.shells.contact_center import ContactCenterActor, ContactCenterService
 from ivr.store import cc_inbound, cc_progress
 from ivr.store.cc_inbound import InboundOpened
-from ivr.store.db import run_and_release
+from ivr.store.db import run_and_release, run_write
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class InboundCalls:
         """The inbound calls of the API (and fired scheduled calls): call their end users."""
         s = self.service
         cfg = s.config.contact_center
-        for taken in await run_and_release(s.db, cc_inbound.take_inbound_calls, s.node):
+        for taken in await run_write(s.db, cc_inbound.take_inbound_calls, s.node):
             log.info("contact-center call %s: calling the end user %s to queue them", taken.number,
                      taken.end_user_address)
             # can_call_back stays False: a call-back that finds no agent ends with the message, never with

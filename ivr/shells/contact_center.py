@@ -55,7 +55,7 @@ from ivr.store import cc_progress
 from ivr.store.cc_progress import TakenCall
 from ivr.shells.base import write_in_order
 from ivr.shells.recordings import NotKept, keep_recording
-from ivr.store.db import run_and_release
+from ivr.store.db import run_and_release, run_write
 from ivr.tts import TTSError
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class ContactCenterService:
                     self.node = await self._node_name()
                     await self._close_stale()
                 async with self._claiming:
-                    for taken in await run_and_release(self.db, cc_progress.take_outbound_calls, self.node):
+                    for taken in await run_write(self.db, cc_progress.take_outbound_calls, self.node):
                         self._start(taken)
                     for poll in self.pollers:
                         await poll()

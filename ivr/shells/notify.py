@@ -82,7 +82,7 @@ from ivr.store import verification
 from ivr.store import outbox
 from ivr.store.calllogs import (NOTIFICATION_CALL, PHONE_COLUMN, create_call_log, finish_call_log,
                                  open_call_logs)
-from ivr.store.db import run_and_release
+from ivr.store.db import run_and_release, run_write
 from ivr.tts import Synthesizer, TTSError
 
 log = logging.getLogger(__name__)
@@ -464,7 +464,7 @@ class NotificationService:
 
     async def deliver_webhooks(self) -> int:
         """One attempt for each acknowledgement due in the outbox; returns how many were delivered."""
-        messages = await run_and_release(self.db, outbox.lease, WEBHOOK, WEBHOOK_LEASE)
+        messages = await run_write(self.db, outbox.lease, WEBHOOK, WEBHOOK_LEASE)
         results = await asyncio.gather(*(self._deliver_webhook(message) for message in messages))
         return sum(results)
 
@@ -512,7 +512,7 @@ class NotificationService:
         """Calls the API queued, and acknowledgements due for the webhook, taken from the outbox."""
         while not self._stopping.is_set():
             try:
-                for message in await run_and_release(self.db, outbox.take, NOTIFICATION_CALL):
+                for message in await run_write(self.db, outbox.take, NOTIFICATION_CALL):
                     self.place(Notification.from_payload(message.payload))
                 await self.deliver_webhooks()
             except Exception:  # noqa: BLE001 - tried again at the next poll

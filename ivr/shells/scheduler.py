@@ -15,7 +15,7 @@ import logging
 
 from ivr.runtime import Tasks, stopped_within
 from ivr.store import scheduled
-from ivr.store.db import run_and_release
+from ivr.store.db import run_write
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class ScheduledCallsService:
         await self.tasks.close()
 
     async def poll_once(self) -> list[scheduled.FiredCall]:
-        fired = await run_and_release(self.db, scheduled.fire_due, None, self.batch)
+        fired = await run_write(self.db, scheduled.fire_due, None, self.batch)
         for call in fired:
             late = call.late_seconds
             if late > 60:

@@ -280,13 +280,20 @@ def prepare_call(dialed: str, caller: str, default_region: str, confirm_timeout:
                         caller_raw)
 
 
+# Compiled once like the call's other writes (peewee fills the columns' constant defaults in).
+_LOG_INSERT_COLUMNS = ("id", "createdAt", "updatedAt", "project", "incomingCallPolicyId", "callerPhoneNumber",
+                       "callerIdRaw", "routingPhoneNumber", "callProviderCallId", "status", "startedAt")
+_INSERT_LOG = Compiled(
+    lambda *slots: m.IncomingCallLog.insert(dict(zip(
+        [m.IncomingCallLog._meta.fields[c] for c in _LOG_INSERT_COLUMNS], slots))),
+    *[m.IncomingCallLog._meta.fields[c] for c in _LOG_INSERT_COLUMNS])
+
+
 def open_log(call: PreparedCall, channel_id: str, started_at: float) -> None:
     """The call's IncomingCallLog row (status Initiated)."""
-    m.IncomingCallLog.create(
-        id=call.log_id, project=call.project_id, incomingCallPolicyId=call.policy_id,
-        callerPhoneNumber=call.caller_number, callerIdRaw=call.caller_raw, routingPhoneNumber=call.routing_number,
-        callProviderCallId=channel_id, status=m.CallStatus.INITIATED.value,
-        startedAt=utc_from_timestamp(started_at))
+    now = m.utcnow()
+    _INSERT_LOG.execute(call.log_id, now, now, call.project_id, call.policy_id, call.caller_number, call.caller_raw,
+                        call.routing_number, channel_id, m.CallStatus.INITIATED.value, utc_from_timestamp(started_at))
 
 
 # How the engine's typed log updates map to columns. Resolved at import: a renamed column fails

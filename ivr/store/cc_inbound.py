@@ -229,6 +229,8 @@ def take_inbound_calls(node: str, limit: int = 20) -> list[TakenInbound]:
     them for ``node``, in one transaction; a call that waited longer than ``STALE_AFTER`` since it was
     queued fails instead of calling its end user long after the request."""
     taken = []
+    if not outbox.any_due(INBOUND_CALL):
+        return taken  # nothing queued: no write transaction (on SQLite, no write lock)
     now = m.utcnow()
     with write_transaction():
         for message in outbox.take(INBOUND_CALL, limit):

@@ -55,6 +55,8 @@ def take_outbound_calls(node: str, limit: int = 20) -> list[TakenCall]:
     """Take the queued outbound calls and claim them for ``node``, in one transaction; fail those
     that waited longer than :data:`STALE_AFTER`."""
     taken = []
+    if not outbox.any_due(OUTBOUND_CALL):
+        return taken  # nothing queued: no write transaction (on SQLite, no write lock)
     now = m.utcnow()
     with write_transaction():
         for message in outbox.take(OUTBOUND_CALL, limit):

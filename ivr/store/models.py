@@ -14,6 +14,7 @@ can be deleted while its logs stay, still saying which policy they belonged to.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import enum
 import json
@@ -37,7 +38,33 @@ from ivr.core.contact_center import vocabulary as cc
 from ivr.core.engine import TERMINAL_STATUSES, CallStatus  # noqa: F401 - the one status enum, re-exported
 from ivr.core.oncall import RotationInterval
 
-database = DatabaseProxy()
+#: The database the running operation is bound to instead of the one ``database`` was initialized with
+#: (None: that one): the synchronous reader of ``ivr.store.db.Reads``, or the writer thread's connection
+#: of ``ivr.store.db.Writer``. Set for the operation's duration only.
+bound_database: contextvars.ContextVar = contextvars.ContextVar("hotline_bound_database", default=None)
+
+
+class RoutedDatabaseProxy(DatabaseProxy):
+    """The models' database: the one ``initialize`` set, unless the running operation is bound to
+    another (``bound_database``). Every query, transaction and ``database.obj`` resolves it when it runs."""
+
+    __slots__ = ("_initialized",)
+
+    def initialize(self, obj):
+        object.__setattr__(self, "_initialized", obj)
+        for callback in self._callbacks:
+            callback(obj)
+
+    @property
+    def obj(self):
+        bound = bound_database.get()
+        return self._initialized if bound is None else bound
+
+    def __setattr__(self, attr, value):
+        object.__setattr__(self, attr, value)
+
+
+database = RoutedDatabaseProxy()
 
 
 def utcnow() -> dt.datetime:
