@@ -14,6 +14,7 @@ builds its rows with ``Resource._fetch`` (one query per relation), its count com
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Sequence
 
 from peewee import SQL, fn
@@ -46,14 +47,16 @@ class ListPlan:
 
 #: The common driver values of a kind, rendered inline (exactly as the kind's renderer in ``api.schema``
 #: does, which takes every other value): SQLite keeps a UUID as 32 hex digits and a date as
-#: "YYYY-MM-DD HH:MM:SS[.ffffff]" (naive UTC). A page of a hundred rows is otherwise mostly calls.
+#: "YYYY-MM-DD HH:MM:SS[.ffffff]" (naive UTC); asyncpg gives UUID objects and naive datetimes. A page
+#: of a hundred rows is otherwise mostly calls.
 _INLINE = {
     "id": "(None if (v{i} := r[{i}]) is None else "
           "f'{{v{i}[:8]}}-{{v{i}[8:12]}}-{{v{i}[12:16]}}-{{v{i}[16:20]}}-{{v{i}[20:]}}' "
-          "if v{i}.__class__ is str and len(v{i}) == 32 else R{i}(v{i}))",
+          "if v{i}.__class__ is str and len(v{i}) == 32 else R{i}(v{i}) if v{i}.__class__ is str else str(v{i}))",
     "date": "(None if (v{i} := r[{i}]) is None else "
             "v{i}.replace(' ', 'T') + '.000Z' if v{i}.__class__ is str and len(v{i}) == 19 and v{i}[10] == ' ' "
             "else f'{{v{i}[:10]}}T{{v{i}[11:23]}}Z' if v{i}.__class__ is str and len(v{i}) == 26 and v{i}[10] == ' ' "
+            "else v{i}.isoformat(timespec='milliseconds') + 'Z' if v{i}.__class__ is datetime and v{i}.tzinfo is None "
             "else R{i}(v{i}))",
 }
 
@@ -61,7 +64,7 @@ _INLINE = {
 def row_renderer(fields: Sequence[ApiField]):
     """A function rendering a page's rows for these fields: one comprehension, generated once per plan
     from the fields' kinds (the names are the schema's, written as literals; nothing a client sends)."""
-    items, scope = [], {}
+    items, scope = [], {"datetime": dt.datetime}
     for i, api_field in enumerate(fields):
         render = render_function(api_field)
         if render is None:

@@ -45,7 +45,7 @@ class ApiLoad:
 
     async def start(self) -> None:
         print(f"api load: loading {self.rows:,} incoming-call logs...", flush=True)
-        key = await load(self.url, self.rows)
+        key, _project = await load(self.url, self.rows)
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_") and k != "DATABASE_URL"}
         env.update(DATABASE_URL=self.url, HOTLINE_API_PORT=str(self.port), HOTLINE_API_RATE_LIMIT="0",
                    HOTLINE_GENERAL_DATA_DIR=str(self.workdir / "api-data"), HOTLINE_GENERAL_LOG_LEVEL="WARNING")
@@ -69,9 +69,9 @@ class ApiLoad:
         """Start the flood (it runs until ``end()``; wrk's own limit is only a backstop)."""
         self.started = time.monotonic()
         # wrk stands for the API's clients, which are not on the call server: here it shares the two cores,
-        # so it runs at the API's priority (api.nice's default) rather than above it.
+        # so it runs at the API's priority (api.nice's default, 19) rather than above it.
         self.wrk = await asyncio.create_subprocess_exec(
-            "nice", "-n", "10", "wrk", "-t2", f"-c{self.connections}", "-d600s", "-s", self.script, f"{self.base}?limit=100",
+            "nice", "-n", "19", "wrk", "-t2", f"-c{self.connections}", "-d600s", "-s", self.script, f"{self.base}?limit=100",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
 
     async def end(self) -> dict:

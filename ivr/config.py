@@ -114,10 +114,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api", "port", 8080, "int", "Port the REST API listens on."),
     Setting("api", "rate_limit", 1200, "int",
             "Requests per minute allowed to one API key (a token bucket); 0 disables the limit."),
-    Setting("api", "nice", 10, "int",
+    Setting("api", "nice", 19, "int",
             "How much lower the API's CPU priority is than the call services' (a Unix nice increment, 0-19), "
             "taken by a process that serves the API without the call services (`hotline serve`'s API process, "
-            "`--api-only`): a flood of API requests on the same machine then cannot hold back the calls. 0: equal."),
+            "`--api-only`): a flood of API requests on the same machine then cannot hold back the calls; the API "
+            "(and the Twilio webhooks it passes on) answers more slowly only while the calls need the CPU. 0: equal."),
     Setting("database", "url", "", "str",
             "Database URL: sqlite:///path or postgresql://user:pass@host/db. "
             "Empty means a SQLite file in the data directory. DATABASE_URL also sets it."),

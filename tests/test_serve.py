@@ -106,10 +106,10 @@ def test_the_api_and_the_call_services_run_in_two_processes(server):
     proc, api, calls, _ = server
     [child] = wait_for(lambda: children(proc.pid), what="the call services starting")
     assert get(f"http://127.0.0.1:{calls}/api/health") == (200, {"status": "ok"})
-    # A flood of API requests cannot take the CPU from the calls: the API runs api.nice (10) levels
+    # A flood of API requests cannot take the CPU from the calls: the API runs api.nice (19) levels
     # below them; the spawner thread, which keeps the calls' priority for a restart, is the exception.
     api_threads = nice_values(proc.pid)
-    assert api_threads.count(0) == 1 and set(api_threads) == {0, 10}, api_threads
+    assert api_threads.count(0) == 1 and set(api_threads) == {0, 19}, api_threads
     assert set(nice_values(child)) == {0}
     # The API's readiness includes the call services' own (here: no Asterisk to connect to).
     status, body = wait_for(lambda: (r := get(f"http://127.0.0.1:{api}/api/ready")) and "calls" in r[1]["checks"]

@@ -76,6 +76,9 @@ def test_rows_render_as_the_field_renderers_do():
         # Not what peewee writes, but what a column may hold: the renderers' own answer, never a guess.
         (uuid.uuid4().hex.upper()[:31], 1, "2026-01-02T03:04:05", "x", "{}", 1),
         (uuid.uuid4().hex, 1, dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.timezone.utc), "x", "{}", 1),
+        # What asyncpg gives: UUID objects, naive datetimes (with and without microseconds).
+        (uuid.uuid4(), 1, dt.datetime(2026, 1, 2, 3, 4, 5, 678901), "x", "{}", 1),
+        (uuid.uuid4(), 1, dt.datetime(2026, 1, 2, 3, 4, 5), "x", "{}", 1),
     ]
     expected = [{f.name: (_RENDERERS[f.kind](v) if f.kind in _RENDERERS else v) for f, v in zip(fields, row)}
                 for row in rows]
