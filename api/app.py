@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 KEYS = web.AppKey("keys", auth.KeyCache)
 LIMITER = web.AppKey("limiter", auth.RateLimiter)
 OPENAPI = web.AppKey("openapi", dict)
+CONTEXT_SETTINGS = web.AppKey("context_settings", tuple)
 MAX_BODY = 1024 * 1024
 MAX_DEPTH = 32  # levels of objects and lists in a body (a get-list with an Includes query needs 4)
 
@@ -126,9 +127,14 @@ async def principal_for_hash(app: web.Application, key_hash: str, *, limit: bool
 
 
 def context_of(app: web.Application, principal: auth.Principal) -> Context:
-    config = app[CONFIG]
-    return Context(principal, config.sip.default_region, tuple(config.sip.allowed_hosts),
-                   config.notify.verification_codes_per_day, config.twilio.encryption_key)
+    return Context(principal, *app[CONTEXT_SETTINGS])
+
+
+def _context_settings(config: Config) -> tuple:
+    """What every request's ``Context`` takes from the configuration (read once: per request it showed
+    in the profile)."""
+    return (config.sip.default_region, tuple(config.sip.allowed_hosts), config.notify.verification_codes_per_day,
+            config.twilio.encryption_key)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -267,6 +273,7 @@ def create_app(config: Config, db=None, *, api: bool = True) -> web.Application:
     """
     app = new_app(config, middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[KEYS] = auth.KeyCache()
+    app[CONTEXT_SETTINGS] = _context_settings(config)
     app[LIMITER] = auth.RateLimiter(config.api.rate_limit)
     app[OPENAPI] = build_openapi(RESOURCES, ACTIONS, ccai.openapi())
     app.cleanup_ctx.append(database_context(config, db))
