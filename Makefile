@@ -44,6 +44,7 @@ bench: venv system-deps
 	$(BIN)/python bench/call_bench.py latency
 	$(BIN)/python bench/call_bench.py load
 	$(BIN)/python bench/call_bench.py load --flow simple --baseline
+	$(BIN)/python bench/call_bench.py load --sizes 300 --api-load 100000
 	$(BIN)/python bench/cc_bench.py
 
 asterisk-up: venv system-deps
