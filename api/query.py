@@ -24,6 +24,8 @@ OPERATORS = (
     "EqualTo", "NotEqual", "Search", "StartsWith", "EndsWith", "GreaterThan", "GreaterThanOrEqual",
     "LessThan", "LessThanOrEqual", "InBetween", "Includes", "IsNull", "NotNull",
 )
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     """One checked ``query`` condition: its field, its operator, and its values as the database takes them
