@@ -139,24 +139,32 @@ def lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def run_wrk(url: str, key: str, body: dict | None, duration: int, connections: int) -> dict:
-    """``body`` None: a GET (datasette)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(WRK_SCRIPT.format(method=lua_string("GET" if body is None else "POST"),
-                                   body="nil" if body is None else lua_string(json.dumps(body)),
-                                   key=lua_string(key)))
-        script = fh.name
-    try:
-        out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "-s", script, url],
-                             capture_output=True, text=True, timeout=duration + 60).stdout
-    finally:
-        os.unlink(script)
+def wrk_script(key: str, body: dict | None) -> str:
+    """The Lua script of a request with ``key``; ``body`` None: a GET (datasette)."""
+    return WRK_SCRIPT.format(method=lua_string("GET" if body is None else "POST"),
+                             body="nil" if body is None else lua_string(json.dumps(body)), key=lua_string(key))
+
+
+def wrk_result(out: str) -> dict:
+    """Requests/s, p50, p99 and errors from what the script's ``done`` printed."""
     match = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+) (\d+)", out)
     if not match:
         raise RuntimeError(f"wrk printed no result:\n{out}")
     requests, micros, p50, p99, errors = match.groups()
     return {"rps": int(requests) / (int(micros) / 1e6), "p50_ms": float(p50) / 1000, "p99_ms": float(p99) / 1000,
             "errors": int(errors)}
+
+
+def run_wrk(url: str, key: str, body: dict | None, duration: int, connections: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(wrk_script(key, body))
+        script = fh.name
+    try:
+        out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "-s", script, url],
+                             capture_output=True, text=True, timeout=duration + 60).stdout
+    finally:
+        os.unlink(script)
+    return wrk_result(out)
 
 
 def start_server(args: list[str], env: dict) -> subprocess.Popen:

@@ -10,27 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from api_bench import LIST_BODY, free_port, load, wait_http  # noqa: E402
-
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = {body}
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["ApiKey"] = {key}
-"""
-
-
-def _lua(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+from api_bench import LIST_BODY, free_port, load, wait_http, wrk_result, wrk_script  # noqa: E402
 
 
 class ApiLoad:
@@ -58,7 +45,7 @@ class ApiLoad:
                                          body)
         assert json.loads(sample)["data"], sample[:200]
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False, dir=self.workdir) as fh:
-            fh.write(WRK_SCRIPT.format(body=_lua(json.dumps(LIST_BODY)), key=_lua(key)))
+            fh.write(wrk_script(key, LIST_BODY))
             self.script = fh.name
 
     @property
@@ -67,7 +54,6 @@ class ApiLoad:
 
     async def begin(self) -> None:
         """Start the flood (it runs until ``end()``; wrk's own limit is only a backstop)."""
-        self.started = time.monotonic()
         # wrk stands for the API's clients, which are not on the call server: here it shares the two cores,
         # so it runs at the API's priority (api.nice's default, 19) rather than above it.
         self.wrk = await asyncio.create_subprocess_exec(
@@ -77,12 +63,8 @@ class ApiLoad:
     async def end(self) -> dict:
         """Stop the flood (wrk reports on SIGINT); its requests/s over the calls' run."""
         self.wrk.send_signal(signal.SIGINT)
-        out = (await self.wrk.communicate())[0].decode()
-        rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        if not rps:
-            raise RuntimeError(f"wrk printed no result:\n{out}")
-        return {"api_rps": float(rps.group(1)), "api_errors": int(errors.group(1)) if errors else 0}
+        result = wrk_result((await self.wrk.communicate())[0].decode())
+        return {"api_rps": result["rps"], "api_errors": result["errors"]}
 
     async def stop(self) -> None:
         for proc in (self.wrk, self.server):

@@ -32,7 +32,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,13 +45,11 @@ from tests.conftest import POSTGRES_ADMIN_URL, _psql  # noqa: E402
 from tests.e2e.conftest import make_lab_config  # noqa: E402
 from tests.sip import parties  # noqa: E402
 from tests.sip.parties import Caller, Phone  # noqa: E402
+sys.path.insert(0, str(ROOT / "bench"))
+import call_bench  # noqa: E402
+from call_bench import pct  # noqa: E402
 
 BENCH_OFFSET = 950
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 def ms(value: float) -> str:
@@ -60,19 +57,8 @@ def ms(value: float) -> str:
 
 
 async def make_policy(db, phone: Phone) -> m.IncomingCallPolicy:
-    def build():
-        project = m.Project.create(name=f"cluster-bench-{uuid.uuid4().hex[:6]}")
-        policy = m.IncomingCallPolicy.create(
-            project=project, name="Cluster bench", slug=f"cluster-bench-{uuid.uuid4().hex}",
-            routingPhoneNumber=f"+1212{uuid.uuid4().int % 8000000 + 2000000:07d}", greetingMessage="",
-            noAnswerMessage="Nobody answered.", requireAnswerConfirmation=True)
-        user = m.User.create(project=project, name="On call")
-        m.UserIncomingCallNumber.create(project=project, user=user, sipUri=phone.uri(), isVerified=True)
-        m.IncomingCallPolicyEscalationRule.create(project=project, incomingCallPolicy=policy, order=1,
-                                                  escalateAfterSeconds=20, user=user)
-        return policy
-
-    return await db.run(build)
+    """One rule: ``phone``, for 20 s, with the press-1 confirmation."""
+    return await call_bench.make_policy(db, [(phone, 20)], confirm=True)
 
 
 async def logs_of(db, policy) -> list[tuple[m.IncomingCallLog, list]]:

@@ -27,12 +27,13 @@ import random
 import re
 import shutil
 import signal
-import socket
 import tempfile
 import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ivr.lab.processes import port_free
 
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 PCAP_DIR = Path("/usr/share/sip-tester")
@@ -70,17 +71,6 @@ def _session_workdir() -> Path:
     return _workdir
 
 
-def _udp_free(ip: str, port: int) -> bool:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind((ip, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
-
-
 def allocate_ports(ip: str = "127.0.0.1") -> int:
     """A base port whose SIP and media ports are free (process-wide, never handed twice)."""
     global _next_port
@@ -92,7 +82,7 @@ def allocate_ports(ip: str = "127.0.0.1") -> int:
             _next_port = PORT_RANGE[0]
         if base in _taken:
             continue
-        if all(_udp_free(ip, base + offset) for offset in (0, 1, 3)):
+        if all(port_free("udp", ip, base + offset) for offset in (0, 1, 3)):
             _taken.add(base)
             return base
     raise RuntimeError(f"no free UDP ports for a SIP party in {PORT_RANGE}")
